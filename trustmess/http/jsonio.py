@@ -1,0 +1,63 @@
+"""JSON in and out of HTTP views: bounded, strict body parsing and orjson responses."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+from aiohttp import web
+
+from trustmess.errors import ApiError, ErrorCode, invalid
+from trustmess.validation import BIGINT_MAX
+
+MAX_BODY_BYTES = 64 * 1024
+
+
+def json_response(data: Any, status: int = 200, headers: dict[str, str] | None = None) -> web.Response:
+    return web.Response(
+        body=orjson.dumps(data), status=status, content_type="application/json", headers=headers
+    )
+
+
+def error_response(error: ApiError) -> web.Response:
+    return json_response(error.body(), status=error.status, headers=error.headers)
+
+
+async def read_json_object(request: web.Request) -> dict[str, Any]:
+    """The request body as a JSON object: 413 over 64 KiB, 400 if not JSON or not an object."""
+    if request.content_length is not None and request.content_length > MAX_BODY_BYTES:
+        raise ApiError(413, ErrorCode.TOO_LARGE, f"body exceeds {MAX_BODY_BYTES} bytes")
+    raw = await request.content.read(MAX_BODY_BYTES + 1)
+    if len(raw) > MAX_BODY_BYTES:
+        raise ApiError(413, ErrorCode.TOO_LARGE, f"body exceeds {MAX_BODY_BYTES} bytes")
+    try:
+        data = orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        raise ApiError(400, ErrorCode.BAD_JSON, "body is not valid JSON") from None
+    if not isinstance(data, dict):
+        raise ApiError(400, ErrorCode.BAD_REQUEST, "body must be a JSON object")
+    return data
+
+
+def path_id(request: web.Request, name: str) -> int:
+    """A positive integer path parameter; anything else is 404 (no such resource)."""
+    raw = request.match_info.get(name, "")
+    if not raw.isascii() or not raw.isdigit() or not 1 <= int(raw) <= BIGINT_MAX:
+        raise ApiError(404, ErrorCode.NOT_FOUND, "not found")
+    return int(raw)
+
+
+def query_int(
+    request: web.Request, name: str, *, lo: int, hi: int, default: int | None = None
+) -> int | None:
+    """An integer query parameter within [lo, hi], or 422 naming it."""
+    raw = request.query.get(name)
+    if raw is None:
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise invalid(name, "must be an integer") from None
+    if not lo <= value <= hi:
+        raise invalid(name, f"must be between {lo} and {hi}")
+    return value

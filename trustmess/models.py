@@ -1,0 +1,51 @@
+"""Value types that cross layers, and their one JSON form (HTTP and socket send the same)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+
+def format_ts(value: datetime) -> str:
+    """RFC 3339 UTC with milliseconds: ``2026-11-22T10:00:00.123Z``."""
+    value = value.astimezone(UTC)
+    return value.strftime("%Y-%m-%dT%H:%M:%S.") + f"{value.microsecond // 1000:03d}Z"
+
+
+def format_optional_ts(value: datetime | None) -> str | None:
+    return None if value is None else format_ts(value)
+
+
+@dataclass(frozen=True, slots=True)
+class Message:
+    """A stored message; ``seq`` is its gapless position in the conversation."""
+
+    id: int
+    conversation_id: int
+    seq: int
+    sender_id: int
+    body: str
+    reply_to: int | None
+    client_msg_id: str
+    created_at: datetime
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "conversation_id": self.conversation_id,
+            "seq": self.seq,
+            "sender_id": self.sender_id,
+            "body": self.body,
+            "reply_to": self.reply_to,
+            "client_msg_id": self.client_msg_id,
+            "created_at": format_ts(self.created_at),
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class SendResult:
+    """Outcome of a send: the stored message and whether it was already stored before."""
+
+    message: Message
+    duplicate: bool

@@ -1,0 +1,132 @@
+"""The database schema as SQLAlchemy Core tables: the single source Alembic compares against.
+
+Runtime queries do not use these objects (they are plain asyncpg SQL in ``store/``); the tables
+exist so that ``alembic check`` can prove the migrations and this file agree.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    CheckConstraint,
+    Column,
+    DateTime,
+    ForeignKey,
+    Identity,
+    Index,
+    MetaData,
+    PrimaryKeyConstraint,
+    String,
+    Table,
+    Text,
+    UniqueConstraint,
+    text,
+)
+
+metadata = MetaData(
+    naming_convention={
+        "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+        "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+        "ck": "ck_%(table_name)s_%(constraint_name)s",
+        "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+        "pk": "pk_%(table_name)s",
+    }
+)
+
+NOW = text("now()")
+
+users = Table(
+    "users",
+    metadata,
+    Column("id", BigInteger, Identity(), primary_key=True),
+    # Stored lower-cased (the check makes that a rule), so the plain unique constraint is
+    # case-insensitive uniqueness.
+    Column("username", String(32), nullable=False, unique=True),
+    Column("password_hash", Text, nullable=False),
+    Column("display_name", String(64), nullable=False),
+    Column("bio", String(500), nullable=False, server_default=""),
+    Column("is_active", Boolean, nullable=False, server_default=text("true")),
+    Column("is_admin", Boolean, nullable=False, server_default=text("false")),
+    Column("created_at", DateTime(timezone=True), nullable=False, server_default=NOW),
+    Column("updated_at", DateTime(timezone=True), nullable=False, server_default=NOW),
+    CheckConstraint("username = lower(username)", name="username_lower"),
+)
+
+refresh_tokens = Table(
+    "refresh_tokens",
+    metadata,
+    Column("id", BigInteger, Identity(), primary_key=True),
+    Column(
+        "user_id",
+        BigInteger,
+        ForeignKey("users.id", ondelete="CASCADE"),
+        nullable=False,
+        index=True,
+    ),
+    Column("token_hash", String(64), nullable=False, unique=True),
+    Column("family_id", String(32), nullable=False, index=True),
+    Column("created_at", DateTime(timezone=True), nullable=False, server_default=NOW),
+    Column("expires_at", DateTime(timezone=True), nullable=False),
+    Column("used_at", DateTime(timezone=True)),
+    Column("revoked_at", DateTime(timezone=True)),
+    Column("user_agent", String(256)),
+)
+
+conversations = Table(
+    "conversations",
+    metadata,
+    Column("id", BigInteger, Identity(), primary_key=True),
+    Column("kind", String(6), nullable=False),
+    Column("title", String(128)),
+    Column("created_by", BigInteger, ForeignKey("users.id"), nullable=False),
+    Column("created_at", DateTime(timezone=True), nullable=False, server_default=NOW),
+    Column("last_seq", BigInteger, nullable=False, server_default=text("0")),
+    Column("last_message_at", DateTime(timezone=True)),
+    # "<smaller user id>:<larger user id>" for direct conversations, NULL for groups.
+    Column("direct_key", String(41), unique=True),
+    CheckConstraint("kind IN ('direct', 'group')", name="kind"),
+    CheckConstraint("(kind = 'direct') = (direct_key IS NOT NULL)", name="direct_key"),
+)
+
+conversation_members = Table(
+    "conversation_members",
+    metadata,
+    Column(
+        "conversation_id",
+        BigInteger,
+        ForeignKey("conversations.id", ondelete="CASCADE"),
+        nullable=False,
+    ),
+    Column("user_id", BigInteger, ForeignKey("users.id", ondelete="CASCADE"), nullable=False),
+    Column("role", String(6), nullable=False, server_default="member"),
+    Column("joined_at", DateTime(timezone=True), nullable=False, server_default=NOW),
+    Column("last_read_seq", BigInteger, nullable=False, server_default=text("0")),
+    PrimaryKeyConstraint("conversation_id", "user_id"),
+    CheckConstraint("role IN ('owner', 'member')", name="role"),
+    # "My conversations" scans by user.
+    Index("ix_conversation_members_user_id_conversation_id", "user_id", "conversation_id"),
+)
+
+messages = Table(
+    "messages",
+    metadata,
+    Column(
+        "conversation_id",
+        BigInteger,
+        ForeignKey("conversations.id", ondelete="CASCADE"),
+        nullable=False,
+    ),
+    Column("seq", BigInteger, nullable=False),
+    Column("id", BigInteger, Identity(), nullable=False, unique=True),
+    Column("sender_id", BigInteger, ForeignKey("users.id"), nullable=False),
+    Column("client_msg_id", String(64), nullable=False),
+    Column("body", Text, nullable=False),
+    Column("reply_to_seq", BigInteger),
+    Column("created_at", DateTime(timezone=True), nullable=False, server_default=NOW),
+    Column("edited_at", DateTime(timezone=True)),
+    Column("deleted_at", DateTime(timezone=True)),
+    PrimaryKeyConstraint("conversation_id", "seq"),
+    UniqueConstraint("conversation_id", "sender_id", "client_msg_id"),
+    CheckConstraint("seq > 0", name="seq_positive"),
+)

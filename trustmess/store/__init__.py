@@ -1,0 +1,1 @@
+"""All SQL: asyncpg with $n parameters, one module per aggregate."""
