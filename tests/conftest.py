@@ -16,11 +16,13 @@ import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
+import orjson
 import pytest
-from aiohttp import web
+from aiohttp import WSMsgType, web
 from aiohttp.test_utils import TestClient
 
 from trustmess.app import create_app
@@ -181,5 +183,93 @@ def make_user(db: asyncpg.Connection, settings: Settings) -> UserFactory:
         )
         token, _ = issue_access_token(JWT_SECRET, user_id, settings.access_token_ttl_s)
         return User(user_id, name, password, token)
+
+    return factory
+
+
+class SocketClient:
+    """A protocol client over a real WebSocket (aiohttp's client) for tests.
+
+    ``recv`` waits (with a timeout) for the next frame; ``recv_type`` skips frames of other
+    types, keeping them for later calls; ``request`` sends a command with a ref and returns its
+    reply or error frame.
+    """
+
+    def __init__(self, ws: Any) -> None:
+        self.ws = ws
+        self.backlog: list[dict[str, Any]] = []
+        self._refs = iter(range(1, 1_000_000))
+
+    async def send(self, frame: dict[str, Any]) -> None:
+        await self.ws.send_str(orjson.dumps(frame).decode())
+
+    async def _next(self, timeout: float) -> dict[str, Any]:
+        msg = await self.ws.receive(timeout=timeout)
+        if msg.type != WSMsgType.TEXT:
+            raise ConnectionClosed(self.ws.close_code, msg)
+        frame: dict[str, Any] = orjson.loads(msg.data)
+        return frame
+
+    async def recv(self, timeout: float = 5.0) -> dict[str, Any]:
+        if self.backlog:
+            return self.backlog.pop(0)
+        return await self._next(timeout)
+
+    async def recv_where(
+        self, predicate: Callable[[dict[str, Any]], bool], timeout: float = 5.0
+    ) -> dict[str, Any]:
+        for index, frame in enumerate(self.backlog):
+            if predicate(frame):
+                return self.backlog.pop(index)
+        async with asyncio.timeout(timeout):
+            while True:
+                frame = await self._next(timeout)
+                if predicate(frame):
+                    return frame
+                self.backlog.append(frame)
+
+    async def recv_type(self, kind: str, timeout: float = 5.0) -> dict[str, Any]:
+        return await self.recv_where(lambda f: f.get("type") == kind, timeout)
+
+    async def request(self, frame: dict[str, Any], timeout: float = 5.0) -> dict[str, Any]:
+        ref = f"r{next(self._refs)}"
+        await self.send({**frame, "ref": ref})
+        return await self.recv_where(
+            lambda f: f.get("ref") == ref and f.get("type") in ("reply", "error"), timeout
+        )
+
+    async def closed(self, timeout: float = 5.0) -> int | None:
+        """Wait for the server to close the socket; return the close code."""
+        async with asyncio.timeout(timeout):
+            while True:
+                msg = await self.ws.receive()
+                if msg.type in (WSMsgType.CLOSE, WSMsgType.CLOSED, WSMsgType.CLOSING):
+                    code: int | None = self.ws.close_code
+                    return code
+                if msg.type == WSMsgType.TEXT:
+                    self.backlog.append(orjson.loads(msg.data))
+
+
+class ConnectionClosed(Exception):
+    def __init__(self, code: int | None, msg: Any) -> None:
+        super().__init__(f"socket closed (code {code}): {msg}")
+        self.code = code
+
+
+SocketFactory = Callable[..., Awaitable[SocketClient]]
+
+
+@pytest.fixture
+def connect(client: TestClient[web.Request, web.Application]) -> SocketFactory:
+    """Open an authenticated socket for a user (header auth) and consume its hello."""
+
+    async def factory(user: User, *, test_client: Any = None, hello: bool = True) -> SocketClient:
+        target = test_client or client
+        ws = await target.ws_connect("/ws", headers=user.headers, autoping=True)
+        sock = SocketClient(ws)
+        if hello:
+            frame = await sock.recv()
+            assert frame["type"] == "hello", frame
+        return sock
 
     return factory

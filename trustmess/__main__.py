@@ -116,7 +116,9 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, _exit_on_sigterm)
     try:
         with database_url(settings) as dsn:
-            if command == "migrate" or (command == "serve" and not getattr(args, "no_migrate", False)):
+            if command == "migrate" or (
+                command == "serve" and not getattr(args, "no_migrate", False)
+            ):
                 from trustmess.migrate import upgrade
 
                 upgrade(dsn)

@@ -6,13 +6,18 @@ from collections.abc import AsyncIterator
 
 from aiohttp import web
 
-from trustmess import appkeys
+from trustmess import appkeys, ws
 from trustmess.activeusers import ActiveUsers
 from trustmess.db import create_pool
+from trustmess.errors import CloseCode
+from trustmess.gateway import Gateway
 from trustmess.http import accounts, conversations, health, messages
 from trustmess.http.errors import json_errors
+from trustmess.hub import LocalHub
+from trustmess.messaging import message_publisher
 from trustmess.ratelimit import KeyedRateLimiter
 from trustmess.settings import Settings
+from trustmess.writer import MessageWriter
 
 
 def create_app(settings: Settings) -> web.Application:
@@ -28,7 +33,9 @@ def create_app(settings: Settings) -> web.Application:
         settings.auth_rate_per_s, settings.auth_burst
     )
     app.cleanup_ctx.append(_database)
-    for module in (health, accounts, conversations, messages):
+    app.cleanup_ctx.append(_realtime)
+    app.on_shutdown.append(_close_sockets)
+    for module in (health, accounts, conversations, messages, ws):
         app.router.add_routes(module.routes)
     return app
 
@@ -43,3 +50,30 @@ async def _database(app: web.Application) -> AsyncIterator[None]:
         yield
     finally:
         await pool.close()
+
+
+async def _realtime(app: web.Application) -> AsyncIterator[None]:
+    settings, pool = app[appkeys.SETTINGS], app[appkeys.POOL]
+    hub = LocalHub()
+    app[appkeys.HUB] = hub
+    app[appkeys.GATEWAY] = Gateway(settings, hub, pool)
+    writer = MessageWriter(
+        pool,
+        message_publisher(hub),
+        batch_max=settings.commit_batch_max if settings.group_commit else 1,
+        window_s=settings.commit_window_ms / 1000,
+    )
+    app[appkeys.WRITER] = writer
+    writer.start()
+    try:
+        yield
+    finally:
+        await writer.close()
+
+
+async def _close_sockets(app: web.Application) -> None:
+    """Shutdown: refuse new sockets, commit and answer queued messages, then close with 1001."""
+    gateway = app[appkeys.GATEWAY]
+    gateway.accepting = False
+    await app[appkeys.WRITER].close()
+    await gateway.close_all(CloseCode.GOING_AWAY, "server shutting down")

@@ -10,11 +10,7 @@ from aiohttp import web
 from trustmess.settings import Settings
 
 if TYPE_CHECKING:
-    from trustmess.activeusers import ActiveUsers
-    from trustmess.gateway import Gateway
-    from trustmess.hub import Hub
-    from trustmess.ratelimit import KeyedRateLimiter
-    from trustmess.writer import MessageWriter
+    pass
 
 SETTINGS = web.AppKey("settings", Settings)
 POOL = web.AppKey("pool", asyncpg.Pool)

@@ -1,11 +1,40 @@
 """Sending a message: the one path shared by ``POST /conversations/{id}/messages`` and the
-socket ``message`` command (validation, membership, idempotent store, fan-out)."""
+socket ``message`` command (membership, idempotent group-committed store, fan-out)."""
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import Callable
+
 from aiohttp import web
 
-from trustmess.models import SendResult
+from trustmess.appkeys import WRITER
+from trustmess.errors import ApiError, ErrorCode
+from trustmess.hub import Hub
+from trustmess.models import Message, SendResult
+from trustmess.store.messages import NewMessage
+from trustmess.writer import WriterClosed
+
+
+def submit_message(
+    app: web.Application,
+    sender_id: int,
+    conversation_id: int,
+    client_msg_id: str,
+    body: str,
+    reply_to: int | None,
+) -> asyncio.Future[SendResult]:
+    """Queue the message for the next group commit; the future resolves after commit.
+
+    The future raises ApiError ``not_found`` when the sender is not a member and ``invalid``
+    (field ``reply_to``) when reply_to is not an existing seq of the conversation.
+    """
+    try:
+        return app[WRITER].submit(
+            NewMessage(conversation_id, sender_id, client_msg_id, body, reply_to)
+        )
+    except WriterClosed:
+        raise ApiError(503, ErrorCode.UNAVAILABLE, "server is shutting down") from None
 
 
 async def send_message(
@@ -16,10 +45,18 @@ async def send_message(
     body: str,
     reply_to: int | None,
 ) -> SendResult:
-    """Store the message (or find the one already stored under ``client_msg_id``) and publish it.
+    """Store the message (or find the one already stored under ``client_msg_id``)."""
+    # shield: a client that disconnects must not cancel the write of a queued message.
+    return await asyncio.shield(
+        submit_message(app, sender_id, conversation_id, client_msg_id, body, reply_to)
+    )
 
-    Raises ApiError ``not_found`` when the sender is not a member, ``invalid`` (field
-    ``reply_to``) when reply_to is not an existing seq of the conversation. The caller has
-    already validated the fields' shapes.
-    """
-    raise NotImplementedError
+
+def message_publisher(hub: Hub) -> Callable[[Message], None]:
+    """The writer's callback: publish a committed message to its conversation."""
+
+    def publish(message: Message) -> None:
+        event = {"type": "message", **message.to_json()}
+        hub.publish(message.conversation_id, event, seq=message.seq)
+
+    return publish

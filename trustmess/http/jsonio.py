@@ -13,7 +13,9 @@ from trustmess.validation import BIGINT_MAX
 MAX_BODY_BYTES = 64 * 1024
 
 
-def json_response(data: Any, status: int = 200, headers: dict[str, str] | None = None) -> web.Response:
+def json_response(
+    data: Any, status: int = 200, headers: dict[str, str] | None = None
+) -> web.Response:
     return web.Response(
         body=orjson.dumps(data), status=status, content_type="application/json", headers=headers
     )

@@ -1,0 +1,161 @@
+"""One function per client command: the business rules of the socket protocol.
+
+Each returns the reply ``data`` (sent only when the command carried a ``ref``), or ``None``
+when it answers later by itself (``message`` replies after its group commit). Failures raise
+ApiError, which the router turns into an ``error`` frame.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Any
+
+from aiohttp import web
+
+from trustmess import frames
+from trustmess.appkeys import ACTIVE_USERS, GATEWAY, HUB, POOL, SETTINGS
+from trustmess.auth import decode_access_token, unauthenticated
+from trustmess.connection import Connection, JoinState
+from trustmess.errors import ApiError, CloseCode, ErrorCode, not_found
+from trustmess.events import publish_read
+from trustmess.messaging import submit_message
+from trustmess.models import SendResult, format_ts
+from trustmess.store.conversations import conversation_state
+from trustmess.store.history import messages_after
+from trustmess.store.readmarkers import advance_read_marker
+
+Reply = dict[str, Any] | None
+
+
+def not_member() -> ApiError:
+    return not_found("conversation not found")
+
+
+async def join(app: web.Application, conn: Connection, cmd: frames.Join) -> Reply:
+    """Subscribe first, then read: an event committed meanwhile is either in the replay or
+    waiting in ``pending``, and the connection's ``delivered`` seq removes the overlap."""
+    hub = app[HUB]
+    cid = cmd.conversation_id
+    state = conn.joined.get(cid)
+    fresh = state is None
+    if state is None:
+        state = conn.joined[cid] = JoinState(delivered=0)
+        hub.subscribe(cid, conn)
+    elif cmd.since is not None and state.pending is None:
+        state.pending = []
+    try:
+        async with app[POOL].acquire() as db:
+            found = await conversation_state(db, cid, conn.user_id)
+            if found is None:
+                raise not_member()
+            last_seq, read_seq = found
+            missing = None if cmd.since is None else last_seq - cmd.since
+            resumed = missing is not None and missing <= app[SETTINGS].replay_limit
+            replay = []
+            if resumed and cmd.since is not None and missing:
+                replay = await messages_after(db, cid, cmd.since, app[SETTINGS].replay_limit)
+    except BaseException:
+        if fresh:
+            conn.joined.pop(cid, None)
+            hub.unsubscribe(cid, conn)
+        elif state.pending is not None:
+            conn.start_live(cid)
+        raise
+    if fresh or cmd.since is not None:
+        # With `since` the client continues right after it; otherwise from the present.
+        state.delivered = cmd.since if resumed and cmd.since is not None else last_seq
+    data = {"conversation_id": cid, "last_seq": last_seq, "read_seq": read_seq, "resumed": resumed}
+    if cmd.ref is not None:
+        conn.send(frames.reply(cmd.ref, data))
+    for msg in replay:
+        conn.deliver_replayed(cid, msg.seq, frames.encode({"type": "message", **msg.to_json()}))
+    conn.start_live(cid)
+    return None
+
+
+async def leave(app: web.Application, conn: Connection, cmd: frames.Leave) -> Reply:
+    if conn.joined.pop(cmd.conversation_id, None) is not None:
+        app[HUB].unsubscribe(cmd.conversation_id, conn)
+        app[GATEWAY].typing.stop(conn, cmd.conversation_id, conn.user_id)
+    return {"conversation_id": cmd.conversation_id}
+
+
+async def message(app: web.Application, conn: Connection, cmd: frames.SendMessage) -> Reply:
+    """Queue for group commit and go on reading; the reply is sent from the commit callback."""
+    future = submit_message(
+        app, conn.user_id, cmd.conversation_id, cmd.client_msg_id, cmd.body, cmd.reply_to
+    )
+    ref = cmd.ref
+
+    def answer(done: asyncio.Future[SendResult]) -> None:
+        error = done.exception()
+        if error is not None:
+            if isinstance(error, ApiError):
+                conn.send(frames.error(ref, error.code, error.message, error.field))
+            else:
+                conn.send(frames.error(ref, ErrorCode.INTERNAL, "message not stored"))
+            return
+        if ref is None:
+            return
+        result = done.result()
+        msg = result.message
+        data = {
+            "conversation_id": msg.conversation_id,
+            "id": msg.id,
+            "seq": msg.seq,
+            "created_at": format_ts(msg.created_at),
+            "duplicate": result.duplicate,
+        }
+        conn.send(frames.reply(ref, data))
+
+    future.add_done_callback(answer)
+    return None
+
+
+async def ack(app: web.Application, conn: Connection, cmd: frames.Ack) -> Reply:
+    async with app[POOL].acquire() as db:
+        if not await app[GATEWAY].membership.is_member(cmd.conversation_id, conn.user_id):
+            raise not_member()
+        read_seq, moved = await advance_read_marker(db, cmd.conversation_id, conn.user_id, cmd.seq)
+    if moved:
+        publish_read(app, cmd.conversation_id, conn.user_id, read_seq, skip=conn)
+    return {"conversation_id": cmd.conversation_id, "read_seq": read_seq}
+
+
+async def typing(app: web.Application, conn: Connection, cmd: frames.Typing) -> Reply:
+    gateway = app[GATEWAY]
+    if not await gateway.membership.is_member(cmd.conversation_id, conn.user_id):
+        raise not_member()
+    if cmd.state == "start":
+        gateway.typing.start(conn, cmd.conversation_id)
+    else:
+        gateway.typing.stop(conn, cmd.conversation_id, conn.user_id)
+    return {}
+
+
+async def ping(app: web.Application, conn: Connection, cmd: frames.Ping) -> Reply:
+    return {}
+
+
+async def reauth(app: web.Application, conn: Connection, cmd: frames.Auth) -> Reply:
+    """A fresh token for the same user extends the session; anything else is refused."""
+    secret = app[SETTINGS].jwt_secret
+    assert secret is not None
+    claims = decode_access_token(secret, cmd.token)
+    if claims.user_id != conn.user_id:
+        raise unauthenticated("token belongs to another user")
+    if not await app[ACTIVE_USERS].is_active(claims.user_id):
+        raise unauthenticated("account disabled")
+    schedule_expiry(conn, claims.expires_at)
+    return {"user_id": conn.user_id, "expires_in": max(0, claims.expires_at - int(time.time()))}
+
+
+def schedule_expiry(conn: Connection, expires_at: float) -> None:
+    """Close with 4002 when the access token expires."""
+    if conn.expiry_handle is not None:
+        conn.expiry_handle.cancel()
+    delay = max(0.0, expires_at - time.time())
+    conn.expiry_handle = asyncio.get_running_loop().call_later(
+        delay, conn.close_soon, CloseCode.TOKEN_EXPIRED, "access token expired"
+    )

@@ -1,0 +1,171 @@
+"""One socket's state: its joined conversations, its bounded outbound queue and its writer.
+
+Everything sent to a client (replies, errors, events) goes through ``send``, which only
+appends to a queue; one writer task per connection drains it. A client that lets the queue
+overflow is closed with 4009 instead of slowing anyone else down.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections import deque
+from dataclasses import dataclass, field
+
+from aiohttp import WSMsgType, web
+
+from trustmess.errors import CloseCode
+from trustmess.ratelimit import TokenBucket
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(slots=True)
+class JoinState:
+    """Delivery position in one conversation.
+
+    ``delivered`` is the highest seq sent; while a join's replay is being read, live events
+    wait in ``pending`` so replay and live traffic meet without a gap or a duplicate.
+    """
+
+    delivered: int
+    pending: list[tuple[int | None, bytes]] | None = field(default_factory=list)
+
+
+class Connection:
+    """An authenticated WebSocket as the gateway and the hub see it."""
+
+    def __init__(
+        self,
+        ws: web.WebSocketResponse,
+        user_id: int,
+        session_id: str,
+        *,
+        queue_frames: int,
+        queue_bytes: int,
+        rate: TokenBucket,
+    ) -> None:
+        self.ws = ws
+        self.user_id = user_id
+        self.session_id = session_id
+        self.rate = rate
+        self.joined: dict[int, JoinState] = {}
+        self.expiry_handle: asyncio.TimerHandle | None = None
+        self.abuse_since: float | None = None
+        self.last_rejected = 0.0
+        self.closing = False
+        self._queue: deque[bytes] = deque()
+        self._queued_bytes = 0
+        self._max_frames = queue_frames
+        self._max_bytes = queue_bytes
+        self._wakeup = asyncio.Event()
+        self._writer: asyncio.Task[None] | None = None
+        self._closer: asyncio.Task[None] | None = None
+
+    def __repr__(self) -> str:
+        return f"<Connection user={self.user_id} session={self.session_id}>"
+
+    # --- outbound -------------------------------------------------------------------------
+
+    def send(self, payload: bytes) -> None:
+        """Queue one encoded frame; overflow closes the connection with 4009."""
+        if self.closing:
+            return
+        if (
+            len(self._queue) >= self._max_frames
+            or self._queued_bytes + len(payload) > self._max_bytes
+        ):
+            self.close_soon(CloseCode.TOO_SLOW, "outbound queue overflow")
+            return
+        self._queue.append(payload)
+        self._queued_bytes += len(payload)
+        self._wakeup.set()
+
+    def deliver(self, conversation_id: int, seq: int | None, payload: bytes) -> None:
+        """A conversation event from the hub; message events are delivered once, in order."""
+        state = self.joined.get(conversation_id)
+        if state is None:
+            return
+        if state.pending is not None:
+            state.pending.append((seq, payload))
+            return
+        if seq is not None:
+            if seq <= state.delivered:
+                return
+            state.delivered = seq
+        self.send(payload)
+
+    def deliver_replayed(self, conversation_id: int, seq: int, payload: bytes) -> None:
+        """A message read from the database during a join (sent ahead of ``pending``)."""
+        state = self.joined.get(conversation_id)
+        if state is not None and seq > state.delivered:
+            state.delivered = seq
+            self.send(payload)
+
+    def deliver_user(self, payload: bytes) -> None:
+        self.send(payload)
+
+    def start_live(self, conversation_id: int) -> None:
+        """End a join's replay: flush events that arrived meanwhile, skipping seen seqs."""
+        state = self.joined.get(conversation_id)
+        if state is None or state.pending is None:
+            return
+        pending, state.pending = state.pending, None
+        for seq, payload in pending:
+            self.deliver(conversation_id, seq, payload)
+
+    def start_writer(self) -> None:
+        self._writer = asyncio.create_task(self._write_loop())
+
+    async def _write_loop(self) -> None:
+        ws = self.ws
+        try:
+            while True:
+                await self._wakeup.wait()
+                self._wakeup.clear()
+                while self._queue:
+                    payload = self._queue.popleft()
+                    self._queued_bytes -= len(payload)
+                    await ws.send_frame(payload, WSMsgType.TEXT)
+        except (ConnectionError, RuntimeError):
+            # The peer went away; the reader loop notices and cleans up.
+            pass
+
+    async def flush(self, within_s: float) -> None:
+        """Give the writer up to ``within_s`` seconds to send what is queued (shutdown only)."""
+        deadline = asyncio.get_running_loop().time() + within_s
+        while self._queue and asyncio.get_running_loop().time() < deadline:  # noqa: ASYNC110
+            await asyncio.sleep(0.01)
+
+    # --- closing --------------------------------------------------------------------------
+
+    def close_soon(self, code: int, reason: str) -> None:
+        """Close from a synchronous context (hub fan-out, timers)."""
+        if self.closing:
+            return
+        self.closing = True
+        self._queue.clear()
+        self._queued_bytes = 0
+        self._closer = asyncio.get_running_loop().create_task(self._close(code, reason))
+
+    async def close(self, code: int, reason: str, *, flush_s: float = 0.0) -> None:
+        if self.closing:
+            if self._closer is not None:
+                await asyncio.shield(self._closer)
+            return
+        if flush_s > 0:
+            await self.flush(flush_s)
+        self.closing = True
+        await self._close(code, reason)
+
+    async def _close(self, code: int, reason: str) -> None:
+        log.debug("closing %r with %d: %s", self, code, reason)
+        with contextlib.suppress(TimeoutError, ConnectionError, RuntimeError):
+            await asyncio.wait_for(self.ws.close(code=code, message=reason.encode()), 2.0)
+
+    async def stop_writer(self) -> None:
+        if self._writer is not None:
+            self._writer.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._writer

@@ -1,0 +1,219 @@
+"""The wire codec: client frame bytes → typed command, server events → bytes.
+
+No I/O here. ``decode`` never raises on bad input: it returns a :class:`FrameError` carrying the
+protocol error code (and the frame's ``ref`` when one could be read), so the socket can answer
+and keep serving.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+
+from trustmess.errors import ApiError, ErrorCode, invalid
+from trustmess.validation import (
+    check_fields,
+    client_msg_id,
+    get_int,
+    get_str,
+    message_body,
+    require_int,
+    require_str,
+)
+
+Ref = str | int | None
+MAX_REF_CHARS = 64
+
+
+@dataclass(frozen=True, slots=True)
+class Auth:
+    """``auth {token}``: authenticate (first frame) or extend the session with a fresh token."""
+
+    ref: Ref
+    token: str
+
+
+@dataclass(frozen=True, slots=True)
+class Join:
+    """``join {conversation_id, since?}``: receive the conversation's live events."""
+
+    ref: Ref
+    conversation_id: int
+    since: int | None
+
+
+@dataclass(frozen=True, slots=True)
+class Leave:
+    """``leave {conversation_id}``: stop receiving its live events on this connection."""
+
+    ref: Ref
+    conversation_id: int
+
+
+@dataclass(frozen=True, slots=True)
+class SendMessage:
+    """``message {conversation_id, client_msg_id, body, reply_to?}``: send a message."""
+
+    ref: Ref
+    conversation_id: int
+    client_msg_id: str
+    body: str
+    reply_to: int | None
+
+
+@dataclass(frozen=True, slots=True)
+class Ack:
+    """``ack {conversation_id, seq}``: cumulative read marker."""
+
+    ref: Ref
+    conversation_id: int
+    seq: int
+
+
+@dataclass(frozen=True, slots=True)
+class Typing:
+    """``typing {conversation_id, state?}``: start (default) or stop typing."""
+
+    ref: Ref
+    conversation_id: int
+    state: str
+
+
+@dataclass(frozen=True, slots=True)
+class Ping:
+    """``ping``: answered by an empty reply."""
+
+    ref: Ref
+
+
+Command = Auth | Join | Leave | SendMessage | Ack | Typing | Ping
+
+
+@dataclass(frozen=True, slots=True)
+class FrameError:
+    """A frame that cannot be executed, and the error frame to answer it with."""
+
+    ref: Ref
+    code: ErrorCode
+    message: str
+    field: str | None = None
+
+
+def _auth(ref: Ref, data: dict[str, Any]) -> Command:
+    check_fields(data, {"type", "ref", "token"}, ("token",))
+    return Auth(ref, require_str(data, "token", min_len=1, max_len=4096))
+
+
+def _join(ref: Ref, data: dict[str, Any]) -> Command:
+    check_fields(data, {"type", "ref", "conversation_id", "since"}, ("conversation_id",))
+    return Join(ref, require_int(data, "conversation_id", lo=1), get_int(data, "since", lo=0))
+
+
+def _leave(ref: Ref, data: dict[str, Any]) -> Command:
+    check_fields(data, {"type", "ref", "conversation_id"}, ("conversation_id",))
+    return Leave(ref, require_int(data, "conversation_id", lo=1))
+
+
+def _message(ref: Ref, data: dict[str, Any]) -> Command:
+    allowed = {"type", "ref", "conversation_id", "client_msg_id", "body", "reply_to"}
+    check_fields(data, allowed, ("conversation_id", "client_msg_id", "body"))
+    return SendMessage(
+        ref,
+        require_int(data, "conversation_id", lo=1),
+        client_msg_id(data),
+        message_body(data),
+        get_int(data, "reply_to", lo=1),
+    )
+
+
+def _ack(ref: Ref, data: dict[str, Any]) -> Command:
+    check_fields(data, {"type", "ref", "conversation_id", "seq"}, ("conversation_id", "seq"))
+    return Ack(ref, require_int(data, "conversation_id", lo=1), require_int(data, "seq", lo=0))
+
+
+def _typing(ref: Ref, data: dict[str, Any]) -> Command:
+    check_fields(data, {"type", "ref", "conversation_id", "state"}, ("conversation_id",))
+    state = get_str(data, "state", max_len=5, default="start")
+    if state not in ("start", "stop"):
+        raise invalid("state", "must be 'start' or 'stop'")
+    return Typing(ref, require_int(data, "conversation_id", lo=1), state)
+
+
+def _ping(ref: Ref, data: dict[str, Any]) -> Command:
+    check_fields(data, {"type", "ref"})
+    return Ping(ref)
+
+
+_PARSERS = {
+    "auth": _auth,
+    "join": _join,
+    "leave": _leave,
+    "message": _message,
+    "ack": _ack,
+    "typing": _typing,
+    "ping": _ping,
+}
+COMMAND_TYPES = frozenset(_PARSERS)
+
+
+def _read_ref(data: dict[str, Any]) -> tuple[Ref, FrameError | None]:
+    ref = data.get("ref")
+    if ref is None:
+        return None, None
+    if isinstance(ref, bool) or not isinstance(ref, str | int):
+        return None, FrameError(
+            None, ErrorCode.INVALID, "ref: must be a string or an integer", "ref"
+        )
+    if isinstance(ref, str) and len(ref) > MAX_REF_CHARS:
+        return None, FrameError(
+            None, ErrorCode.INVALID, f"ref: must be at most {MAX_REF_CHARS} characters", "ref"
+        )
+    if isinstance(ref, int) and not -(2**53) < ref < 2**53:
+        return None, FrameError(None, ErrorCode.INVALID, "ref: integer out of range", "ref")
+    return ref, None
+
+
+def decode(raw: bytes | str) -> Command | FrameError:
+    """Parse and validate one client frame."""
+    try:
+        data = orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        return FrameError(None, ErrorCode.BAD_FRAME, "frame is not valid JSON")
+    if not isinstance(data, dict):
+        return FrameError(None, ErrorCode.BAD_FRAME, "frame must be a JSON object")
+    ref, ref_error = _read_ref(data)
+    if ref_error is not None:
+        return ref_error
+    kind = data.get("type")
+    if not isinstance(kind, str):
+        return FrameError(ref, ErrorCode.BAD_FRAME, "frame needs a string 'type'")
+    parser = _PARSERS.get(kind)
+    if parser is None:
+        return FrameError(ref, ErrorCode.UNKNOWN_TYPE, f"unknown type {kind[:64]!r}")
+    try:
+        return parser(ref, data)
+    except ApiError as error:
+        return FrameError(ref, error.code, error.message, error.field)
+
+
+def encode(event: dict[str, Any]) -> bytes:
+    return orjson.dumps(event)
+
+
+def reply(ref: Ref, data: dict[str, Any]) -> bytes:
+    return orjson.dumps({"type": "reply", "ref": ref, "data": data})
+
+
+def error(ref: Ref, code: ErrorCode | str, message: str, field: str | None = None) -> bytes:
+    frame: dict[str, Any] = {"type": "error", "code": str(code), "message": message}
+    if ref is not None:
+        frame["ref"] = ref
+    if field is not None:
+        frame["field"] = field
+    return orjson.dumps(frame)
+
+
+def error_from(failure: FrameError) -> bytes:
+    return error(failure.ref, failure.code, failure.message, failure.field)

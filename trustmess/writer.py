@@ -1,0 +1,160 @@
+"""Group commit: one task appends queued messages in batches, then publishes them in seq order.
+
+Every sender (HTTP or socket) hands its message to ``MessageWriter.submit`` and gets a future
+that resolves only after the batch holding it committed. Because one task commits batches one
+after another and publishes each batch before the next, events for a conversation leave this
+process in seq order. A batch that fails is retried message by message, so one bad row cannot
+lose or mis-answer the others.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import asyncpg
+
+from trustmess.errors import ApiError, ErrorCode, invalid, not_found
+from trustmess.models import Message, SendResult
+from trustmess.store.messages import AppendResult, NewMessage, append_messages
+
+log = logging.getLogger(__name__)
+
+Publish = Callable[[Message], None]
+
+
+@dataclass(slots=True)
+class _Pending:
+    message: NewMessage
+    future: asyncio.Future[SendResult]
+
+
+class WriterClosed(Exception):
+    """The writer is shutting down and takes no new messages."""
+
+
+class MessageWriter:
+    """Batches message inserts; ``batch_max`` rows per round trip, optional ``window_s`` wait."""
+
+    def __init__(
+        self,
+        pool: asyncpg.Pool,
+        publish: Publish,
+        *,
+        batch_max: int = 256,
+        window_s: float = 0.0,
+    ) -> None:
+        self._pool = pool
+        self._publish = publish
+        self._batch_max = batch_max
+        self._window_s = window_s
+        self._queue: asyncio.Queue[_Pending | None] = asyncio.Queue()
+        self._task: asyncio.Task[None] | None = None
+        self._closed = False
+        self.batches = 0
+        self.persisted = 0
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._run(), name="message-writer")
+
+    def submit(self, message: NewMessage) -> asyncio.Future[SendResult]:
+        """Queue ``message``; the future resolves after commit (or raises ApiError)."""
+        if self._closed:
+            raise WriterClosed
+        future: asyncio.Future[SendResult] = asyncio.get_running_loop().create_future()
+        self._queue.put_nowait(_Pending(message, future))
+        return future
+
+    async def close(self) -> None:
+        """Stop taking messages, commit and answer everything already queued, then stop."""
+        if self._closed:
+            return
+        self._closed = True
+        self._queue.put_nowait(None)
+        if self._task is not None:
+            await self._task
+
+    async def _run(self) -> None:
+        stopping = False
+        while not stopping:
+            first = await self._queue.get()
+            if first is None:
+                break
+            batch = [first]
+            if self._window_s > 0:
+                await asyncio.sleep(self._window_s)
+            while len(batch) < self._batch_max and not self._queue.empty():
+                item = self._queue.get_nowait()
+                if item is None:
+                    stopping = True
+                    break
+                batch.append(item)
+            await self._commit(batch)
+
+    async def _commit(self, batch: list[_Pending]) -> None:
+        # The same key twice in one batch: the first is stored, the rest answer as duplicates.
+        unique: dict[tuple[int, int, str], list[_Pending]] = {}
+        for pending in batch:
+            m = pending.message
+            unique.setdefault((m.conversation_id, m.sender_id, m.client_msg_id), []).append(pending)
+        groups = list(unique.values())
+        rows = [group[0].message for group in groups]
+        try:
+            async with self._pool.acquire() as conn:
+                results = await append_messages(conn, rows)
+        except Exception:
+            if len(rows) == 1:
+                log.exception("storing a message failed")
+                for pending in groups[0]:
+                    _fail(pending, ApiError(500, ErrorCode.INTERNAL, "message not stored"))
+                return
+            log.warning("a batch of %d failed; retrying one by one", len(rows), exc_info=True)
+            for group in groups:
+                await self._commit(group)
+            return
+        self.batches += 1
+        for group, result in zip(groups, results, strict=True):
+            self._answer(group, result)
+
+    def _answer(self, group: list[_Pending], result: AppendResult) -> None:
+        first = group[0].message
+        if result.status == "not_member":
+            for pending in group:
+                _fail(pending, not_found("conversation not found"))
+            return
+        if result.status == "bad_reply_to":
+            for pending in group:
+                _fail(pending, invalid("reply_to", "must be an existing seq of the conversation"))
+            return
+        assert result.id is not None and result.seq is not None and result.created_at is not None
+        message = Message(
+            id=result.id,
+            conversation_id=first.conversation_id,
+            seq=result.seq,
+            sender_id=first.sender_id,
+            body=result.body,
+            reply_to=result.reply_to,
+            client_msg_id=first.client_msg_id,
+            created_at=result.created_at,
+        )
+        if result.status == "new":
+            self.persisted += 1
+            try:
+                self._publish(message)
+            except Exception:
+                log.exception("publishing message %s failed", message.id)
+        for index, pending in enumerate(group):
+            duplicate = result.status == "duplicate" or index > 0
+            if not pending.future.done():
+                pending.future.set_result(SendResult(message, duplicate))
+
+
+def _fail(pending: _Pending, error: ApiError) -> None:
+    if not pending.future.done():
+        pending.future.set_exception(error)
+        # Nobody may be waiting any more (the socket closed); don't warn about it.
+        with contextlib.suppress(Exception):
+            pending.future.exception()

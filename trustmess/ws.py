@@ -1,0 +1,161 @@
+"""``GET /ws``: the only module that touches WebSocketResponse.
+
+Upgrade checks (Origin, header auth) happen before ``prepare`` so refusals are plain HTTP JSON
+errors. Then: first-frame auth if needed, ``hello``, and one reader loop that decodes each
+frame and hands it to the router; the connection's writer task does all sending.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from urllib.parse import urlsplit
+
+from aiohttp import WSMsgType, web
+
+from trustmess import frames
+from trustmess.appkeys import ACTIVE_USERS, GATEWAY, SETTINGS
+from trustmess.auth import AccessClaims, decode_access_token
+from trustmess.commands import schedule_expiry
+from trustmess.connection import Connection
+from trustmess.errors import ApiError, CloseCode, ErrorCode
+from trustmess.http.authn import authenticate
+from trustmess.ratelimit import TokenBucket
+from trustmess.router import dispatch
+from trustmess.settings import Settings
+
+routes = web.RouteTableDef()
+
+
+def origin_allowed(origin: str, request: web.Request, settings: Settings) -> bool:
+    """Allow-listed origins, or (with no list) only the server's own host."""
+    origin = origin.rstrip("/")
+    if settings.allowed_origins:
+        return "*" in settings.allowed_origins or origin in settings.allowed_origins
+    return urlsplit(origin).netloc == request.host
+
+
+async def _first_frame_auth(
+    ws: web.WebSocketResponse, request: web.Request
+) -> tuple[AccessClaims, frames.Ref] | None:
+    """Wait for ``{"type":"auth"}``; close with 4001 on timeout or failure."""
+    settings = request.app[SETTINGS]
+    try:
+        msg = await ws.receive(timeout=settings.ws_auth_timeout_s)
+    except TimeoutError:
+        await ws.close(code=CloseCode.AUTH_FAILED, message=b"auth timeout")
+        return None
+    if msg.type not in (WSMsgType.TEXT, WSMsgType.BINARY):
+        return None
+    command = frames.decode(msg.data)
+    if not isinstance(command, frames.Auth):
+        await ws.close(code=CloseCode.AUTH_FAILED, message=b"first frame must be auth")
+        return None
+    try:
+        assert settings.jwt_secret is not None
+        claims = decode_access_token(settings.jwt_secret, command.token)
+        if not await request.app[ACTIVE_USERS].is_active(claims.user_id):
+            raise ApiError(401, ErrorCode.UNAUTHENTICATED, "account disabled")
+    except ApiError as error:
+        await ws.close(code=CloseCode.AUTH_FAILED, message=error.message.encode())
+        return None
+    return claims, command.ref
+
+
+def _over_limit(conn: Connection, settings: Settings) -> bool:
+    """Spend a command token; True (and track abuse) when the connection is over its rate."""
+    if conn.rate.take():
+        return False
+    now = time.monotonic()
+    if conn.abuse_since is None or now - conn.last_rejected > 1.0:
+        conn.abuse_since = now
+    conn.last_rejected = now
+    if now - conn.abuse_since >= settings.ws_abuse_s:
+        conn.close_soon(CloseCode.RATE_LIMITED, "rate limit exceeded for too long")
+    return True
+
+
+@routes.get("/ws")
+async def websocket(request: web.Request) -> web.StreamResponse:
+    """Upgrade to the TrustMess socket protocol (see protocol/README.md)."""
+    app = request.app
+    settings, gateway = app[SETTINGS], app[GATEWAY]
+    if not gateway.accepting:
+        raise ApiError(503, ErrorCode.UNAVAILABLE, "server is shutting down")
+    origin = request.headers.get("Origin")
+    if origin is not None and not origin_allowed(origin, request, settings):
+        raise ApiError(403, ErrorCode.FORBIDDEN, "origin not allowed")
+    claims: AccessClaims | None = None
+    ref: frames.Ref = None
+    if "Authorization" in request.headers:
+        claims = await authenticate(request)
+    ws = web.WebSocketResponse(
+        heartbeat=settings.ws_heartbeat_s,
+        # aiohttp refuses a frame of exactly max_msg_size bytes.
+        max_msg_size=settings.ws_max_frame_bytes + 1,
+        compress=settings.ws_compression,
+        decode_text=False,
+        timeout=2.0,
+    )
+    await ws.prepare(request)
+    if claims is None:
+        authed = await _first_frame_auth(ws, request)
+        if authed is None:
+            return ws
+        claims, ref = authed
+    conn = Connection(
+        ws,
+        claims.user_id,
+        uuid.uuid4().hex,
+        queue_frames=settings.ws_queue_frames,
+        queue_bytes=settings.ws_queue_bytes,
+        rate=TokenBucket(settings.ws_rate_per_s, settings.ws_burst),
+    )
+    gateway.register(conn)
+    conn.start_writer()
+    schedule_expiry(conn, claims.expires_at)
+    hello: dict[str, object] = {
+        "type": "hello",
+        "user_id": conn.user_id,
+        "session_id": conn.session_id,
+        "heartbeat_s": settings.ws_heartbeat_s,
+        "limits": {
+            "max_frame_bytes": settings.ws_max_frame_bytes,
+            "max_body_chars": 4000,
+            "replay_limit": settings.replay_limit,
+        },
+    }
+    if ref is not None:
+        hello["ref"] = ref
+    conn.send(frames.encode(hello))
+    try:
+        await _read_loop(app, conn, settings)
+    finally:
+        if conn.expiry_handle is not None:
+            conn.expiry_handle.cancel()
+        gateway.unregister(conn)
+        await conn.stop_writer()
+    return ws
+
+
+async def _read_loop(app: web.Application, conn: Connection, settings: Settings) -> None:
+    async for msg in conn.ws:
+        if conn.closing:
+            break
+        if msg.type == WSMsgType.TEXT:
+            command = frames.decode(msg.data)
+            if _over_limit(conn, settings):
+                ref = None if isinstance(command, frames.FrameError) else command.ref
+                conn.send(frames.error(ref, ErrorCode.RATE_LIMITED, "too many commands"))
+                continue
+            if isinstance(command, frames.FrameError):
+                conn.send(frames.error_from(command))
+                continue
+            await dispatch(app, conn, command)
+        elif msg.type == WSMsgType.BINARY:
+            conn.send(frames.error(None, ErrorCode.BAD_FRAME, "binary frames are not supported"))
+        else:
+            # ERROR (e.g. a frame over the size limit: aiohttp has closed with 1009).
+            break
+    await asyncio.sleep(0)
