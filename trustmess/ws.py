@@ -63,6 +63,10 @@ async def _first_frame_auth(
     return claims, command.ref
 
 
+def _whole(value: float) -> float | int:
+    return int(value) if value.is_integer() else value
+
+
 def _over_limit(conn: Connection, settings: Settings) -> bool:
     """Spend a command token; True (and track abuse) when the connection is over its rate."""
     if conn.rate.take():
@@ -119,7 +123,7 @@ async def websocket(request: web.Request) -> web.StreamResponse:
         "type": "hello",
         "user_id": conn.user_id,
         "session_id": conn.session_id,
-        "heartbeat_s": settings.ws_heartbeat_s,
+        "heartbeat_s": _whole(settings.ws_heartbeat_s),
         "limits": {
             "max_frame_bytes": settings.ws_max_frame_bytes,
             "max_body_chars": 4000,
