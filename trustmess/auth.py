@@ -1,5 +1,8 @@
 """Passwords (bcrypt, off the event loop), access tokens (HS256 JWT) and refresh tokens.
 
+Passwords are pre-hashed (HMAC-SHA-256, base64) before bcrypt, which reads at most 72 bytes and
+(from bcrypt 5) refuses longer input: every character of a 128-character password counts.
+
 Access tokens are verified with a pinned algorithm list, so a token whose header says
 ``alg: none`` or another algorithm is rejected whatever it claims. Refresh tokens are opaque
 random strings; only their SHA-256 is stored.
@@ -8,21 +11,32 @@ random strings; only their SHA-256 is stored.
 from __future__ import annotations
 
 import asyncio
+import base64
 import hashlib
+import hmac
+import re
 import secrets
 import time
 import uuid
+from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
 
 import bcrypt
 import jwt
 
-from trustmess.errors import ApiError, ErrorCode
+from trustmess.errors import ApiError, ErrorCode, invalid
+from trustmess.validation import require_str
 
 JWT_ALGORITHMS = ["HS256"]
 ISSUER = "trustmess"
 ACCESS_TYP = "access"
 BEARER_CHALLENGE = {"WWW-Authenticate": "Bearer"}
+# Checked on the raw input before lower-casing, so no non-ASCII letter (such as the Kelvin sign,
+# which str.lower() turns into "k") can slip in.
+USERNAME_PATTERN = re.compile(r"[A-Za-z0-9_.]{3,32}")
+PASSWORD_MIN_CHARS = 8
+PASSWORD_MAX_CHARS = 128
 
 
 @dataclass(frozen=True, slots=True)
@@ -36,6 +50,42 @@ class AccessClaims:
 
 def unauthenticated(message: str = "missing or invalid access token") -> ApiError:
     return ApiError(401, ErrorCode.UNAUTHENTICATED, message, headers=dict(BEARER_CHALLENGE))
+
+
+def invalid_credentials() -> ApiError:
+    """The one answer for an unknown username and a wrong password alike."""
+    return ApiError(401, ErrorCode.INVALID_CREDENTIALS, "wrong username or password")
+
+
+def account_disabled() -> ApiError:
+    """403 for a disabled account: only said once its password (or refresh token) checked out."""
+    return ApiError(403, ErrorCode.ACCOUNT_DISABLED, "this account is disabled")
+
+
+def require_username(data: Mapping[str, Any], name: str = "username") -> str:
+    """A new account's username: 3-32 characters of ``A-Za-z0-9_.``, returned lower-cased."""
+    value = data.get(name)
+    if value is None:
+        raise invalid(name, "is required")
+    if not isinstance(value, str):
+        raise invalid(name, "must be a string")
+    if not USERNAME_PATTERN.fullmatch(value):
+        raise invalid(name, "must be 3-32 characters of a-z, 0-9, '_' and '.'")
+    return value.lower()
+
+
+def require_new_password(data: Mapping[str, Any], name: str, *, username: str) -> str:
+    """A password being set: 8-128 characters, no NUL, not the username in any case."""
+    value = require_str(data, name, min_len=PASSWORD_MIN_CHARS, max_len=PASSWORD_MAX_CHARS)
+    if "\x00" in value:
+        raise invalid(name, "must not contain NUL characters")
+    try:
+        value.encode()
+    except UnicodeEncodeError:
+        raise invalid(name, "must be valid Unicode text") from None
+    if value.lower() == username.lower():
+        raise invalid(name, "must not be the username")
+    return value
 
 
 def token_expired() -> ApiError:
@@ -91,12 +141,23 @@ def bearer_token(header: str | None) -> str:
     return token.strip()
 
 
+# A fixed key, not a secret: it makes the pre-hash differ from a bare SHA-256, so unsalted
+# SHA-256 hashes leaked by other sites cannot be fed to our bcrypt hashes ("password shucking").
+# surrogatepass: input that is not valid Unicode simply fails to match instead of raising.
+_PREHASH_KEY = b"trustmess-password-v1"
+
+
+def _bcrypt_input(password: str) -> bytes:
+    digest = hmac.new(_PREHASH_KEY, password.encode("utf-8", "surrogatepass"), hashlib.sha256)
+    return base64.b64encode(digest.digest())
+
+
 def _hash_password_sync(password: str, rounds: int) -> str:
-    return bcrypt.hashpw(password.encode(), bcrypt.gensalt(rounds)).decode()
+    return bcrypt.hashpw(_bcrypt_input(password), bcrypt.gensalt(rounds)).decode()
 
 
 def _check_password_sync(password: str, password_hash: str) -> bool:
-    return bcrypt.checkpw(password.encode(), password_hash.encode())
+    return bcrypt.checkpw(_bcrypt_input(password), password_hash.encode())
 
 
 async def hash_password(password: str, rounds: int) -> str:

@@ -1,7 +1,196 @@
-"""(being written)"""
+"""Views for signing up, logging in, refreshing and logging out; the route table for accounts.
+
+Login and signup are rate limited per client address (``request.remote``: a forwarded-for header
+is not trusted) and per username. bcrypt runs in the executor, so a burst of logins never stalls
+the sockets. Request bodies, passwords and tokens are never logged.
+"""
 
 from __future__ import annotations
 
+import logging
+import uuid
+from typing import Any
+
 from aiohttp import web
 
+from trustmess.appkeys import AUTH_LIMIT_BY_ADDRESS, AUTH_LIMIT_BY_USERNAME, POOL, SETTINGS
+from trustmess.auth import (
+    USERNAME_PATTERN,
+    account_disabled,
+    burn_password_check,
+    hash_password,
+    hash_refresh_token,
+    invalid_credentials,
+    issue_access_token,
+    new_refresh_token,
+    require_new_password,
+    require_username,
+    verify_password,
+)
+from trustmess.errors import ApiError, ErrorCode, rate_limited
+from trustmess.http import users as user_views
+from trustmess.http.authn import current_user_id
+from trustmess.http.jsonio import json_response
+from trustmess.http.users import display_name_field, no_content, read_fields
+from trustmess.store import tokens, users
+from trustmess.store.users import Conn, Db, User
+from trustmess.validation import require_str
+
+log = logging.getLogger(__name__)
+
 routes = web.RouteTableDef()
+
+# Long enough for any password that could have been set; longer input is refused unread.
+LOGIN_FIELD_MAX = 1024
+REFRESH_TOKEN_MAX = 512
+
+
+def _limit_address(request: web.Request) -> None:
+    """Spend one login/signup attempt of the client address (before the body is even read)."""
+    wait = request.app[AUTH_LIMIT_BY_ADDRESS].take(request.remote or "unknown")
+    if wait is not None:
+        raise rate_limited(wait)
+
+
+def _limit_username(request: web.Request, username: str) -> None:
+    """Spend one login/signup attempt of ``username``, whichever address it comes from."""
+    wait = request.app[AUTH_LIMIT_BY_USERNAME].take(username)
+    if wait is not None:
+        raise rate_limited(wait)
+
+
+def _bad_refresh_token() -> ApiError:
+    return ApiError(401, ErrorCode.UNAUTHENTICATED, "refresh token is invalid, expired or revoked")
+
+
+async def _start_session(
+    db: Db, request: web.Request, user: User, family_id: str
+) -> dict[str, Any]:
+    """Issue an access token and store a fresh refresh token in ``family_id``."""
+    settings = request.app[SETTINGS]
+    assert settings.jwt_secret is not None
+    refresh_token = new_refresh_token()
+    await tokens.insert_refresh_token(
+        db,
+        user_id=user.id,
+        token_hash=hash_refresh_token(refresh_token),
+        family_id=family_id,
+        ttl_s=settings.refresh_token_ttl_s,
+        user_agent=request.headers.get("User-Agent"),
+    )
+    access_token, _ = issue_access_token(settings.jwt_secret, user.id, settings.access_token_ttl_s)
+    return {
+        "access_token": access_token,
+        "refresh_token": refresh_token,
+        "token_type": "bearer",
+        "expires_in": settings.access_token_ttl_s,
+        "user": user.profile_json(),
+    }
+
+
+@routes.post("/auth/signup")
+async def signup(request: web.Request) -> web.Response:
+    """``{username, password, display_name?}`` → 201 the public profile.
+
+    The username is stored lower-cased and must be unique in any case (409 ``username_taken``);
+    ``display_name`` defaults to the username.
+    """
+    _limit_address(request)
+    data = await read_fields(
+        request, {"username", "password", "display_name"}, {"username", "password"}
+    )
+    username = require_username(data)
+    password = require_new_password(data, "password", username=username)
+    display_name = display_name_field(data, default=username)
+    assert display_name is not None
+    _limit_username(request, username)
+    password_hash = await hash_password(password, request.app[SETTINGS].bcrypt_rounds)
+    user = await users.insert_user(request.app[POOL], username, password_hash, display_name)
+    if user is None:
+        raise ApiError(409, ErrorCode.USERNAME_TAKEN, "username is taken", field="username")
+    return json_response(user.public_json(), status=201)
+
+
+@routes.post("/auth/login")
+async def login(request: web.Request) -> web.Response:
+    """``{username, password}`` → a token pair and the profile.
+
+    An unknown username and a wrong password get the same 401 ``invalid_credentials`` after the
+    same bcrypt work; a disabled account is 403 ``account_disabled``, said only to someone who
+    knows its password.
+    """
+    _limit_address(request)
+    data = await read_fields(request, {"username", "password"}, {"username", "password"})
+    username = require_str(data, "username", max_len=LOGIN_FIELD_MAX).lower()
+    password = require_str(data, "password", max_len=LOGIN_FIELD_MAX)
+    _limit_username(request, username)
+    pool = request.app[POOL]
+    credentials = None
+    if USERNAME_PATTERN.fullmatch(username):
+        credentials = await users.get_credentials(pool, username)
+    if credentials is None:
+        await burn_password_check(password, request.app[SETTINGS].bcrypt_rounds)
+        raise invalid_credentials()
+    if not await verify_password(password, credentials.password_hash):
+        raise invalid_credentials()
+    if not credentials.user.is_active:
+        raise account_disabled()
+    session = await _start_session(pool, request, credentials.user, uuid.uuid4().hex)
+    return json_response(session)
+
+
+@routes.post("/auth/refresh")
+async def refresh(request: web.Request) -> web.Response:
+    """``{refresh_token}`` → a new token pair (same shape as login); the old token is spent.
+
+    Unknown, expired, revoked or spent tokens are 401 ``unauthenticated``; a spent one also
+    revokes its whole family, since someone else is using a copy. 403 ``account_disabled`` for a
+    disabled user.
+    """
+    data = await read_fields(request, {"refresh_token"}, {"refresh_token"})
+    token_hash = hash_refresh_token(require_str(data, "refresh_token", max_len=REFRESH_TOKEN_MAX))
+    async with request.app[POOL].acquire() as conn:
+        session = await _rotate(conn, request, token_hash)
+    return json_response(session)
+
+
+async def _rotate(db: Conn, request: web.Request, token_hash: str) -> dict[str, Any]:
+    """Spend the token and store its successor in one transaction, or raise 401/403."""
+    async with db.transaction():
+        spent = await tokens.spend_refresh_token(db, token_hash)
+        user = None if spent is None else await users.get_user(db, spent.user_id)
+        if spent is not None and user is not None and user.is_active:
+            return await _start_session(db, request, user, spent.family_id)
+    if spent is not None:
+        raise account_disabled()
+    # Outside the transaction above, so the revocation is committed whatever happens next.
+    reused_by = await tokens.revoke_family_if_spent(db, token_hash)
+    if reused_by is not None:
+        log.warning("refresh token reused; revoked its family (user %s)", reused_by)
+    raise _bad_refresh_token()
+
+
+@routes.post("/auth/logout")
+async def logout(request: web.Request) -> web.Response:
+    """``{refresh_token}`` → 204; revokes the token's family. Unknown tokens are 204 too."""
+    data = await read_fields(request, {"refresh_token"}, {"refresh_token"})
+    token = require_str(data, "refresh_token", max_len=REFRESH_TOKEN_MAX)
+    await tokens.revoke_family_of(request.app[POOL], hash_refresh_token(token))
+    return no_content()
+
+
+@routes.post("/auth/logout-all")
+async def logout_all(request: web.Request) -> web.Response:
+    """Authenticated → 204; revokes every refresh token of the caller (all devices)."""
+    user_id = await current_user_id(request)
+    await tokens.revoke_user_tokens(request.app[POOL], user_id)
+    return no_content()
+
+
+# Profiles, the directory and administration live in users.py; one table mounts them all.
+routes.get("/users/me")(user_views.get_me)
+routes.patch("/users/me")(user_views.update_me)
+routes.post("/users/me/password")(user_views.change_password)
+routes.get("/users")(user_views.list_users)
+routes.get("/users/{id}")(user_views.get_user)
+routes.patch("/admin/users/{id}")(user_views.admin_update_user)

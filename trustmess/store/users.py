@@ -1,0 +1,199 @@
+"""Users: accounts, profiles, credentials and the directory search. asyncpg, $n parameters."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import asyncpg
+from asyncpg.pool import PoolConnectionProxy
+
+from trustmess.models import format_ts
+
+# Every function takes whatever runs the query: a pool for one statement, a connection inside a
+# transaction.
+Conn = asyncpg.Connection | PoolConnectionProxy
+Db = asyncpg.Pool | Conn
+
+
+@dataclass(frozen=True, slots=True)
+class User:
+    """An account without its password hash; each JSON form shows only what its reader may see."""
+
+    id: int
+    username: str
+    display_name: str
+    bio: str
+    created_at: datetime
+    is_active: bool
+    is_admin: bool
+
+    def public_json(self) -> dict[str, Any]:
+        """What anyone signed in may see."""
+        return {
+            "id": self.id,
+            "username": self.username,
+            "display_name": self.display_name,
+            "bio": self.bio,
+            "created_at": format_ts(self.created_at),
+        }
+
+    def profile_json(self) -> dict[str, Any]:
+        """What the user sees of themselves."""
+        return {**self.public_json(), "is_admin": self.is_admin}
+
+    def admin_json(self) -> dict[str, Any]:
+        """What an administrator sees."""
+        return {**self.public_json(), "is_active": self.is_active, "is_admin": self.is_admin}
+
+
+@dataclass(frozen=True, slots=True)
+class Credentials:
+    """An account with the password hash a login or a password change checks."""
+
+    user: User
+    password_hash: str
+
+
+def _user(row: asyncpg.Record) -> User:
+    return User(
+        id=row["id"],
+        username=row["username"],
+        display_name=row["display_name"],
+        bio=row["bio"],
+        created_at=row["created_at"],
+        is_active=row["is_active"],
+        is_admin=row["is_admin"],
+    )
+
+
+async def insert_user(
+    db: Db, username: str, password_hash: str, display_name: str, *, is_admin: bool = False
+) -> User | None:
+    """Create an account; None when the (lower-cased) username is already taken.
+
+    The unique constraint decides, so two concurrent signups for one name cannot both succeed.
+    """
+    try:
+        row = await db.fetchrow(
+            "INSERT INTO users (username, password_hash, display_name, is_admin) "
+            "VALUES ($1, $2, $3, $4) "
+            "RETURNING id, username, display_name, bio, created_at, is_active, is_admin",
+            username,
+            password_hash,
+            display_name,
+            is_admin,
+        )
+    except asyncpg.UniqueViolationError as exc:
+        if exc.constraint_name == "uq_users_username":
+            return None
+        raise
+    assert row is not None
+    return _user(row)
+
+
+async def get_user(db: Db, user_id: int) -> User | None:
+    """The account with this id, active or not."""
+    row = await db.fetchrow(
+        "SELECT id, username, display_name, bio, created_at, is_active, is_admin "
+        "FROM users WHERE id = $1",
+        user_id,
+    )
+    return None if row is None else _user(row)
+
+
+async def get_credentials(db: Db, username: str) -> Credentials | None:
+    """The account with this lower-cased username, and its password hash."""
+    row = await db.fetchrow(
+        "SELECT id, username, display_name, bio, created_at, is_active, is_admin, "
+        "password_hash FROM users WHERE username = $1",
+        username,
+    )
+    return None if row is None else Credentials(_user(row), row["password_hash"])
+
+
+async def get_credentials_by_id(db: Db, user_id: int) -> Credentials | None:
+    """The account with this id, and its password hash."""
+    row = await db.fetchrow(
+        "SELECT id, username, display_name, bio, created_at, is_active, is_admin, "
+        "password_hash FROM users WHERE id = $1",
+        user_id,
+    )
+    return None if row is None else Credentials(_user(row), row["password_hash"])
+
+
+async def is_active_admin(db: Db, user_id: int) -> bool:
+    """True when the user exists, is enabled and is an administrator."""
+    value = await db.fetchval("SELECT is_admin AND is_active FROM users WHERE id = $1", user_id)
+    return value is True
+
+
+async def update_profile(
+    db: Db, user_id: int, *, display_name: str | None, bio: str | None
+) -> User | None:
+    """Set the given profile fields (None keeps the stored value) and ``updated_at``."""
+    row = await db.fetchrow(
+        "UPDATE users "
+        "SET display_name = coalesce($2, display_name), bio = coalesce($3, bio), "
+        "updated_at = now() WHERE id = $1 "
+        "RETURNING id, username, display_name, bio, created_at, is_active, is_admin",
+        user_id,
+        display_name,
+        bio,
+    )
+    return None if row is None else _user(row)
+
+
+async def replace_password_hash(db: Db, user_id: int, old_hash: str, new_hash: str) -> bool:
+    """Swap the hash only if it is still ``old_hash``; False if it changed meanwhile."""
+    status: str = await db.execute(
+        "UPDATE users SET password_hash = $3, updated_at = now() "
+        "WHERE id = $1 AND password_hash = $2",
+        user_id,
+        old_hash,
+        new_hash,
+    )
+    return status == "UPDATE 1"
+
+
+async def update_flags(
+    db: Db, user_id: int, *, is_active: bool | None, is_admin: bool | None
+) -> User | None:
+    """Set the given administrative flags (None keeps the stored value)."""
+    row = await db.fetchrow(
+        "UPDATE users "
+        "SET is_active = coalesce($2, is_active), is_admin = coalesce($3, is_admin), "
+        "updated_at = now() WHERE id = $1 "
+        "RETURNING id, username, display_name, bio, created_at, is_active, is_admin",
+        user_id,
+        is_active,
+        is_admin,
+    )
+    return None if row is None else _user(row)
+
+
+def like_prefix(prefix: str) -> str:
+    """A LIKE pattern matching strings that start with ``prefix`` taken literally."""
+    escaped = prefix.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+    return escaped + "%"
+
+
+async def search_active_users(
+    db: Db, prefix: str, *, after_username: str | None, limit: int
+) -> list[User]:
+    """Active users whose username or display name starts with ``prefix`` (any case).
+
+    Ordered by username; ``after_username`` continues after the last one of a previous page.
+    """
+    rows = await db.fetch(
+        "SELECT id, username, display_name, bio, created_at, is_active, is_admin FROM users "
+        "WHERE is_active "
+        "AND (username ILIKE $1 ESCAPE '\\' OR display_name ILIKE $1 ESCAPE '\\') "
+        "AND ($2::text IS NULL OR username > $2) "
+        "ORDER BY username LIMIT $3",
+        like_prefix(prefix),
+        after_username,
+        limit,
+    )
+    return [_user(row) for row in rows]
