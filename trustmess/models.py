@@ -49,3 +49,49 @@ class SendResult:
 
     message: Message
     duplicate: bool
+
+
+@dataclass(frozen=True, slots=True)
+class Member:
+    """A member of a conversation as other members see it."""
+
+    id: int
+    username: str
+    display_name: str
+    role: str
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "username": self.username,
+            "display_name": self.display_name,
+            "role": self.role,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class Conversation:
+    """A conversation as one member sees it: ``read_seq`` and ``unread`` are that member's."""
+
+    id: int
+    kind: str
+    title: str | None
+    members: tuple[Member, ...]
+    last_seq: int
+    read_seq: int
+    unread: int
+    last_message: Message | None
+    created_at: datetime
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "kind": self.kind,
+            "title": self.title,
+            "members": [member.to_json() for member in self.members],
+            "last_seq": self.last_seq,
+            "read_seq": self.read_seq,
+            "unread": self.unread,
+            "last_message": None if self.last_message is None else self.last_message.to_json(),
+            "created_at": format_ts(self.created_at),
+        }

@@ -1,7 +1,232 @@
-"""(being written)"""
+"""Conversations over HTTP: create (direct or group), list, show, rename, add and remove members.
+
+Anyone who is not a member gets the same 404 as for a conversation that does not exist. Rules
+the issue left open, decided here:
+
+* ``title`` that is empty after stripping is no title, so ``{member_ids: [b], title: ""}`` is the
+  direct conversation with b.
+* A direct conversation has neither a title nor a changeable member list: renaming it, adding to
+  it or leaving it is 422 ``invalid``.
+* Adding members: ids already in the group are ignored; only the new ones must be active users.
+  New members see the whole history, and their read marker starts at the newest message.
+* When the owner leaves, the longest-standing member (earliest ``joined_at``, then lowest id)
+  becomes the owner. When the last member leaves the rows stay; nobody can see them.
+"""
 
 from __future__ import annotations
 
+import base64
+import binascii
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
 from aiohttp import web
 
+from trustmess import events
+from trustmess.appkeys import POOL
+from trustmess.errors import ApiError, ErrorCode, invalid, not_found
+from trustmess.http.authn import current_user_id
+from trustmess.http.jsonio import json_response, path_id, query_int, read_json_object
+from trustmess.models import Conversation
+from trustmess.store.conversations import (
+    ActivityKey,
+    add_members,
+    conversations_page,
+    create_direct,
+    create_group,
+    get_conversation_for,
+    lock_membership,
+    member_ids,
+    promote_longest_standing,
+    remove_member,
+    set_title,
+    unknown_or_inactive_users,
+)
+from trustmess.store.history import DbConnection
+from trustmess.validation import check_fields, get_str, require_id_list
+
 routes = web.RouteTableDef()
+
+MAX_MEMBERS = 1000
+MAX_TITLE_CHARS = 128
+DEFAULT_PAGE = 20
+MAX_PAGE = 100
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_MICROSECOND = timedelta(microseconds=1)
+
+
+def conversation_not_found() -> ApiError:
+    return not_found("conversation not found")
+
+
+def _title(data: dict[str, Any]) -> str | None:
+    """The optional ``title`` field: stripped, at most 128 characters; null or empty is none."""
+    if data.get("title") is None:
+        return None
+    title = get_str(data, "title", max_len=MAX_TITLE_CHARS, strip=True)
+    # PostgreSQL text cannot hold NUL; refuse it here rather than fail in the database.
+    if title is not None and "\x00" in title:
+        raise invalid("title", "must not contain NUL characters")
+    return title or None
+
+
+def _too_many_members(field: str) -> ApiError:
+    return invalid(field, f"a group has at most {MAX_MEMBERS} members")
+
+
+async def _require_active_users(conn: DbConnection, field: str, user_ids: list[int]) -> None:
+    missing = await unknown_or_inactive_users(conn, user_ids)
+    if missing:
+        names = ", ".join(str(user_id) for user_id in missing)
+        raise invalid(field, f"unknown or inactive users: {names}")
+
+
+async def _conversation_for(conn: DbConnection, conversation_id: int, user_id: int) -> Conversation:
+    conversation = await get_conversation_for(conn, conversation_id, user_id)
+    if conversation is None:
+        raise conversation_not_found()
+    return conversation
+
+
+def encode_cursor(key: ActivityKey) -> str:
+    """An opaque cursor for ``key``: exact microseconds since the epoch and the id."""
+    at, conversation_id = key
+    raw = f"{(at - _EPOCH) // _MICROSECOND}:{conversation_id}".encode()
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str) -> ActivityKey:
+    """The key of a cursor made by :func:`encode_cursor`; 422 for anything else."""
+    try:
+        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode("ascii")
+        micros, conversation_id = (int(part) for part in raw.split(":"))
+        return _EPOCH + micros * _MICROSECOND, conversation_id
+    except (binascii.Error, UnicodeDecodeError, ValueError, OverflowError):
+        raise invalid("cursor", "is not a cursor returned by this endpoint") from None
+
+
+@routes.post("/conversations")
+async def create_conversation(request: web.Request) -> web.Response:
+    """A direct conversation (one other member, no title; 200 if it already exists) or a group
+    owned by the caller (201)."""
+    user_id = await current_user_id(request)
+    data = await read_json_object(request)
+    check_fields(data, allowed=("member_ids", "title"), required=("member_ids",))
+    requested = require_id_list(data, "member_ids", max_items=MAX_MEMBERS)
+    others = [member_id for member_id in requested if member_id != user_id]
+    title = _title(data)
+    if not others:
+        raise invalid("member_ids", "must name at least one other user")
+    if len(others) + 1 > MAX_MEMBERS:
+        raise _too_many_members("member_ids")
+    async with request.app[POOL].acquire() as conn:
+        await _require_active_users(conn, "member_ids", others)
+        if len(others) == 1 and title is None:
+            conversation_id, created = await create_direct(conn, user_id, others[0])
+        else:
+            conversation_id, created = await create_group(conn, user_id, others, title), True
+        conversation = await _conversation_for(conn, conversation_id, user_id)
+    if created:
+        await events.conversation_changed(request.app, conversation_id)
+    return json_response(conversation.to_json(), status=201 if created else 200)
+
+
+@routes.get("/conversations")
+async def list_conversations(request: web.Request) -> web.Response:
+    """The caller's conversations, latest activity first, in keyset pages."""
+    user_id = await current_user_id(request)
+    limit = query_int(request, "limit", lo=1, hi=MAX_PAGE) or DEFAULT_PAGE
+    cursor = request.query.get("cursor")
+    after = None if cursor is None else decode_cursor(cursor)
+    async with request.app[POOL].acquire() as conn:
+        items, next_key = await conversations_page(conn, user_id, limit, after)
+    return json_response(
+        {
+            "items": [conversation.to_json() for conversation in items],
+            "next_cursor": None if next_key is None else encode_cursor(next_key),
+        }
+    )
+
+
+@routes.get("/conversations/{id}")
+async def show_conversation(request: web.Request) -> web.Response:
+    user_id = await current_user_id(request)
+    conversation_id = path_id(request, "id")
+    async with request.app[POOL].acquire() as conn:
+        conversation = await _conversation_for(conn, conversation_id, user_id)
+    return json_response(conversation.to_json())
+
+
+@routes.patch("/conversations/{id}")
+async def rename_conversation(request: web.Request) -> web.Response:
+    """Set or clear (null or empty) a group's title; any member may."""
+    user_id = await current_user_id(request)
+    conversation_id = path_id(request, "id")
+    data = await read_json_object(request)
+    check_fields(data, allowed=("title",), required=("title",))
+    title = _title(data)
+    async with request.app[POOL].acquire() as conn:
+        async with conn.transaction():
+            membership = await lock_membership(conn, conversation_id, user_id)
+            if membership is None:
+                raise conversation_not_found()
+            if membership.kind == "direct":
+                raise invalid("title", "a direct conversation has no title")
+            await set_title(conn, conversation_id, title)
+        conversation = await _conversation_for(conn, conversation_id, user_id)
+    await events.conversation_changed(request.app, conversation_id)
+    return json_response(conversation.to_json())
+
+
+@routes.post("/conversations/{id}/members")
+async def add_conversation_members(request: web.Request) -> web.Response:
+    """Add users to a group; any member may. Ids already in the group are ignored."""
+    user_id = await current_user_id(request)
+    conversation_id = path_id(request, "id")
+    data = await read_json_object(request)
+    check_fields(data, allowed=("user_ids",), required=("user_ids",))
+    requested = require_id_list(data, "user_ids", max_items=MAX_MEMBERS)
+    if not requested:
+        raise invalid("user_ids", "must name at least one user")
+    async with request.app[POOL].acquire() as conn:
+        async with conn.transaction():
+            membership = await lock_membership(conn, conversation_id, user_id)
+            if membership is None:
+                raise conversation_not_found()
+            if membership.kind == "direct":
+                raise invalid("user_ids", "members cannot be added to a direct conversation")
+            current = set(await member_ids(conn, conversation_id))
+            new = [member_id for member_id in requested if member_id not in current]
+            await _require_active_users(conn, "user_ids", new)
+            if len(current) + len(new) > MAX_MEMBERS:
+                raise _too_many_members("user_ids")
+            added = await add_members(conn, conversation_id, new)
+        conversation = await _conversation_for(conn, conversation_id, user_id)
+    if added:
+        await events.conversation_changed(request.app, conversation_id)
+    return json_response(conversation.to_json())
+
+
+@routes.delete("/conversations/{id}/members/{user_id}")
+async def remove_conversation_member(request: web.Request) -> web.Response:
+    """Leave a group (any member) or remove someone from it (the owner only); 204."""
+    user_id = await current_user_id(request)
+    conversation_id = path_id(request, "id")
+    target_id = path_id(request, "user_id")
+    async with request.app[POOL].acquire() as conn, conn.transaction():
+        membership = await lock_membership(conn, conversation_id, user_id)
+        if membership is None:
+            raise conversation_not_found()
+        if membership.kind == "direct":
+            raise ApiError(422, ErrorCode.INVALID, "a direct conversation cannot be left")
+        if target_id != user_id and membership.role != "owner":
+            raise ApiError(403, ErrorCode.FORBIDDEN, "only the owner may remove other members")
+        role = await remove_member(conn, conversation_id, target_id)
+        if role is None:
+            raise not_found("member not found")
+        if role == "owner":
+            await promote_longest_standing(conn, conversation_id)
+    await events.member_removed(request.app, conversation_id, target_id)
+    await events.conversation_changed(request.app, conversation_id)
+    return web.Response(status=204)

@@ -1,7 +1,98 @@
-"""(being written)"""
+"""Messages over HTTP: history pages, sending, and the read marker.
+
+History: ``GET /conversations/{id}/messages`` without ``before``/``after`` is the newest page;
+``before=SEQ`` pages back, ``after=SEQ`` forwards; items are always in ascending seq and
+``has_more`` says whether more exist beyond the page in the paging direction. ``limit`` is
+1-200 (default 50): larger is 422 rather than silently cut, so a client never mistakes a short
+page for the end.
+"""
 
 from __future__ import annotations
 
 from aiohttp import web
 
+from trustmess import events
+from trustmess.appkeys import POOL
+from trustmess.errors import invalid, not_found
+from trustmess.http.authn import current_user_id
+from trustmess.http.jsonio import json_response, path_id, query_int, read_json_object
+from trustmess.messaging import send_message
+from trustmess.store.conversations import is_member
+from trustmess.store.history import latest_messages, messages_after, messages_before
+from trustmess.store.readmarkers import advance_read_marker
+from trustmess.validation import (
+    BIGINT_MAX,
+    check_fields,
+    client_msg_id,
+    get_int,
+    message_body,
+    require_int,
+)
+
 routes = web.RouteTableDef()
+
+DEFAULT_PAGE = 50
+MAX_PAGE = 200
+
+
+@routes.get("/conversations/{id}/messages")
+async def message_history(request: web.Request) -> web.Response:
+    """A page of history: ``{items, has_more}``."""
+    user_id = await current_user_id(request)
+    conversation_id = path_id(request, "id")
+    limit = query_int(request, "limit", lo=1, hi=MAX_PAGE) or DEFAULT_PAGE
+    before = query_int(request, "before", lo=0, hi=BIGINT_MAX)
+    after = query_int(request, "after", lo=0, hi=BIGINT_MAX)
+    if before is not None and after is not None:
+        raise invalid("after", "cannot be combined with before")
+    async with request.app[POOL].acquire() as conn:
+        if not await is_member(conn, conversation_id, user_id):
+            raise not_found("conversation not found")
+        # One row more than asked tells whether the page is the last in its direction.
+        if after is not None:
+            items = await messages_after(conn, conversation_id, after, limit + 1)
+            has_more = len(items) > limit
+            items = items[:limit]
+        else:
+            if before is not None:
+                items = await messages_before(conn, conversation_id, before, limit + 1)
+            else:
+                items = await latest_messages(conn, conversation_id, limit + 1)
+            has_more = len(items) > limit
+            items = items[-limit:]
+    return json_response({"items": [m.to_json() for m in items], "has_more": has_more})
+
+
+@routes.post("/conversations/{id}/messages")
+async def post_message(request: web.Request) -> web.Response:
+    """Send a message: 201 with the stored message, 200 with the original on a retry."""
+    user_id = await current_user_id(request)
+    conversation_id = path_id(request, "id")
+    data = await read_json_object(request)
+    check_fields(
+        data, allowed=("client_msg_id", "body", "reply_to"), required=("client_msg_id", "body")
+    )
+    result = await send_message(
+        request.app,
+        user_id,
+        conversation_id,
+        client_msg_id(data),
+        message_body(data),
+        get_int(data, "reply_to", lo=1),
+    )
+    return json_response(result.message.to_json(), status=200 if result.duplicate else 201)
+
+
+@routes.post("/conversations/{id}/read")
+async def mark_read(request: web.Request) -> web.Response:
+    """Move the caller's cumulative read marker forward: ``{read_seq}`` (never lower)."""
+    user_id = await current_user_id(request)
+    conversation_id = path_id(request, "id")
+    data = await read_json_object(request)
+    check_fields(data, allowed=("seq",), required=("seq",))
+    seq = require_int(data, "seq", lo=0)
+    async with request.app[POOL].acquire() as conn:
+        read_seq, moved = await advance_read_marker(conn, conversation_id, user_id, seq)
+    if moved:
+        await events.read_moved(request.app, conversation_id, user_id, read_seq)
+    return json_response({"read_seq": read_seq})

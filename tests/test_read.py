@@ -1,0 +1,195 @@
+"""Read markers (``POST /conversations/{id}/read`` and the store's ``advance_read_marker``):
+cumulative, never backwards, bounded by the last message, and the unread counts they drive."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from trustmess.errors import ApiError
+from trustmess.store.readmarkers import advance_read_marker
+
+
+async def make_group(client, owner, *others) -> int:
+    resp = await client.post(
+        "/conversations",
+        json={"member_ids": [user.id for user in others], "title": "Read"},
+        headers=owner.headers,
+    )
+    assert resp.status == 201
+    return int((await resp.json())["id"])
+
+
+async def insert_messages(db, conversation_id: int, sender_id: int, n: int) -> None:
+    """Append ``n`` messages straight in SQL, as the writer would (gapless seqs)."""
+    await db.execute(
+        """
+        WITH bumped AS (
+            UPDATE conversations SET last_seq = last_seq + $3, last_message_at = now()
+            WHERE id = $1 RETURNING last_seq - $3 AS base
+        )
+        INSERT INTO messages (conversation_id, seq, sender_id, client_msg_id, body)
+        SELECT $1, base + g, $2, 'sql-' || (base + g), 'message ' || (base + g)
+        FROM bumped, generate_series(1, $3) AS g
+        """,
+        conversation_id,
+        sender_id,
+        n,
+    )
+
+
+async def mark_read(client, user, conversation_id, seq):
+    return await client.post(
+        f"/conversations/{conversation_id}/read", json={"seq": seq}, headers=user.headers
+    )
+
+
+async def state(client, user, conversation_id) -> tuple[int, int, int]:
+    resp = await client.get(f"/conversations/{conversation_id}", headers=user.headers)
+    body = await resp.json()
+    assert resp.status == 200, body
+    return body["last_seq"], body["read_seq"], body["unread"]
+
+
+@pytest.fixture
+async def chat(client, make_user):
+    alice, bob, carol = await make_user(), await make_user(), await make_user()
+    return alice, bob, carol, await make_group(client, alice, bob, carol)
+
+
+async def test_read_moves_the_marker(client, chat, db) -> None:
+    alice, bob, _, cid = chat
+    await insert_messages(db, cid, bob.id, 5)
+    resp = await mark_read(client, alice, cid, 3)
+    assert resp.status == 200
+    assert await resp.json() == {"read_seq": 3}
+    assert await state(client, alice, cid) == (5, 3, 2)
+    stored = await db.fetchval(
+        "SELECT last_read_seq FROM conversation_members WHERE user_id = $1", alice.id
+    )
+    assert stored == 3
+    assert await state(client, bob, cid) == (5, 0, 0)  # bob wrote them all
+
+
+async def test_marker_never_moves_backwards(client, chat, db) -> None:
+    alice, bob, _, cid = chat
+    await insert_messages(db, cid, bob.id, 5)
+    assert await (await mark_read(client, alice, cid, 4)).json() == {"read_seq": 4}
+    for lower in (4, 2, 0):
+        resp = await mark_read(client, alice, cid, lower)
+        assert resp.status == 200
+        assert await resp.json() == {"read_seq": 4}
+    assert await state(client, alice, cid) == (5, 4, 1)
+
+
+async def test_zero_on_an_empty_conversation(client, chat) -> None:
+    alice, _, _, cid = chat
+    resp = await mark_read(client, alice, cid, 0)
+    assert resp.status == 200
+    assert await resp.json() == {"read_seq": 0}
+
+
+@pytest.mark.parametrize(
+    ("payload", "field"),
+    [
+        ({"seq": 6}, "seq"),
+        ({"seq": 10**12}, "seq"),
+        ({"seq": -1}, "seq"),
+        ({"seq": "3"}, "seq"),
+        ({"seq": 2.5}, "seq"),
+        ({"seq": True}, "seq"),
+        ({"seq": None}, "seq"),
+        ({}, "seq"),
+        ({"seq": 1, "until": 2}, "until"),
+    ],
+)
+async def test_bad_seq_is_422(client, chat, db, payload, field) -> None:
+    alice, bob, _, cid = chat
+    await insert_messages(db, cid, bob.id, 5)
+    resp = await client.post(f"/conversations/{cid}/read", json=payload, headers=alice.headers)
+    assert resp.status == 422
+    error = (await resp.json())["error"]
+    assert (error["code"], error["field"]) == ("invalid", field)
+    assert await state(client, alice, cid) == (5, 0, 5)
+
+
+async def test_body_that_is_not_an_object_is_400(client, chat) -> None:
+    alice, _, _, cid = chat
+    resp = await client.post(
+        f"/conversations/{cid}/read",
+        data=b"3",
+        headers={**alice.headers, "Content-Type": "application/json"},
+    )
+    assert resp.status == 400
+
+
+async def test_non_member_gets_404(client, chat, make_user, db) -> None:
+    _, bob, _, cid = chat
+    await insert_messages(db, cid, bob.id, 2)
+    mallory = await make_user()
+    hidden = await mark_read(client, mallory, cid, 1)
+    missing = await mark_read(client, mallory, 5555, 1)
+    assert hidden.status == missing.status == 404
+    assert await hidden.json() == await missing.json()
+    # Even a seq that would be invalid for a member does not reveal the conversation.
+    assert (await mark_read(client, mallory, cid, 99)).status == 404
+    resp = await client.post("/conversations/-1/read", json={"seq": 1}, headers=bob.headers)
+    assert resp.status == 404
+
+
+async def test_unread_counts_others_messages_only(client, chat, db) -> None:
+    alice, bob, carol, cid = chat
+    await insert_messages(db, cid, bob.id, 3)  # 1-3 from bob
+    await insert_messages(db, cid, alice.id, 2)  # 4-5 from alice (marker not moved by SQL)
+    await insert_messages(db, cid, carol.id, 4)  # 6-9 from carol
+    assert await state(client, alice, cid) == (9, 0, 7)
+    assert await state(client, bob, cid) == (9, 0, 6)
+    assert await state(client, carol, cid) == (9, 0, 5)
+    assert (await mark_read(client, alice, cid, 5)).status == 200
+    assert await state(client, alice, cid) == (9, 5, 4)
+    # Sending moves the sender's own marker to its message: everything before it is read.
+    resp = await client.post(
+        f"/conversations/{cid}/messages",
+        json={"client_msg_id": "late", "body": "caught up"},
+        headers=bob.headers,
+    )
+    assert resp.status == 201
+    assert await state(client, bob, cid) == (10, 10, 0)
+    assert await state(client, alice, cid) == (10, 5, 5)
+    listed = await (await client.get("/conversations", headers=alice.headers)).json()
+    assert [(c["id"], c["read_seq"], c["unread"]) for c in listed["items"]] == [(cid, 5, 5)]
+
+
+async def test_concurrent_reads_keep_the_highest(client, chat, db) -> None:
+    alice, bob, _, cid = chat
+    await insert_messages(db, cid, bob.id, 40)
+    order = [17, 3, 40, 22, 1, 39, 8, 40, 12, 30] * 2
+    responses = await asyncio.gather(*(mark_read(client, alice, cid, seq) for seq in order))
+    assert all(resp.status == 200 for resp in responses)
+    assert await state(client, alice, cid) == (40, 40, 0)
+
+
+async def test_read_is_announced_to_the_conversation(client, chat, db, connect) -> None:
+    alice, bob, _, cid = chat
+    await insert_messages(db, cid, bob.id, 3)
+    sock = await connect(bob)
+    assert (await sock.request({"type": "join", "conversation_id": cid}))["type"] == "reply"
+    assert (await mark_read(client, alice, cid, 2)).status == 200
+    event = await sock.recv_type("read")
+    assert event == {"type": "read", "conversation_id": cid, "user_id": alice.id, "seq": 2}
+
+
+async def test_store_advance_read_marker(chat, db) -> None:
+    alice, bob, _, cid = chat
+    await insert_messages(db, cid, bob.id, 5)
+    assert await advance_read_marker(db, cid, alice.id, 2) == (2, True)
+    assert await advance_read_marker(db, cid, alice.id, 2) == (2, False)
+    assert await advance_read_marker(db, cid, alice.id, 1) == (2, False)
+    assert await advance_read_marker(db, cid, alice.id, 5) == (5, True)
+    with pytest.raises(ApiError) as beyond:
+        await advance_read_marker(db, cid, alice.id, 6)
+    assert (beyond.value.status, beyond.value.code, beyond.value.field) == (422, "invalid", "seq")
+    with pytest.raises(ApiError) as outsider:
+        await advance_read_marker(db, cid, alice.id + 1000, 1)
+    assert (outsider.value.status, outsider.value.code) == (404, "not_found")

@@ -1,0 +1,283 @@
+"""Conversations and their members: creation, membership, and the per-member view
+(:class:`~trustmess.models.Conversation`) read in one query per page."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import TypeAlias
+
+import asyncpg
+import orjson
+
+from trustmess.models import Conversation, Member
+from trustmess.store.history import DbConnection, message_from_row
+
+# Where a page of "my conversations" ends: (coalesce(last_message_at, created_at), id).
+ActivityKey: TypeAlias = tuple[datetime, int]
+
+
+@dataclass(frozen=True, slots=True)
+class Membership:
+    """What membership rules need to know about one member of one conversation."""
+
+    kind: str
+    role: str
+
+
+def direct_key(user_a: int, user_b: int) -> str:
+    """The unique key of the direct conversation between two users."""
+    return f"{min(user_a, user_b)}:{max(user_a, user_b)}"
+
+
+# ---------------------------------------------------------------- the member's view
+
+# ``page`` (defined by the query that prepends it) holds the conversations to show with the
+# viewer's read marker; members, unread count and last message are computed for those rows only.
+# $1 is always the viewer.
+_VIEW = """
+SELECT p.id, p.kind, p.title, p.last_seq, p.read_seq, p.created_at, p.activity_at,
+       mem.members, unread.n AS unread,
+       lm.id AS lm_id, lm.conversation_id AS lm_conversation_id, lm.seq AS lm_seq,
+       lm.sender_id AS lm_sender_id, lm.body AS lm_body, lm.reply_to_seq AS lm_reply_to_seq,
+       lm.client_msg_id AS lm_client_msg_id, lm.created_at AS lm_created_at
+FROM page p
+CROSS JOIN LATERAL (
+    SELECT json_agg(
+               json_build_object('id', u.id, 'username', u.username,
+                                 'display_name', u.display_name, 'role', m.role)
+               ORDER BY m.joined_at, m.user_id) AS members
+    FROM conversation_members m JOIN users u ON u.id = m.user_id
+    WHERE m.conversation_id = p.id
+) mem
+CROSS JOIN LATERAL (
+    SELECT count(*) AS n FROM messages x
+    WHERE x.conversation_id = p.id AND x.seq > p.read_seq AND x.sender_id <> $1
+) unread
+LEFT JOIN messages lm ON lm.conversation_id = p.id AND lm.seq = p.last_seq
+ORDER BY p.activity_at DESC, p.id DESC
+"""
+
+# $2/$3: the cursor (activity, id) the page continues after, or NULL for the first page.
+_PAGE_FOR_USER = """
+WITH page AS (
+    SELECT c.id, c.kind, c.title, c.last_seq, c.created_at, me.last_read_seq AS read_seq,
+           coalesce(c.last_message_at, c.created_at) AS activity_at
+    FROM conversation_members me JOIN conversations c ON c.id = me.conversation_id
+    WHERE me.user_id = $1
+      AND ($2::timestamptz IS NULL
+           OR (coalesce(c.last_message_at, c.created_at), c.id) < ($2::timestamptz, $3::bigint))
+    ORDER BY activity_at DESC, c.id DESC
+    LIMIT $4
+)"""
+
+_ONE_FOR_USER = """
+WITH page AS (
+    SELECT c.id, c.kind, c.title, c.last_seq, c.created_at, me.last_read_seq AS read_seq,
+           coalesce(c.last_message_at, c.created_at) AS activity_at
+    FROM conversation_members me JOIN conversations c ON c.id = me.conversation_id
+    WHERE me.user_id = $1 AND me.conversation_id = $2
+)"""
+
+PAGE_FOR_USER = _PAGE_FOR_USER + _VIEW
+ONE_FOR_USER = _ONE_FOR_USER + _VIEW
+
+
+def _conversation_from_row(row: asyncpg.Record) -> Conversation:
+    return Conversation(
+        id=row["id"],
+        kind=row["kind"],
+        title=row["title"],
+        members=tuple(Member(**member) for member in orjson.loads(row["members"])),
+        last_seq=row["last_seq"],
+        read_seq=row["read_seq"],
+        unread=row["unread"],
+        last_message=None if row["lm_id"] is None else message_from_row(row, "lm_"),
+        created_at=row["created_at"],
+    )
+
+
+async def get_conversation_for(
+    conn: DbConnection, conversation_id: int, user_id: int
+) -> Conversation | None:
+    """The conversation as ``user_id`` sees it; None when it is not a member."""
+    row = await conn.fetchrow(ONE_FOR_USER, user_id, conversation_id)
+    return None if row is None else _conversation_from_row(row)
+
+
+async def conversations_page(
+    conn: DbConnection, user_id: int, limit: int, after: ActivityKey | None = None
+) -> tuple[list[Conversation], ActivityKey | None]:
+    """``user_id``'s conversations, latest activity first, continuing after the key ``after``.
+
+    Returns the page and the key to continue from, or None when this is the last page.
+    """
+    at, conversation_id = after if after is not None else (None, None)
+    rows = await conn.fetch(PAGE_FOR_USER, user_id, at, conversation_id, limit + 1)
+    next_key = None
+    if len(rows) > limit:
+        rows = rows[:limit]
+        next_key = (rows[-1]["activity_at"], rows[-1]["id"])
+    return [_conversation_from_row(row) for row in rows], next_key
+
+
+# ---------------------------------------------------------------- membership reads
+
+
+async def is_member(conn: DbConnection, conversation_id: int, user_id: int) -> bool:
+    return bool(
+        await conn.fetchval(
+            "SELECT EXISTS (SELECT 1 FROM conversation_members "
+            "WHERE conversation_id = $1 AND user_id = $2)",
+            conversation_id,
+            user_id,
+        )
+    )
+
+
+async def member_ids(conn: DbConnection, conversation_id: int) -> list[int]:
+    """The members' user ids, longest-standing first."""
+    rows = await conn.fetch(
+        "SELECT user_id FROM conversation_members WHERE conversation_id = $1 "
+        "ORDER BY joined_at, user_id",
+        conversation_id,
+    )
+    return [row["user_id"] for row in rows]
+
+
+async def conversation_state(
+    conn: DbConnection, conversation_id: int, user_id: int
+) -> tuple[int, int] | None:
+    """(last_seq, the member's read_seq); None when ``user_id`` is not a member."""
+    row = await conn.fetchrow(
+        "SELECT c.last_seq, m.last_read_seq FROM conversation_members m "
+        "JOIN conversations c ON c.id = m.conversation_id "
+        "WHERE m.conversation_id = $1 AND m.user_id = $2",
+        conversation_id,
+        user_id,
+    )
+    return None if row is None else (row["last_seq"], row["last_read_seq"])
+
+
+async def lock_membership(
+    conn: DbConnection, conversation_id: int, user_id: int
+) -> Membership | None:
+    """Lock the conversation row for a membership change (in a transaction) and return the
+    caller's membership; None when ``user_id`` is not a member.
+
+    The lock (the one a send's ``UPDATE conversations`` takes) serialises changes of one
+    conversation's members, so the member limit and the single owner hold under concurrent
+    requests.
+    """
+    kind: str | None = await conn.fetchval(
+        "SELECT kind FROM conversations WHERE id = $1 FOR NO KEY UPDATE", conversation_id
+    )
+    if kind is None:
+        return None
+    # Read after the lock is held, so a change that committed while we waited is seen.
+    role: str | None = await conn.fetchval(
+        "SELECT role FROM conversation_members WHERE conversation_id = $1 AND user_id = $2",
+        conversation_id,
+        user_id,
+    )
+    return None if role is None else Membership(kind=kind, role=role)
+
+
+async def unknown_or_inactive_users(conn: DbConnection, user_ids: list[int]) -> list[int]:
+    """Those of ``user_ids`` that do not exist or are disabled, ascending."""
+    rows = await conn.fetch(
+        "SELECT id FROM users WHERE id = ANY($1::bigint[]) AND is_active", user_ids
+    )
+    return sorted(set(user_ids) - {row["id"] for row in rows})
+
+
+# ---------------------------------------------------------------- changes
+
+
+async def add_members(
+    conn: DbConnection, conversation_id: int, user_ids: list[int], role: str = "member"
+) -> list[int]:
+    """Add users (existing members are left as they are); returns the ids actually added.
+
+    A new member's read marker starts at the conversation's last message: history stays
+    readable, but what was said before they joined does not count as unread.
+    """
+    rows = await conn.fetch(
+        "INSERT INTO conversation_members (conversation_id, user_id, role, last_read_seq) "
+        "SELECT c.id, u.user_id, $3, c.last_seq "
+        "FROM conversations c, unnest($2::bigint[]) AS u(user_id) WHERE c.id = $1 "
+        "ON CONFLICT (conversation_id, user_id) DO NOTHING RETURNING user_id",
+        conversation_id,
+        user_ids,
+        role,
+    )
+    return [row["user_id"] for row in rows]
+
+
+async def create_direct(conn: DbConnection, user_id: int, other_id: int) -> tuple[int, bool]:
+    """The direct conversation between two users: (id, True) if this call created it, else
+    the existing one's (id, False). Safe under concurrent calls for the same pair."""
+    key = direct_key(user_id, other_id)
+    async with conn.transaction():
+        # Waits for a concurrent insert of the same key, then does nothing if it committed.
+        created = await conn.fetchval(
+            "INSERT INTO conversations (kind, created_by, direct_key) "
+            "VALUES ('direct', $1, $2) ON CONFLICT (direct_key) DO NOTHING RETURNING id",
+            user_id,
+            key,
+        )
+        if created is not None:
+            await add_members(conn, created, sorted({user_id, other_id}))
+            return int(created), True
+        existing = await conn.fetchval("SELECT id FROM conversations WHERE direct_key = $1", key)
+    return int(existing), False
+
+
+async def create_group(
+    conn: DbConnection, owner_id: int, other_ids: list[int], title: str | None
+) -> int:
+    """A new group owned by ``owner_id`` with ``other_ids`` as members; returns its id."""
+    async with conn.transaction():
+        conversation_id = int(
+            await conn.fetchval(
+                "INSERT INTO conversations (kind, title, created_by) "
+                "VALUES ('group', $2, $1) RETURNING id",
+                owner_id,
+                title,
+            )
+        )
+        await add_members(conn, conversation_id, [owner_id], role="owner")
+        await add_members(conn, conversation_id, other_ids)
+    return conversation_id
+
+
+async def set_title(conn: DbConnection, conversation_id: int, title: str | None) -> None:
+    await conn.execute("UPDATE conversations SET title = $2 WHERE id = $1", conversation_id, title)
+
+
+async def remove_member(conn: DbConnection, conversation_id: int, user_id: int) -> str | None:
+    """Remove a member; returns the role it had, or None if it was not a member.
+
+    Its messages stay: the others keep the whole history.
+    """
+    role: str | None = await conn.fetchval(
+        "DELETE FROM conversation_members WHERE conversation_id = $1 AND user_id = $2 "
+        "RETURNING role",
+        conversation_id,
+        user_id,
+    )
+    return role
+
+
+async def promote_longest_standing(conn: DbConnection, conversation_id: int) -> int | None:
+    """Make the longest-standing member (earliest joined, then lowest id) the owner; returns
+    its id, or None when no member is left."""
+    promoted: int | None = await conn.fetchval(
+        "UPDATE conversation_members SET role = 'owner' "
+        "WHERE conversation_id = $1 AND user_id = ("
+        "    SELECT user_id FROM conversation_members WHERE conversation_id = $1 "
+        "    ORDER BY joined_at, user_id LIMIT 1"
+        ") RETURNING user_id",
+        conversation_id,
+    )
+    return promoted

@@ -1,0 +1,45 @@
+"""Read markers: a member's cumulative "read everything up to seq", which only moves forward."""
+
+from __future__ import annotations
+
+from trustmess.errors import invalid, not_found
+from trustmess.store.history import DbConnection
+
+# The member row is locked first, so the marker read and the forward-only update see the same
+# value even when the same user's devices (or its own send) move the marker at the same time.
+ADVANCE = """
+WITH current AS (
+    SELECT m.last_read_seq, c.last_seq
+    FROM conversation_members m JOIN conversations c ON c.id = m.conversation_id
+    WHERE m.conversation_id = $1 AND m.user_id = $2
+    FOR UPDATE OF m
+),
+moved AS (
+    UPDATE conversation_members m SET last_read_seq = $3
+    FROM current
+    WHERE m.conversation_id = $1 AND m.user_id = $2
+      AND $3 > current.last_read_seq AND $3 <= current.last_seq
+    RETURNING m.last_read_seq
+)
+SELECT current.last_read_seq, current.last_seq, EXISTS (SELECT 1 FROM moved) AS moved
+FROM current
+"""
+
+
+async def advance_read_marker(
+    conn: DbConnection, conversation_id: int, user_id: int, seq: int
+) -> tuple[int, bool]:
+    """Move ``user_id``'s marker forward to ``seq``; returns (read_seq after, whether it moved).
+
+    A seq at or below the current marker changes nothing and returns the current marker.
+    Raises ApiError ``not_found`` when the user is not a member and ``invalid`` (field ``seq``)
+    when ``seq`` is beyond the conversation's last message.
+    """
+    row = await conn.fetchrow(ADVANCE, conversation_id, user_id, seq)
+    if row is None:
+        raise not_found("conversation not found")
+    if seq > row["last_seq"]:
+        raise invalid("seq", f"is beyond the last message ({row['last_seq']})")
+    if row["moved"]:
+        return seq, True
+    return int(row["last_read_seq"]), False
