@@ -274,3 +274,26 @@ def connect(client: TestClient[web.Request, web.Application]) -> SocketFactory:
         return sock
 
     return factory
+
+
+GroupFactory = Callable[..., Awaitable[int]]
+
+
+@pytest.fixture
+def make_group(db: asyncpg.Connection) -> GroupFactory:
+    """Create a group conversation straight in the database; the first user owns it."""
+
+    async def factory(*users: User, title: str | None = None) -> int:
+        cid: int = await db.fetchval(
+            "INSERT INTO conversations (kind, title, created_by) VALUES ('group', $1, $2) "
+            "RETURNING id",
+            title,
+            users[0].id,
+        )
+        await db.executemany(
+            "INSERT INTO conversation_members (conversation_id, user_id, role) VALUES ($1, $2, $3)",
+            [(cid, u.id, "owner" if i == 0 else "member") for i, u in enumerate(users)],
+        )
+        return cid
+
+    return factory

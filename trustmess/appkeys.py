@@ -2,21 +2,21 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 import asyncpg
 from aiohttp import web
 
+from trustmess.activeusers import ActiveUsers
+from trustmess.gateway import Gateway
+from trustmess.hub import LocalHub
+from trustmess.ratelimit import KeyedRateLimiter
 from trustmess.settings import Settings
-
-if TYPE_CHECKING:
-    pass
+from trustmess.writer import MessageWriter
 
 SETTINGS = web.AppKey("settings", Settings)
 POOL = web.AppKey("pool", asyncpg.Pool)
-ACTIVE_USERS = web.AppKey["ActiveUsers"]("active_users")
-HUB = web.AppKey["Hub"]("hub")
-WRITER = web.AppKey["MessageWriter"]("writer")
-GATEWAY = web.AppKey["Gateway"]("gateway")
-AUTH_LIMIT_BY_ADDRESS = web.AppKey["KeyedRateLimiter"]("auth_limit_by_address")
-AUTH_LIMIT_BY_USERNAME = web.AppKey["KeyedRateLimiter"]("auth_limit_by_username")
+ACTIVE_USERS = web.AppKey("active_users", ActiveUsers)
+HUB = web.AppKey("hub", LocalHub)
+WRITER = web.AppKey("writer", MessageWriter)
+GATEWAY = web.AppKey("gateway", Gateway)
+AUTH_LIMIT_BY_ADDRESS = web.AppKey("auth_limit_by_address", KeyedRateLimiter)
+AUTH_LIMIT_BY_USERNAME = web.AppKey("auth_limit_by_username", KeyedRateLimiter)

@@ -20,6 +20,8 @@ from trustmess.ratelimit import TokenBucket
 
 log = logging.getLogger(__name__)
 
+ABORT_AFTER_S = 5.0
+
 
 @dataclass(slots=True)
 class JoinState:
@@ -45,8 +47,10 @@ class Connection:
         queue_frames: int,
         queue_bytes: int,
         rate: TokenBucket,
+        transport: asyncio.Transport | None = None,
     ) -> None:
         self.ws = ws
+        self.transport = transport
         self.user_id = user_id
         self.session_id = session_id
         self.rate = rate
@@ -162,7 +166,14 @@ class Connection:
     async def _close(self, code: int, reason: str) -> None:
         log.debug("closing %r with %d: %s", self, code, reason)
         with contextlib.suppress(TimeoutError, ConnectionError, RuntimeError):
-            await asyncio.wait_for(self.ws.close(code=code, message=reason.encode()), 2.0)
+            # drain=False: a peer that stopped reading would block a draining close forever.
+            await asyncio.wait_for(
+                self.ws.close(code=code, message=reason.encode(), drain=False), 5.0
+            )
+        # A closed transport still flushes its buffer before it lets go; a peer that never
+        # reads would keep this connection (and its handler) alive for ever. Cut it off.
+        if self.transport is not None:
+            asyncio.get_running_loop().call_later(ABORT_AFTER_S, self.transport.abort)
 
     async def stop_writer(self) -> None:
         if self._writer is not None:

@@ -47,6 +47,8 @@ def get_str(
         return default
     if not isinstance(value, str):
         raise invalid(name, "must be a string")
+    if "\x00" in value:
+        raise invalid(name, "must not contain NUL characters")
     if strip:
         value = value.strip()
     if len(value) < min_len:
@@ -65,9 +67,7 @@ def require_str(data: Mapping[str, Any], name: str, **kwargs: Any) -> str:
     return value
 
 
-def get_int(
-    data: Mapping[str, Any], name: str, *, lo: int = 0, hi: int = BIGINT_MAX
-) -> int | None:
+def get_int(data: Mapping[str, Any], name: str, *, lo: int = 0, hi: int = BIGINT_MAX) -> int | None:
     """An integer field (booleans are not integers); None when absent or null."""
     value = data.get(name)
     if value is None:
@@ -121,6 +121,8 @@ def message_body(data: Mapping[str, Any], name: str = "body") -> str:
         raise invalid(name, "is required")
     if not isinstance(value, str):
         raise invalid(name, "must be a string")
+    if "\x00" in value:
+        raise invalid(name, "must not contain NUL characters")
     stripped = value.strip()
     if not stripped:
         raise invalid(name, "must not be empty or only whitespace")

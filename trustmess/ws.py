@@ -115,6 +115,7 @@ async def websocket(request: web.Request) -> web.StreamResponse:
         queue_frames=settings.ws_queue_frames,
         queue_bytes=settings.ws_queue_bytes,
         rate=TokenBucket(settings.ws_rate_per_s, settings.ws_burst),
+        transport=request.transport,
     )
     gateway.register(conn)
     conn.start_writer()

@@ -29,9 +29,15 @@ async def read_json_object(request: web.Request) -> dict[str, Any]:
     """The request body as a JSON object: 413 over 64 KiB, 400 if not JSON or not an object."""
     if request.content_length is not None and request.content_length > MAX_BODY_BYTES:
         raise ApiError(413, ErrorCode.TOO_LARGE, f"body exceeds {MAX_BODY_BYTES} bytes")
-    raw = await request.content.read(MAX_BODY_BYTES + 1)
-    if len(raw) > MAX_BODY_BYTES:
-        raise ApiError(413, ErrorCode.TOO_LARGE, f"body exceeds {MAX_BODY_BYTES} bytes")
+    chunks: list[bytes] = []
+    size = 0
+    # read(n) returns what has arrived so far: keep reading to the end or past the limit.
+    while chunk := await request.content.read(MAX_BODY_BYTES + 1 - size):
+        chunks.append(chunk)
+        size += len(chunk)
+        if size > MAX_BODY_BYTES:
+            raise ApiError(413, ErrorCode.TOO_LARGE, f"body exceeds {MAX_BODY_BYTES} bytes")
+    raw = b"".join(chunks)
     try:
         data = orjson.loads(raw)
     except orjson.JSONDecodeError:

@@ -6,7 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 
-import asyncpg
+from trustmess.store.history import DbConnection
 
 
 @dataclass(frozen=True, slots=True)
@@ -103,7 +103,7 @@ ORDER BY c.ord
 """
 
 
-async def append_messages(conn: asyncpg.Connection, batch: list[NewMessage]) -> list[AppendResult]:
+async def append_messages(conn: DbConnection, batch: list[NewMessage]) -> list[AppendResult]:
     """Append ``batch`` in one statement; results are in input order.
 
     Keys (conversation, sender, client_msg_id) must be distinct within the batch.

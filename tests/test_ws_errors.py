@@ -1,0 +1,232 @@
+"""Bad input on the socket: every bad frame kind gets its error and the socket keeps working;
+oversized frames close with 1009; rate limits answer ``rate_limited`` then close 4008; a slow
+consumer is closed with 4009 without delaying anyone else."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import os
+import socket
+
+import orjson
+import pytest
+
+from trustmess.appkeys import GATEWAY
+
+BAD_FRAMES = [
+    ("not json", "bad_frame", None),
+    ("[1, 2]", "bad_frame", None),
+    ('"text"', "bad_frame", None),
+    ("{}", "bad_frame", None),
+    ('{"type": 5}', "bad_frame", None),
+    ('{"type": "teleport"}', "unknown_type", None),
+    ('{"type": "join"}', "invalid", "conversation_id"),
+    ('{"type": "join", "conversation_id": "1"}', "invalid", "conversation_id"),
+    ('{"type": "join", "conversation_id": true}', "invalid", "conversation_id"),
+    ('{"type": "join", "conversation_id": 1, "since": -1}', "invalid", "since"),
+    ('{"type": "join", "conversation_id": 1, "extra": 1}', "invalid", "extra"),
+    ('{"type": "ping", "ref": {"a": 1}}', "invalid", "ref"),
+    ('{"type": "ping", "ref": "' + "r" * 65 + '"}', "invalid", "ref"),
+    (
+        '{"type": "message", "conversation_id": 1, "client_msg_id": "a b", "body": "x"}',
+        "invalid",
+        "client_msg_id",
+    ),
+    (
+        '{"type": "message", "conversation_id": 1, "client_msg_id": "ok", "body": "   "}',
+        "invalid",
+        "body",
+    ),
+    (
+        '{"type": "message", "conversation_id": 1, "client_msg_id": "ok", "body": "'
+        + "x" * 4001
+        + '"}',
+        "too_large",
+        "body",
+    ),
+    (
+        '{"type": "message", "conversation_id": 1, "client_msg_id": "ok", "body": "x", '
+        '"reply_to": 0}',
+        "invalid",
+        "reply_to",
+    ),
+    ('{"type": "ack", "conversation_id": 1, "seq": 1.5}', "invalid", "seq"),
+    ('{"type": "typing", "conversation_id": 1, "state": "maybe"}', "invalid", "state"),
+]
+
+
+@pytest.mark.parametrize(("raw", "code", "field"), BAD_FRAMES, ids=[c for _, c, _ in BAD_FRAMES])
+async def test_bad_frame_answered_and_socket_survives(make_user, connect, raw, code, field) -> None:
+    alice = await make_user()
+    sock = await connect(alice)
+    await sock.ws.send_str(raw)
+    error = await sock.recv()
+    assert error["type"] == "error" and error["code"] == code, error
+    assert error.get("field") == field
+    assert "Traceback" not in error["message"]
+    assert (await sock.request({"type": "ping"}))["type"] == "reply"
+
+
+async def test_error_carries_ref_when_readable(make_user, connect) -> None:
+    sock = await connect(await make_user())
+    await sock.send({"type": "join", "ref": 7})
+    error = await sock.recv()
+    assert error["ref"] == 7 and error["code"] == "invalid"
+    await sock.send({"type": "nope", "ref": "x"})
+    assert (await sock.recv())["ref"] == "x"
+
+
+async def test_binary_frame_is_bad_frame(make_user, connect) -> None:
+    sock = await connect(await make_user())
+    await sock.ws.send_bytes(b'{"type": "ping"}')
+    assert (await sock.recv())["code"] == "bad_frame"
+    assert (await sock.request({"type": "ping"}))["type"] == "reply"
+
+
+async def test_bad_frames_do_not_affect_other_sockets(make_user, make_group, connect) -> None:
+    alice, bob = await make_user(), await make_user()
+    cid = await make_group(alice, bob)
+    a, b = await connect(alice), await connect(bob)
+    await b.request({"type": "join", "conversation_id": cid})
+    for raw, _, _ in BAD_FRAMES:
+        await a.ws.send_str(raw)
+    await a.request(
+        {"type": "message", "conversation_id": cid, "client_msg_id": "ok", "body": "fine"}
+    )
+    assert (await b.recv_type("message"))["body"] == "fine"
+
+
+async def test_frame_at_limit_accepted_over_limit_closes_1009(make_user, connect) -> None:
+    sock = await connect(await make_user())
+    at_limit = '{"type": "ping", "ref": "a", "pad": "' + "x" * 65536 + '"}'
+    at_limit = at_limit[: 65536 - 2] + '"}'
+    assert len(at_limit) == 65536
+    await sock.ws.send_str(at_limit)
+    # Exactly max_frame_bytes is still a frame we read (and reject for its unknown field).
+    assert (await sock.recv())["code"] in ("invalid", "bad_frame")
+    await sock.ws.send_str("x" * 65537)
+    assert await sock.closed() == 1009
+
+
+async def test_rate_limit_then_close_on_sustained_abuse(make_user, make_client, connect) -> None:
+    client = await make_client(ws_rate_per_s=5, ws_burst=5, ws_abuse_s=0.5)
+    sock = await connect(await make_user(), test_client=client)
+    codes = []
+    for _ in range(10):
+        codes.append((await sock.request({"type": "ping"}))["type"])
+    assert codes[:5] == ["reply"] * 5 and "error" in codes[5:]
+    limited = [f for f in sock.backlog if f.get("code") == "rate_limited"]
+    assert not limited  # answers were matched by ref, nothing left over
+
+    async def hammer() -> None:
+        while True:
+            await sock.send({"type": "ping"})
+            await asyncio.sleep(0.01)
+
+    task = asyncio.create_task(hammer())
+    try:
+        assert await sock.closed(timeout=5) == 4008
+    finally:
+        task.cancel()
+
+
+async def test_rate_limit_recovers(make_user, make_client, connect) -> None:
+    client = await make_client(ws_rate_per_s=20, ws_burst=2)
+    sock = await connect(await make_user(), test_client=client)
+    answers = [(await sock.request({"type": "ping"}))["type"] for _ in range(4)]
+    assert "error" in answers
+    async with asyncio.timeout(3):
+        while (await sock.request({"type": "ping"}))["type"] != "reply":
+            pass
+
+
+async def test_slow_consumer_closed_4009_without_delaying_others(
+    make_user, make_group, make_client, connect
+) -> None:
+    client = await make_client(
+        ws_queue_frames=100, ws_queue_bytes=512 * 1024, ws_rate_per_s=1e5, ws_burst=100_000
+    )
+    alice, bob, slow = await make_user(), await make_user(), await make_user()
+    cid = await make_group(alice, bob, slow)
+    lazy = await RawSocket.open(client.host, client.port, slow.headers)
+    lazy.send_text(orjson.dumps({"type": "join", "conversation_id": cid}))
+    a, b = await connect(alice, test_client=client), await connect(bob, test_client=client)
+    await b.request({"type": "join", "conversation_id": cid})
+    body = "y" * 3900
+    gateway = client.app[GATEWAY]
+    sent = 0
+    async with asyncio.timeout(60):
+        while not all(c.closing for c in gateway.user_connections(slow.id)):
+            for _ in range(20):
+                sent += 1
+                await a.send(
+                    {
+                        "type": "message",
+                        "conversation_id": cid,
+                        "client_msg_id": f"m{sent}",
+                        "body": body,
+                    }
+                )
+            # Bob keeps up and gets every message, in order, while the lazy socket lags.
+            for seq in range(sent - 19, sent + 1):
+                assert (await b.recv_type("message", timeout=5))["seq"] == seq
+            assert sent < 3000, [
+                (len(c._queue), c.ws._writer.transport.get_write_buffer_size(), c.closing)
+                for c in gateway.user_connections(slow.id)
+            ]
+    assert await lazy.close_code() == 4009
+    # The server lets go of it entirely (handler finished, connection unregistered).
+    async with asyncio.timeout(10):
+        while gateway.user_connections(slow.id):
+            await asyncio.sleep(0.05)
+
+
+class RawSocket:
+    """A WebSocket client that reads nothing until asked, with a tiny receive buffer: the
+    slowest possible consumer."""
+
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.reader = reader
+        self.writer = writer
+
+    @classmethod
+    async def open(cls, host: str, port: int, headers: dict[str, str]) -> RawSocket:
+        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        sock.setblocking(False)
+        await asyncio.get_running_loop().sock_connect(sock, (host, port))
+        reader, writer = await asyncio.open_connection(sock=sock, limit=4096)
+        key = base64.b64encode(os.urandom(16)).decode()
+        extra = "".join(f"{k}: {v}\r\n" for k, v in headers.items())
+        writer.write(
+            (
+                f"GET /ws HTTP/1.1\r\nHost: {host}:{port}\r\nUpgrade: websocket\r\n"
+                f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\n"
+                f"Sec-WebSocket-Version: 13\r\n{extra}\r\n"
+            ).encode()
+        )
+        head = await reader.readuntil(b"\r\n\r\n")
+        assert head.startswith(b"HTTP/1.1 101"), head
+        return cls(reader, writer)
+
+    def send_text(self, payload: bytes) -> None:
+        mask = os.urandom(4)
+        masked = bytes(byte ^ mask[i % 4] for i, byte in enumerate(payload))
+        assert len(payload) < 126
+        self.writer.write(bytes([0x81, 0x80 | len(payload)]) + mask + masked)
+
+    async def close_code(self) -> int:
+        """Read frames until the close frame; return its code."""
+        async with asyncio.timeout(30):
+            while True:
+                first, second = await self.reader.readexactly(2)
+                length = second & 0x7F
+                if length == 126:
+                    length = int.from_bytes(await self.reader.readexactly(2), "big")
+                elif length == 127:
+                    length = int.from_bytes(await self.reader.readexactly(8), "big")
+                payload = await self.reader.readexactly(length)
+                if first & 0x0F == 0x8:
+                    self.writer.close()
+                    return int.from_bytes(payload[:2], "big")
