@@ -6,13 +6,9 @@ SIGKILL) and checks that no PostgreSQL process outlives it and that data survive
 
 from __future__ import annotations
 
-import asyncio
 import os
-import re
 import shutil
 import signal
-import subprocess
-import sys
 import tempfile
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -21,9 +17,7 @@ import aiohttp
 import asyncpg
 import pytest
 
-ROOT = Path(__file__).resolve().parent.parent
-LISTENING = re.compile(r"listening on http://([\d.]+):(\d+)")
-
+from tests.serverproc import Server, start_server
 
 def postgres_pids(data_dir: Path) -> list[int]:
     """PIDs of postgres processes serving ``data_dir`` (from /proc, no psutil needed)."""
@@ -50,55 +44,19 @@ def data_dir() -> Iterator[Path]:
     shutil.rmtree(path, ignore_errors=True)
 
 
-class Server:
-    def __init__(self, process: asyncio.subprocess.Process, url: str, log: list[str]) -> None:
-        self.process = process
-        self.url = url
-        self.log = log
-
-
-async def start_server(data_dir: Path) -> Server:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("TRUSTMESS_")}
-    env.update({"TRUSTMESS_DATA_DIR": str(data_dir), "TRUSTMESS_PORT": "0"})
-    process = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "trustmess", cwd=ROOT, env=env, stderr=subprocess.PIPE
-    )
-    assert process.stderr is not None
-    log: list[str] = []
-    async with asyncio.timeout(60):
-        while True:
-            line = (await process.stderr.readline()).decode()
-            if not line:
-                raise AssertionError("server exited early:\n" + "".join(log))
-            log.append(line)
-            match = LISTENING.search(line)
-            if match:
-                url = f"http://{match.group(1)}:{match.group(2)}"
-                break
-    # Keep draining the pipe so the server never blocks on a full stderr.
-    asyncio.get_running_loop().create_task(_drain(process, log))
-    return Server(process, url, log)
-
-
-async def _drain(process: asyncio.subprocess.Process, log: list[str]) -> None:
-    assert process.stderr is not None
-    async for line in process.stderr:
-        log.append(line.decode())
+async def start(data_dir: Path) -> Server:
+    return await start_server({"TRUSTMESS_DATA_DIR": str(data_dir)})
 
 
 async def stop(server: Server, signum: int = signal.SIGTERM) -> int:
-    server.process.send_signal(signum)
-    async with asyncio.timeout(15):
-        return await server.process.wait()
+    return await server.stop(signum)
 
 
 @pytest.fixture
 async def running(data_dir: Path) -> AsyncIterator[Server]:
-    server = await start_server(data_dir)
+    server = await start(data_dir)
     yield server
-    if server.process.returncode is None:
-        server.process.kill()
-        await server.process.wait()
+    await server.kill()
 
 
 def socket_dsn(data_dir: Path) -> str:
@@ -119,14 +77,14 @@ async def test_serves_health_and_stops_cleanly_on_sigterm(running: Server, data_
 
 
 async def test_data_survives_restart(data_dir: Path) -> None:
-    first = await start_server(data_dir)
+    first = await start(data_dir)
     conn = await asyncpg.connect(socket_dsn(data_dir))
     await conn.execute(
         "INSERT INTO users (username, password_hash, display_name) VALUES ('keeper', 'x', 'K')"
     )
     await conn.close()
     assert await stop(first) == 0
-    second = await start_server(data_dir)
+    second = await start(data_dir)
     try:
         conn = await asyncpg.connect(socket_dsn(data_dir))
         assert await conn.fetchval("SELECT count(*) FROM users WHERE username = 'keeper'") == 1
@@ -137,11 +95,11 @@ async def test_data_survives_restart(data_dir: Path) -> None:
 
 
 async def test_restart_after_sigkill_still_stops_postgres(data_dir: Path) -> None:
-    first = await start_server(data_dir)
+    first = await start(data_dir)
     await stop(first, signal.SIGKILL)
     # SIGKILL gives no chance to clean up: the database outlives its owner ...
     assert postgres_pids(data_dir)
-    second = await start_server(data_dir)
+    second = await start(data_dir)
     # ... and the next run adopts it and stops it on exit.
     assert await stop(second) == 0, "".join(second.log)
     assert postgres_pids(data_dir) == []

@@ -150,3 +150,13 @@ async def test_connection_limit_closes_oldest_with_4006(make_user, make_client, 
     assert await first.closed() == 4006
     for sock in (second, third):
         assert (await sock.request({"type": "ping"}))["type"] == "reply"
+
+
+async def test_disabling_a_user_closes_its_sockets(make_user, connect, client) -> None:
+    admin, alice = await make_user(is_admin=True), await make_user()
+    sock = await connect(alice)
+    resp = await client.patch(
+        f"/admin/users/{alice.id}", json={"is_active": False}, headers=admin.headers
+    )
+    assert resp.status == 200
+    assert await sock.closed() == 4001

@@ -11,6 +11,7 @@ from typing import Any
 from aiohttp import web
 
 from trustmess.appkeys import GATEWAY, HUB, POOL
+from trustmess.errors import CloseCode
 from trustmess.store.conversations import get_conversation_for, member_ids
 
 
@@ -33,6 +34,12 @@ async def member_removed(app: web.Application, conversation_id: int, user_id: in
     """``user_id`` left or was removed: stop its live events at once and tell its devices."""
     app[GATEWAY].drop_membership(conversation_id, user_id)
     app[HUB].publish_user(user_id, {"type": "removed", "conversation_id": conversation_id})
+
+
+async def user_disabled(app: web.Application, user_id: int) -> None:
+    """An administrator disabled the account: its open sockets end now (4001: do not retry)."""
+    for conn in app[GATEWAY].user_connections(user_id):
+        conn.close_soon(CloseCode.AUTH_FAILED, "account disabled")
 
 
 async def read_moved(app: web.Application, conversation_id: int, user_id: int, seq: int) -> None:

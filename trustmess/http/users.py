@@ -13,6 +13,7 @@ from typing import Any
 
 from aiohttp import web
 
+from trustmess import events
 from trustmess.appkeys import ACTIVE_USERS, AUTH_LIMIT_BY_USERNAME, POOL, SETTINGS
 from trustmess.auth import (
     PASSWORD_MAX_CHARS,
@@ -201,4 +202,6 @@ async def admin_update_user(request: web.Request) -> web.Response:
             await tokens.revoke_user_tokens(conn, user_id)
     if is_active is not None:
         request.app[ACTIVE_USERS].forget(user_id)
+    if not user.is_active:
+        await events.user_disabled(request.app, user_id)
     return json_response(user.admin_json())

@@ -1,0 +1,83 @@
+"""SIGTERM with sockets busy sending: every socket is closed with 1001 and every message that
+got a reply is in the database (no reply for an uncommitted message, nothing acked is lost)."""
+
+from __future__ import annotations
+
+import asyncio
+
+import aiohttp
+import orjson
+from aiohttp import WSMsgType
+
+from tests.conftest import JWT_SECRET
+from tests.serverproc import start_server
+
+
+async def test_sigterm_closes_1001_and_loses_no_acknowledged_message(
+    database_url, make_user, make_group, db
+) -> None:
+    users = [await make_user() for _ in range(3)]
+    cid = await make_group(*users)
+    server = await start_server(
+        {
+            "TRUSTMESS_DATABASE_URL": database_url,
+            "TRUSTMESS_JWT_SECRET": JWT_SECRET,
+            "TRUSTMESS_WS_RATE_PER_S": "100000",
+            "TRUSTMESS_WS_BURST": "100000",
+        }
+    )
+    acked: set[int] = set()
+    close_codes: list[int | None] = []
+    busy = [asyncio.Event() for _ in users]
+    try:
+        async with aiohttp.ClientSession() as session:
+
+            async def sender(index: int) -> None:
+                ws = await session.ws_connect(server.url + "/ws", headers=users[index].headers)
+                await ws.send_str(orjson.dumps({"type": "join", "conversation_id": cid}).decode())
+                n = 0
+
+                async def pump() -> None:
+                    nonlocal n
+                    while not ws.closed:
+                        n += 1
+                        frame = {
+                            "type": "message",
+                            "ref": n,
+                            "conversation_id": cid,
+                            "client_msg_id": f"u{index}-{n}",
+                            "body": f"message {n}",
+                        }
+                        try:
+                            await ws.send_str(orjson.dumps(frame).decode())
+                        except ConnectionError:
+                            return
+                        if n % 20 == 0:
+                            await asyncio.sleep(0.005)
+
+                task = asyncio.create_task(pump())
+                async for msg in ws:
+                    if msg.type != WSMsgType.TEXT:
+                        break
+                    frame = orjson.loads(msg.data)
+                    if frame["type"] == "reply" and "id" in frame.get("data", {}):
+                        acked.add(frame["data"]["id"])
+                        busy[index].set()
+                close_codes.append(ws.close_code)
+                task.cancel()
+
+            senders = [asyncio.create_task(sender(i)) for i in range(3)]
+            # Every socket is connected and getting replies when the signal arrives.
+            async with asyncio.timeout(20):
+                await asyncio.gather(*(event.wait() for event in busy))
+            assert await server.stop() == 0, "".join(server.log)
+            async with asyncio.timeout(20):
+                await asyncio.gather(*senders)
+    finally:
+        await server.kill()
+    assert close_codes == [1001, 1001, 1001], "".join(server.log)
+    stored = {row["id"] for row in await db.fetch("SELECT id FROM messages")}
+    assert acked, "no message was acknowledged before shutdown"
+    assert acked <= stored, f"{len(acked - stored)} acknowledged messages were lost"
+    seqs = [row["seq"] for row in await db.fetch("SELECT seq FROM messages ORDER BY seq")]
+    assert seqs == list(range(1, len(seqs) + 1))
