@@ -19,6 +19,7 @@ import pytest
 
 from tests.serverproc import Server, start_server
 
+
 def postgres_pids(data_dir: Path) -> list[int]:
     """PIDs of postgres processes serving ``data_dir`` (from /proc, no psutil needed)."""
     pids = []
