@@ -11,10 +11,11 @@ from trustmess.activeusers import ActiveUsers
 from trustmess.db import create_pool
 from trustmess.errors import CloseCode
 from trustmess.gateway import Gateway
-from trustmess.http import accounts, conversations, health, messages
+from trustmess.http import accounts, conversations, health, messages, metrics
 from trustmess.http.errors import json_errors
 from trustmess.hub import LocalHub
 from trustmess.messaging import message_publisher
+from trustmess.metrics import Metrics
 from trustmess.ratelimit import KeyedRateLimiter
 from trustmess.settings import Settings
 from trustmess.writer import MessageWriter
@@ -26,6 +27,7 @@ def create_app(settings: Settings) -> web.Application:
         raise ValueError("create_app needs settings with database_url and jwt_secret resolved")
     app = web.Application(middlewares=[json_errors], client_max_size=64 * 1024)
     app[appkeys.SETTINGS] = settings
+    app[appkeys.METRICS] = Metrics()
     app[appkeys.AUTH_LIMIT_BY_ADDRESS] = KeyedRateLimiter(
         settings.auth_rate_per_s, settings.auth_burst
     )
@@ -35,7 +37,7 @@ def create_app(settings: Settings) -> web.Application:
     app.cleanup_ctx.append(_database)
     app.cleanup_ctx.append(_realtime)
     app.on_shutdown.append(_close_sockets)
-    for module in (health, accounts, conversations, messages, ws):
+    for module in (health, metrics, accounts, conversations, messages, ws):
         app.router.add_routes(module.routes)
     return app
 

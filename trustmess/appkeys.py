@@ -8,6 +8,7 @@ from aiohttp import web
 from trustmess.activeusers import ActiveUsers
 from trustmess.gateway import Gateway
 from trustmess.hub import LocalHub
+from trustmess.metrics import Metrics
 from trustmess.ratelimit import KeyedRateLimiter
 from trustmess.settings import Settings
 from trustmess.writer import MessageWriter
@@ -18,5 +19,6 @@ ACTIVE_USERS = web.AppKey("active_users", ActiveUsers)
 HUB = web.AppKey("hub", LocalHub)
 WRITER = web.AppKey("writer", MessageWriter)
 GATEWAY = web.AppKey("gateway", Gateway)
+METRICS = web.AppKey("metrics", Metrics)
 AUTH_LIMIT_BY_ADDRESS = web.AppKey("auth_limit_by_address", KeyedRateLimiter)
 AUTH_LIMIT_BY_USERNAME = web.AppKey("auth_limit_by_username", KeyedRateLimiter)

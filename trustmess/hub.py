@@ -111,5 +111,8 @@ class LocalHub:
     def subscribers(self, conversation_id: int) -> list[Subscriber]:
         return list(self._rooms.get(conversation_id, ()))
 
+    def subscription_count(self) -> int:
+        return sum(len(room) for room in self._rooms.values())
+
     def user_connections(self, user_id: int) -> list[Subscriber]:
         return list(self._users.get(user_id, ()))

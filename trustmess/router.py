@@ -9,6 +9,7 @@ from typing import Any
 from aiohttp import web
 
 from trustmess import commands, frames
+from trustmess.appkeys import METRICS
 from trustmess.connection import Connection
 from trustmess.errors import ApiError, ErrorCode
 
@@ -33,10 +34,12 @@ async def dispatch(app: web.Application, conn: Connection, command: frames.Comma
     try:
         data = await handler(app, conn, command)
     except ApiError as error:
+        app[METRICS].errors[error.code] += 1
         conn.send(frames.error(command.ref, error.code, error.message, error.field))
         return
     except Exception:
         log.exception("command %s failed", type(command).__name__)
+        app[METRICS].errors[ErrorCode.INTERNAL] += 1
         conn.send(frames.error(command.ref, ErrorCode.INTERNAL, "internal error"))
         return
     if data is not None and command.ref is not None:

@@ -15,7 +15,7 @@ from urllib.parse import urlsplit
 from aiohttp import WSMsgType, web
 
 from trustmess import frames
-from trustmess.appkeys import ACTIVE_USERS, GATEWAY, SETTINGS
+from trustmess.appkeys import ACTIVE_USERS, GATEWAY, METRICS, SETTINGS
 from trustmess.auth import AccessClaims, decode_access_token
 from trustmess.commands import schedule_expiry
 from trustmess.connection import Connection
@@ -118,6 +118,7 @@ async def websocket(request: web.Request) -> web.StreamResponse:
         transport=request.transport,
     )
     gateway.register(conn)
+    app[METRICS].connections_opened += 1
     conn.start_writer()
     schedule_expiry(conn, claims.expires_at)
     hello: dict[str, object] = {
@@ -141,10 +142,12 @@ async def websocket(request: web.Request) -> web.StreamResponse:
             conn.expiry_handle.cancel()
         gateway.unregister(conn)
         await conn.stop_writer()
+        app[METRICS].closes[ws.close_code or CloseCode.ABNORMAL] += 1
     return ws
 
 
 async def _read_loop(app: web.Application, conn: Connection, settings: Settings) -> None:
+    metrics = app[METRICS]
     async for msg in conn.ws:
         if conn.closing:
             break
@@ -152,9 +155,11 @@ async def _read_loop(app: web.Application, conn: Connection, settings: Settings)
             command = frames.decode(msg.data)
             if _over_limit(conn, settings):
                 ref = None if isinstance(command, frames.FrameError) else command.ref
+                metrics.errors[ErrorCode.RATE_LIMITED] += 1
                 conn.send(frames.error(ref, ErrorCode.RATE_LIMITED, "too many commands"))
                 continue
             if isinstance(command, frames.FrameError):
+                metrics.errors[command.code] += 1
                 conn.send(frames.error_from(command))
                 continue
             await dispatch(app, conn, command)
