@@ -12,6 +12,7 @@ import socket
 import orjson
 import pytest
 
+from tests.conftest import SocketClient
 from trustmess.appkeys import GATEWAY
 
 BAD_FRAMES = [
@@ -230,3 +231,32 @@ class RawSocket:
                 if first & 0x0F == 0x8:
                     self.writer.close()
                     return int.from_bytes(payload[:2], "big")
+
+
+async def test_client_that_stops_answering_pings_is_dropped(make_user, make_client) -> None:
+    client = await make_client(ws_heartbeat_s=0.3)
+    alice = await make_user()
+    silent = await RawSocket.open(client.host, client.port, alice.headers)
+    gateway = client.app[GATEWAY]
+    assert gateway.user_connections(alice.id)
+    # RawSocket never answers the server's pings: the connection ends within a few beats.
+    async with asyncio.timeout(5):
+        while await silent.reader.read(4096):
+            pass
+        while gateway.user_connections(alice.id):
+            await asyncio.sleep(0.05)
+    silent.writer.close()
+
+
+async def test_compression_is_negotiated_only_when_enabled(make_user, make_client) -> None:
+    alice = await make_user()
+    plain = await make_client()
+    ws = await plain.ws_connect("/ws", headers=alice.headers, compress=15)
+    assert ws.compress == 0
+    await ws.close()
+    deflating = await make_client(ws_compression=True)
+    ws = await deflating.ws_connect("/ws", headers=alice.headers, compress=15)
+    assert ws.compress == 15
+    sock = SocketClient(ws)
+    assert (await sock.recv())["type"] == "hello"
+    assert (await sock.request({"type": "ping"}))["type"] == "reply"
