@@ -17,6 +17,7 @@ from trustmess.hub import LocalHub
 from trustmess.messaging import message_publisher
 from trustmess.metrics import Metrics
 from trustmess.ratelimit import KeyedRateLimiter
+from trustmess.readbuffer import ReadMarkerBuffer
 from trustmess.settings import Settings
 from trustmess.writer import MessageWriter
 
@@ -58,10 +59,13 @@ async def _realtime(app: web.Application) -> AsyncIterator[None]:
     settings, pool = app[appkeys.SETTINGS], app[appkeys.POOL]
     hub = LocalHub()
     app[appkeys.HUB] = hub
-    app[appkeys.GATEWAY] = Gateway(settings, hub, pool)
+    gateway = app[appkeys.GATEWAY] = Gateway(settings, hub, pool)
+    markers = app[appkeys.READ_MARKERS] = ReadMarkerBuffer(
+        pool, gateway.membership, settings.read_flush_ms / 1000
+    )
     writer = MessageWriter(
         pool,
-        message_publisher(hub),
+        message_publisher(hub, markers),
         batch_max=settings.commit_batch_max if settings.group_commit else 1,
         window_s=settings.commit_window_ms / 1000,
     )
@@ -71,6 +75,7 @@ async def _realtime(app: web.Application) -> AsyncIterator[None]:
         yield
     finally:
         await writer.close()
+        await markers.close()
 
 
 async def _close_sockets(app: web.Application) -> None:

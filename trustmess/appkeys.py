@@ -10,6 +10,7 @@ from trustmess.gateway import Gateway
 from trustmess.hub import LocalHub
 from trustmess.metrics import Metrics
 from trustmess.ratelimit import KeyedRateLimiter
+from trustmess.readbuffer import ReadMarkerBuffer
 from trustmess.settings import Settings
 from trustmess.writer import MessageWriter
 
@@ -20,5 +21,6 @@ HUB = web.AppKey("hub", LocalHub)
 WRITER = web.AppKey("writer", MessageWriter)
 GATEWAY = web.AppKey("gateway", Gateway)
 METRICS = web.AppKey("metrics", Metrics)
+READ_MARKERS = web.AppKey("read_markers", ReadMarkerBuffer)
 AUTH_LIMIT_BY_ADDRESS = web.AppKey("auth_limit_by_address", KeyedRateLimiter)
 AUTH_LIMIT_BY_USERNAME = web.AppKey("auth_limit_by_username", KeyedRateLimiter)

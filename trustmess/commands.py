@@ -14,7 +14,7 @@ from typing import Any
 from aiohttp import web
 
 from trustmess import frames
-from trustmess.appkeys import ACTIVE_USERS, GATEWAY, HUB, POOL, SETTINGS
+from trustmess.appkeys import ACTIVE_USERS, GATEWAY, HUB, POOL, READ_MARKERS, SETTINGS
 from trustmess.auth import decode_access_token, unauthenticated
 from trustmess.connection import Connection, JoinState
 from trustmess.errors import ApiError, CloseCode, ErrorCode, not_found
@@ -23,7 +23,6 @@ from trustmess.messaging import submit_message
 from trustmess.models import SendResult, format_ts
 from trustmess.store.conversations import conversation_state
 from trustmess.store.history import messages_after
-from trustmess.store.readmarkers import advance_read_marker
 
 Reply = dict[str, Any] | None
 
@@ -114,10 +113,8 @@ async def message(app: web.Application, conn: Connection, cmd: frames.SendMessag
 
 
 async def ack(app: web.Application, conn: Connection, cmd: frames.Ack) -> Reply:
-    async with app[POOL].acquire() as db:
-        if not await app[GATEWAY].membership.is_member(cmd.conversation_id, conn.user_id):
-            raise not_member()
-        read_seq, moved = await advance_read_marker(db, cmd.conversation_id, conn.user_id, cmd.seq)
+    """Cumulative read marker, answered from the coalescing buffer (see readbuffer.py)."""
+    read_seq, moved = await app[READ_MARKERS].advance(cmd.conversation_id, conn.user_id, cmd.seq)
     if moved:
         publish_read(app, cmd.conversation_id, conn.user_id, read_seq, skip=conn)
     return {"conversation_id": cmd.conversation_id, "read_seq": read_seq}
@@ -142,7 +139,11 @@ async def reauth(app: web.Application, conn: Connection, cmd: frames.Auth) -> Re
     """A fresh token for the same user extends the session; anything else is refused."""
     secret = app[SETTINGS].jwt_secret
     assert secret is not None
-    claims = decode_access_token(secret, cmd.token)
+    try:
+        claims = decode_access_token(secret, cmd.token)
+    except ApiError as error:
+        # The socket protocol has one code for every refused token.
+        raise unauthenticated(error.message) from None
     if claims.user_id != conn.user_id:
         raise unauthenticated("token belongs to another user")
     if not await app[ACTIVE_USERS].is_active(claims.user_id):

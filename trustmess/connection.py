@@ -66,6 +66,7 @@ class Connection:
         self._wakeup = asyncio.Event()
         self._writer: asyncio.Task[None] | None = None
         self._closer: asyncio.Task[None] | None = None
+        self._closed = asyncio.Event()
 
     def __repr__(self) -> str:
         return f"<Connection user={self.user_id} session={self.session_id}>"
@@ -163,7 +164,23 @@ class Connection:
         self.closing = True
         await self._close(code, reason)
 
+    async def wait_closed(self, within_s: float) -> None:
+        """Wait for a close in progress to finish its handshake.
+
+        The handler must not return before: aiohttp would close the transport while the peer
+        still sends, and unread data makes the kernel reset the connection, so the peer never
+        sees our close frame (1006 instead of, say, 1001).
+        """
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._closed.wait(), within_s)
+
     async def _close(self, code: int, reason: str) -> None:
+        try:
+            await self._close_handshake(code, reason)
+        finally:
+            self._closed.set()
+
+    async def _close_handshake(self, code: int, reason: str) -> None:
         log.debug("closing %r with %d: %s", self, code, reason)
         with contextlib.suppress(TimeoutError, ConnectionError, RuntimeError):
             # drain=False: a peer that stopped reading would block a draining close forever.

@@ -10,7 +10,7 @@ from typing import Any
 
 from aiohttp import web
 
-from trustmess.appkeys import GATEWAY, HUB, POOL
+from trustmess.appkeys import GATEWAY, HUB, POOL, READ_MARKERS
 from trustmess.errors import CloseCode
 from trustmess.store.conversations import get_conversation_for, member_ids
 
@@ -20,6 +20,7 @@ async def conversation_changed(app: web.Application, conversation_id: int) -> No
     connections (each member sees its own read_seq and unread count)."""
     gateway = app[GATEWAY]
     gateway.membership.forget_conversation(conversation_id)
+    app[READ_MARKERS].forget_conversation(conversation_id)
     async with app[POOL].acquire() as conn:
         for user_id in await member_ids(conn, conversation_id):
             if not gateway.user_connections(user_id):
@@ -33,6 +34,7 @@ async def conversation_changed(app: web.Application, conversation_id: int) -> No
 async def member_removed(app: web.Application, conversation_id: int, user_id: int) -> None:
     """``user_id`` left or was removed: stop its live events at once and tell its devices."""
     app[GATEWAY].drop_membership(conversation_id, user_id)
+    app[READ_MARKERS].forget_conversation(conversation_id)
     app[HUB].publish_user(user_id, {"type": "removed", "conversation_id": conversation_id})
 
 
@@ -44,6 +46,7 @@ async def user_disabled(app: web.Application, user_id: int) -> None:
 
 async def read_moved(app: web.Application, conversation_id: int, user_id: int, seq: int) -> None:
     """``user_id``'s read marker moved forward to ``seq`` (over HTTP: every device hears it)."""
+    app[READ_MARKERS].note_read(conversation_id, user_id, seq)
     publish_read(app, conversation_id, user_id, seq)
 
 

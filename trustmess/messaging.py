@@ -12,6 +12,7 @@ from trustmess.appkeys import WRITER
 from trustmess.errors import ApiError, ErrorCode
 from trustmess.hub import Hub
 from trustmess.models import Message, SendResult
+from trustmess.readbuffer import ReadMarkerBuffer
 from trustmess.store.messages import NewMessage
 from trustmess.writer import WriterClosed
 
@@ -52,11 +53,14 @@ async def send_message(
     )
 
 
-def message_publisher(hub: Hub) -> Callable[[Message], None]:
-    """The writer's callback: publish a committed message to its conversation."""
+def message_publisher(hub: Hub, markers: ReadMarkerBuffer) -> Callable[[Message], None]:
+    """The writer's callback: publish a committed message to its conversation (and note that
+    the sender has read up to it)."""
 
     def publish(message: Message) -> None:
         event = {"type": "message", **message.to_json()}
         hub.publish(message.conversation_id, event, seq=message.seq)
+        markers.note_last_seq(message.conversation_id, message.seq)
+        markers.note_read(message.conversation_id, message.sender_id, message.seq)
 
     return publish

@@ -146,6 +146,7 @@ class Settings:
     typing_timeout_s: float = _setting(6.0, _parse_float(0.05, 3600), "automatic stop after")
     commit_batch_max: int = _setting(256, _parse_int(1, 100_000), "messages per group commit")
     commit_window_ms: float = _setting(0.0, _parse_float(0, 1000), "group-commit wait window")
+    read_flush_ms: float = _setting(50.0, _parse_float(0, 60_000), "ack write-behind delay")
     group_commit: bool = _setting(True, _parse_bool, "batch message inserts")
     broker: str = _setting("local", _parse_broker, "'local' or redis://host:port/db")
     workers: int = _setting(1, _parse_int(1, 256), "server processes sharing the port")

@@ -18,7 +18,7 @@ from trustmess import frames
 from trustmess.appkeys import ACTIVE_USERS, GATEWAY, METRICS, SETTINGS
 from trustmess.auth import AccessClaims, decode_access_token
 from trustmess.commands import schedule_expiry
-from trustmess.connection import Connection
+from trustmess.connection import ABORT_AFTER_S, Connection
 from trustmess.errors import ApiError, CloseCode, ErrorCode
 from trustmess.http.authn import authenticate
 from trustmess.ratelimit import TokenBucket
@@ -137,6 +137,8 @@ async def websocket(request: web.Request) -> web.StreamResponse:
     conn.send(frames.encode(hello))
     try:
         await _read_loop(app, conn, settings)
+        if conn.closing:
+            await conn.wait_closed(ABORT_AFTER_S + 1)
     finally:
         if conn.expiry_handle is not None:
             conn.expiry_handle.cancel()
@@ -154,7 +156,7 @@ async def _read_loop(app: web.Application, conn: Connection, settings: Settings)
         if msg.type == WSMsgType.TEXT:
             command = frames.decode(msg.data)
             if _over_limit(conn, settings):
-                ref = None if isinstance(command, frames.FrameError) else command.ref
+                ref = command.ref
                 metrics.errors[ErrorCode.RATE_LIMITED] += 1
                 conn.send(frames.error(ref, ErrorCode.RATE_LIMITED, "too many commands"))
                 continue

@@ -43,3 +43,26 @@ async def advance_read_marker(
     if row["moved"]:
         return seq, True
     return int(row["last_read_seq"]), False
+
+
+# Coalesced acks: one statement moves many markers forward, never backwards and never past the
+# conversation's last message.
+ADVANCE_MANY = """
+UPDATE conversation_members m
+SET last_read_seq = GREATEST(m.last_read_seq, LEAST(x.seq, c.last_seq))
+FROM unnest($1::bigint[], $2::bigint[], $3::bigint[]) AS x(conversation_id, user_id, seq),
+     conversations c
+WHERE m.conversation_id = x.conversation_id AND m.user_id = x.user_id
+  AND c.id = x.conversation_id
+"""
+
+
+async def advance_read_markers(conn: DbConnection, markers: list[tuple[int, int, int]]) -> None:
+    """Apply many ``(conversation_id, user_id, seq)`` acks in one round trip."""
+    ordered = sorted(markers)
+    await conn.execute(
+        ADVANCE_MANY,
+        [m[0] for m in ordered],
+        [m[1] for m in ordered],
+        [m[2] for m in ordered],
+    )
