@@ -22,7 +22,7 @@ from urllib.parse import urlsplit, urlunsplit
 import asyncpg
 import orjson
 import pytest
-from aiohttp import WSMsgType, web
+from aiohttp import ClientResponse, WSMsgType, web
 from aiohttp.test_utils import TestClient
 
 from trustmess.app import create_app
@@ -297,3 +297,44 @@ def make_group(db: asyncpg.Connection) -> GroupFactory:
         return cid
 
     return factory
+
+
+MessageInserter = Callable[[int, int, int], Awaitable[None]]
+
+
+@pytest.fixture
+def insert_messages(db: asyncpg.Connection) -> MessageInserter:
+    """Append messages straight in SQL, as the writer would (gapless seqs, ``last_seq`` bumped);
+    read markers are left where they are."""
+
+    async def insert(conversation_id: int, sender_id: int, n: int) -> None:
+        await db.execute(
+            """
+            WITH bumped AS (
+                UPDATE conversations SET last_seq = last_seq + $3, last_message_at = now()
+                WHERE id = $1 RETURNING last_seq - $3 AS base
+            )
+            INSERT INTO messages (conversation_id, seq, sender_id, client_msg_id, body)
+            SELECT $1, base + g, $2, 'sql-' || (base + g), 'message ' || (base + g)
+            FROM bumped, generate_series(1, $3) AS g
+            """,
+            conversation_id,
+            sender_id,
+            n,
+        )
+
+    return insert
+
+
+async def login(
+    client: TestClient[web.Request, web.Application], username: str, password: str = TEST_PASSWORD
+) -> ClientResponse:
+    """``POST /auth/login``; the response, whatever its status."""
+    return await client.post("/auth/login", json={"username": username, "password": password})
+
+
+async def error_of(resp: ClientResponse, status: int) -> dict[str, Any]:
+    """The ``error`` object of a response that must have ``status``."""
+    assert resp.status == status, await resp.text()
+    error: dict[str, Any] = (await resp.json())["error"]
+    return error

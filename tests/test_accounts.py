@@ -7,26 +7,16 @@ import time
 
 import pytest
 
+from tests.conftest import TEST_PASSWORD, error_of, login
 from trustmess.appkeys import AUTH_LIMIT_BY_ADDRESS, AUTH_LIMIT_BY_USERNAME
 from trustmess.auth import _hash_password_sync
 from trustmess.http import accounts
 
-PASSWORD = "correct horse battery"
 
-
-async def signup(client, username: str, password: str = PASSWORD, **extra):
+async def signup(client, username: str, password: str = TEST_PASSWORD, **extra):
     return await client.post(
         "/auth/signup", json={"username": username, "password": password, **extra}
     )
-
-
-async def login(client, username: str, password: str = PASSWORD):
-    return await client.post("/auth/login", json={"username": username, "password": password})
-
-
-async def error_of(resp, status: int) -> dict:
-    assert resp.status == status, await resp.text()
-    return (await resp.json())["error"]
 
 
 # --- signup -------------------------------------------------------------------------------
@@ -44,7 +34,7 @@ async def test_signup_returns_public_profile(client, db) -> None:
     row = await db.fetchrow("SELECT * FROM users WHERE id = $1", body["id"])
     assert row["username"] == "alice.b_1"
     assert row["is_active"] and not row["is_admin"]
-    assert row["password_hash"].startswith("$2") and PASSWORD not in row["password_hash"]
+    assert row["password_hash"].startswith("$2") and TEST_PASSWORD not in row["password_hash"]
 
 
 async def test_signup_with_display_name(client) -> None:
@@ -88,7 +78,7 @@ async def test_concurrent_signups_for_one_name_one_wins(client, db) -> None:
     ],
 )
 async def test_signup_rejects_bad_usernames(client, username) -> None:
-    resp = await client.post("/auth/signup", json={"username": username, "password": PASSWORD})
+    resp = await client.post("/auth/signup", json={"username": username, "password": TEST_PASSWORD})
     error = await error_of(resp, 422)
     assert error["code"] == "invalid"
     assert error["field"] == "username"
@@ -184,13 +174,13 @@ async def test_unknown_field_is_named(client) -> None:
 @pytest.mark.parametrize(
     ("body", "field"),
     [
-        ({"password": PASSWORD}, "username"),
+        ({"password": TEST_PASSWORD}, "username"),
         ({"username": "judy"}, "password"),
-        ({"username": 1, "password": PASSWORD}, "username"),
+        ({"username": 1, "password": TEST_PASSWORD}, "username"),
         ({"username": "judy", "password": {"x": 1}}, "password"),
-        ({"username": "judy", "password": PASSWORD, "extra": 1}, "extra"),
+        ({"username": "judy", "password": TEST_PASSWORD, "extra": 1}, "extra"),
         ({"username": "judy", "password": "x" * 1025}, "password"),
-        ({"username": "ju\x00dy", "password": PASSWORD}, "username"),
+        ({"username": "ju\x00dy", "password": TEST_PASSWORD}, "username"),
     ],
 )
 async def test_login_body_errors_name_the_field(client, body, field) -> None:
@@ -221,7 +211,7 @@ async def test_login_stores_the_user_agent(client, make_user, db) -> None:
     await make_user("leo")
     resp = await client.post(
         "/auth/login",
-        json={"username": "leo", "password": PASSWORD},
+        json={"username": "leo", "password": TEST_PASSWORD},
         headers={"User-Agent": "u" * 300},
     )
     assert resp.status == 200
@@ -295,13 +285,13 @@ async def test_login_rate_limited_per_address_then_recovers(make_client, make_us
     for name, forwarded in (("pat", "10.0.0.1"), ("quinn", "10.0.0.2")):
         resp = await client.post(
             "/auth/login",
-            json={"username": name, "password": PASSWORD},
+            json={"username": name, "password": TEST_PASSWORD},
             headers={"X-Forwarded-For": forwarded},
         )
         assert resp.status in (200, 401)
     resp = await client.post(
         "/auth/login",
-        json={"username": "rita", "password": PASSWORD},
+        json={"username": "rita", "password": TEST_PASSWORD},
         headers={"X-Forwarded-For": "10.0.0.3"},
     )
     error = await error_of(resp, 429)
@@ -350,7 +340,7 @@ async def test_signup_rate_limited_per_username(make_client) -> None:
 async def test_logins_do_not_stall_the_event_loop(make_client) -> None:
     rounds = 12
     started = time.perf_counter()
-    _hash_password_sync(PASSWORD, rounds)
+    _hash_password_sync(TEST_PASSWORD, rounds)
     one_hash_s = time.perf_counter() - started
 
     client = await make_client(bcrypt_rounds=rounds)

@@ -46,24 +46,6 @@ async def create(client, user, member_ids, title=None, *, status=201) -> dict:
     return body
 
 
-async def insert_messages(db, conversation_id: int, sender_id: int, n: int) -> None:
-    """Append ``n`` messages straight in SQL, as the writer would (gapless seqs)."""
-    await db.execute(
-        """
-        WITH bumped AS (
-            UPDATE conversations SET last_seq = last_seq + $3, last_message_at = now()
-            WHERE id = $1 RETURNING last_seq - $3 AS base
-        )
-        INSERT INTO messages (conversation_id, seq, sender_id, client_msg_id, body)
-        SELECT $1, base + g, $2, 'sql-' || (base + g), 'message ' || (base + g)
-        FROM bumped, generate_series(1, $3) AS g
-        """,
-        conversation_id,
-        sender_id,
-        n,
-    )
-
-
 async def set_activity(db, conversation_id: int, at: datetime) -> None:
     await db.execute(
         "UPDATE conversations SET created_at = $2, last_message_at = NULL WHERE id = $1",
@@ -273,10 +255,10 @@ async def test_requires_a_token(client, method, path) -> None:
 # ---------------------------------------------------------------- showing
 
 
-async def test_show_conversation(client, make_user, db) -> None:
+async def test_show_conversation(client, make_user, insert_messages) -> None:
     alice, bob = await make_user(), await make_user()
     created = await create(client, alice, [bob.id], "Chat")
-    await insert_messages(db, created["id"], bob.id, 3)
+    await insert_messages(created["id"], bob.id, 3)
     resp = await client.get(f"/conversations/{created['id']}", headers=alice.headers)
     assert resp.status == 200
     body = await resp.json()
@@ -388,13 +370,13 @@ async def test_list_rejects_bad_query(client, make_user, query, field) -> None:
     assert (error["code"], error["field"]) == ("invalid", field)
 
 
-async def test_list_is_one_query_per_page(make_client, make_user, db) -> None:
+async def test_list_is_one_query_per_page(make_client, make_user, insert_messages) -> None:
     client = await make_client(pool_min=1, pool_max=1)
     alice = await make_user()
     others = [await make_user() for _ in range(4)]
     for index, other in enumerate(others):
         conversation = await create(client, alice, [other.id], f"c{index}")
-        await insert_messages(db, conversation["id"], other.id, 2)
+        await insert_messages(conversation["id"], other.id, 2)
     queries: list[str] = []
     async with client.app[POOL].acquire() as conn:
         conn.add_query_logger(lambda record: queries.append(record.query))

@@ -18,34 +18,6 @@ from trustmess.store.history import (
 TIMESTAMP = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$")
 
 
-async def make_group(client, owner, *others) -> int:
-    resp = await client.post(
-        "/conversations",
-        json={"member_ids": [user.id for user in others], "title": "History"},
-        headers=owner.headers,
-    )
-    assert resp.status == 201
-    return int((await resp.json())["id"])
-
-
-async def insert_messages(db, conversation_id: int, sender_id: int, n: int) -> None:
-    """Append ``n`` messages straight in SQL, as the writer would (gapless seqs)."""
-    await db.execute(
-        """
-        WITH bumped AS (
-            UPDATE conversations SET last_seq = last_seq + $3, last_message_at = now()
-            WHERE id = $1 RETURNING last_seq - $3 AS base
-        )
-        INSERT INTO messages (conversation_id, seq, sender_id, client_msg_id, body)
-        SELECT $1, base + g, $2, 'sql-' || (base + g), 'message ' || (base + g)
-        FROM bumped, generate_series(1, $3) AS g
-        """,
-        conversation_id,
-        sender_id,
-        n,
-    )
-
-
 async def page(client, user, conversation_id: int, **params) -> dict:
     resp = await client.get(
         f"/conversations/{conversation_id}/messages",
@@ -62,9 +34,9 @@ def seqs(body: dict) -> list[int]:
 
 
 @pytest.fixture
-async def chat(client, make_user):
+async def chat(make_user, make_group):
     alice, bob = await make_user(), await make_user()
-    return alice, bob, await make_group(client, alice, bob)
+    return alice, bob, await make_group(alice, bob)
 
 
 async def test_empty_conversation(client, chat) -> None:
@@ -105,9 +77,9 @@ async def test_message_objects(client, chat, db) -> None:
     assert (second["seq"], second["reply_to"], second["sender_id"]) == (2, 1, alice.id)
 
 
-async def test_latest_page_and_default_limit(client, chat, db) -> None:
+async def test_latest_page_and_default_limit(client, chat, insert_messages) -> None:
     alice, bob, cid = chat
-    await insert_messages(db, cid, bob.id, 120)
+    await insert_messages(cid, bob.id, 120)
     body = await page(client, alice, cid)
     assert seqs(body) == list(range(71, 121))
     assert body["has_more"] is True
@@ -118,9 +90,9 @@ async def test_latest_page_and_default_limit(client, chat, db) -> None:
     assert seqs(body) == list(range(1, 121))
 
 
-async def test_paging_backwards_over_500_returns_each_once(client, chat, db) -> None:
+async def test_paging_backwards_over_500_returns_each_once(client, chat, insert_messages) -> None:
     alice, bob, cid = chat
-    await insert_messages(db, cid, bob.id, 500)
+    await insert_messages(cid, bob.id, 500)
     pages = [await page(client, alice, cid, limit=73)]
     while pages[-1]["has_more"] and len(pages) < 20:
         oldest = seqs(pages[-1])[0]
@@ -132,9 +104,9 @@ async def test_paging_backwards_over_500_returns_each_once(client, chat, db) -> 
     assert collected == list(range(1, 501))
 
 
-async def test_paging_forwards_over_500_returns_each_once(client, chat, db) -> None:
+async def test_paging_forwards_over_500_returns_each_once(client, chat, insert_messages) -> None:
     alice, bob, cid = chat
-    await insert_messages(db, cid, bob.id, 500)
+    await insert_messages(cid, bob.id, 500)
     pages = [await page(client, alice, cid, after=0, limit=50)]
     while pages[-1]["has_more"] and len(pages) < 20:
         newest = seqs(pages[-1])[-1]
@@ -161,9 +133,9 @@ async def test_paging_forwards_over_500_returns_each_once(client, chat, db) -> N
         ({"limit": 1}, [10], True),
     ],
 )
-async def test_page_edges(client, chat, db, params, expected, has_more) -> None:
+async def test_page_edges(client, chat, insert_messages, params, expected, has_more) -> None:
     alice, bob, cid = chat
-    await insert_messages(db, cid, bob.id, 10)
+    await insert_messages(cid, bob.id, 10)
     body = await page(client, alice, cid, **params)
     assert (seqs(body), body["has_more"]) == (expected, has_more)
 
@@ -193,9 +165,9 @@ async def test_bad_query_is_422(client, chat, query, field) -> None:
     assert (error["code"], error["field"]) == ("invalid", field)
 
 
-async def test_non_member_gets_404(client, chat, make_user, db) -> None:
+async def test_non_member_gets_404(client, chat, make_user, insert_messages) -> None:
     alice, bob, cid = chat
-    await insert_messages(db, cid, bob.id, 3)
+    await insert_messages(cid, bob.id, 3)
     mallory = await make_user()
     hidden = await client.get(f"/conversations/{cid}/messages", headers=mallory.headers)
     missing = await client.get("/conversations/424242/messages", headers=mallory.headers)
@@ -205,19 +177,19 @@ async def test_non_member_gets_404(client, chat, make_user, db) -> None:
     assert resp.status == 404
 
 
-async def test_history_of_one_conversation_only(client, chat, db) -> None:
+async def test_history_of_one_conversation_only(client, chat, insert_messages, make_group) -> None:
     alice, bob, cid = chat
-    other = await make_group(client, alice, bob)
-    await insert_messages(db, cid, bob.id, 3)
-    await insert_messages(db, other, alice.id, 5)
+    other = await make_group(alice, bob)
+    await insert_messages(cid, bob.id, 3)
+    await insert_messages(other, alice.id, 5)
     body = await page(client, alice, cid)
     assert {m["conversation_id"] for m in body["items"]} == {cid}
     assert seqs(body) == [1, 2, 3]
 
 
-async def test_store_reads_for_the_gateway(chat, db) -> None:
+async def test_store_reads_for_the_gateway(chat, db, insert_messages) -> None:
     _, bob, cid = chat
-    await insert_messages(db, cid, bob.id, 10)
+    await insert_messages(cid, bob.id, 10)
     after = await messages_after(db, cid, 3, 4)
     assert [m.seq for m in after] == [4, 5, 6, 7]
     assert after[0].conversation_id == cid and after[0].sender_id == bob.id

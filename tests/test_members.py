@@ -39,24 +39,6 @@ async def roles(db, conversation_id: int) -> dict[int, str]:
     return {row["user_id"]: row["role"] for row in rows}
 
 
-async def insert_messages(db, conversation_id: int, sender_id: int, n: int) -> None:
-    """Append ``n`` messages straight in SQL, as the writer would (gapless seqs)."""
-    await db.execute(
-        """
-        WITH bumped AS (
-            UPDATE conversations SET last_seq = last_seq + $3, last_message_at = now()
-            WHERE id = $1 RETURNING last_seq - $3 AS base
-        )
-        INSERT INTO messages (conversation_id, seq, sender_id, client_msg_id, body)
-        SELECT $1, base + g, $2, 'sql-' || (base + g), 'message ' || (base + g)
-        FROM bumped, generate_series(1, $3) AS g
-        """,
-        conversation_id,
-        sender_id,
-        n,
-    )
-
-
 async def bulk_users(db, n: int) -> list[int]:
     rows = await db.fetch(
         "INSERT INTO users (username, password_hash, display_name) "
@@ -69,10 +51,12 @@ async def bulk_users(db, n: int) -> list[int]:
 # ---------------------------------------------------------------- adding
 
 
-async def test_any_member_may_add_and_existing_members_are_ignored(client, make_user, db) -> None:
+async def test_any_member_may_add_and_existing_members_are_ignored(
+    client, make_user, db, insert_messages
+) -> None:
     alice, bob, carol, dave = [await make_user() for _ in range(4)]
     group = await create(client, alice, [bob.id])
-    await insert_messages(db, group["id"], alice.id, 4)
+    await insert_messages(group["id"], alice.id, 4)
     resp = await add(client, bob, group["id"], [alice.id, carol.id, bob.id, dave.id, carol.id])
     assert resp.status == 200
     body = await resp.json()
@@ -192,11 +176,11 @@ async def test_added_member_gets_access_at_once(client, make_user) -> None:
 # ---------------------------------------------------------------- leaving and removal
 
 
-async def test_removed_member_loses_access_at_once(client, make_user, db) -> None:
+async def test_removed_member_loses_access_at_once(client, make_user, insert_messages) -> None:
     alice, bob, carol = await make_user(), await make_user(), await make_user()
     group = await create(client, alice, [bob.id, carol.id])
     cid = group["id"]
-    await insert_messages(db, cid, carol.id, 2)
+    await insert_messages(cid, carol.id, 2)
     resp = await remove(client, alice, cid, carol.id)
     assert resp.status == 204
     assert await resp.read() == b""
@@ -279,11 +263,13 @@ async def test_owner_leaving_hands_ownership_to_longest_standing_member(
     ]
 
 
-async def test_last_member_leaving_keeps_the_history(client, make_user, db) -> None:
+async def test_last_member_leaving_keeps_the_history(
+    client, make_user, db, insert_messages
+) -> None:
     alice, bob = await make_user(), await make_user()
     group = await create(client, alice, [bob.id])
     cid = group["id"]
-    await insert_messages(db, cid, bob.id, 3)
+    await insert_messages(cid, bob.id, 3)
     assert (await remove(client, bob, cid, bob.id)).status == 204
     assert await roles(db, cid) == {alice.id: "owner"}
     assert (await remove(client, alice, cid, alice.id)).status == 204
@@ -313,12 +299,14 @@ async def test_non_integer_user_id_in_path_is_404(client, make_user, raw) -> Non
     assert resp.status == 404
 
 
-async def test_readded_member_sees_the_conversation_again(client, make_user, db) -> None:
+async def test_readded_member_sees_the_conversation_again(
+    client, make_user, insert_messages
+) -> None:
     alice, bob = await make_user(), await make_user()
     group = await create(client, alice, [bob.id])
     cid = group["id"]
     assert (await remove(client, alice, cid, bob.id)).status == 204
-    await insert_messages(db, cid, alice.id, 2)
+    await insert_messages(cid, alice.id, 2)
     assert (await add(client, alice, cid, [bob.id])).status == 200
     shown = await (await client.get(f"/conversations/{cid}", headers=bob.headers)).json()
     assert (shown["last_seq"], shown["read_seq"]) == (2, 2)

@@ -11,34 +11,6 @@ from trustmess.errors import ApiError
 from trustmess.store.readmarkers import advance_read_marker
 
 
-async def make_group(client, owner, *others) -> int:
-    resp = await client.post(
-        "/conversations",
-        json={"member_ids": [user.id for user in others], "title": "Read"},
-        headers=owner.headers,
-    )
-    assert resp.status == 201
-    return int((await resp.json())["id"])
-
-
-async def insert_messages(db, conversation_id: int, sender_id: int, n: int) -> None:
-    """Append ``n`` messages straight in SQL, as the writer would (gapless seqs)."""
-    await db.execute(
-        """
-        WITH bumped AS (
-            UPDATE conversations SET last_seq = last_seq + $3, last_message_at = now()
-            WHERE id = $1 RETURNING last_seq - $3 AS base
-        )
-        INSERT INTO messages (conversation_id, seq, sender_id, client_msg_id, body)
-        SELECT $1, base + g, $2, 'sql-' || (base + g), 'message ' || (base + g)
-        FROM bumped, generate_series(1, $3) AS g
-        """,
-        conversation_id,
-        sender_id,
-        n,
-    )
-
-
 async def mark_read(client, user, conversation_id, seq):
     return await client.post(
         f"/conversations/{conversation_id}/read", json={"seq": seq}, headers=user.headers
@@ -53,14 +25,14 @@ async def state(client, user, conversation_id) -> tuple[int, int, int]:
 
 
 @pytest.fixture
-async def chat(client, make_user):
+async def chat(make_user, make_group):
     alice, bob, carol = await make_user(), await make_user(), await make_user()
-    return alice, bob, carol, await make_group(client, alice, bob, carol)
+    return alice, bob, carol, await make_group(alice, bob, carol)
 
 
-async def test_read_moves_the_marker(client, chat, db) -> None:
+async def test_read_moves_the_marker(client, chat, db, insert_messages) -> None:
     alice, bob, _, cid = chat
-    await insert_messages(db, cid, bob.id, 5)
+    await insert_messages(cid, bob.id, 5)
     resp = await mark_read(client, alice, cid, 3)
     assert resp.status == 200
     assert await resp.json() == {"read_seq": 3}
@@ -72,9 +44,9 @@ async def test_read_moves_the_marker(client, chat, db) -> None:
     assert await state(client, bob, cid) == (5, 0, 0)  # bob wrote them all
 
 
-async def test_marker_never_moves_backwards(client, chat, db) -> None:
+async def test_marker_never_moves_backwards(client, chat, insert_messages) -> None:
     alice, bob, _, cid = chat
-    await insert_messages(db, cid, bob.id, 5)
+    await insert_messages(cid, bob.id, 5)
     assert await (await mark_read(client, alice, cid, 4)).json() == {"read_seq": 4}
     for lower in (4, 2, 0):
         resp = await mark_read(client, alice, cid, lower)
@@ -104,9 +76,9 @@ async def test_zero_on_an_empty_conversation(client, chat) -> None:
         ({"seq": 1, "until": 2}, "until"),
     ],
 )
-async def test_bad_seq_is_422(client, chat, db, payload, field) -> None:
+async def test_bad_seq_is_422(client, chat, insert_messages, payload, field) -> None:
     alice, bob, _, cid = chat
-    await insert_messages(db, cid, bob.id, 5)
+    await insert_messages(cid, bob.id, 5)
     resp = await client.post(f"/conversations/{cid}/read", json=payload, headers=alice.headers)
     assert resp.status == 422
     error = (await resp.json())["error"]
@@ -124,9 +96,9 @@ async def test_body_that_is_not_an_object_is_400(client, chat) -> None:
     assert resp.status == 400
 
 
-async def test_non_member_gets_404(client, chat, make_user, db) -> None:
+async def test_non_member_gets_404(client, chat, make_user, insert_messages) -> None:
     _, bob, _, cid = chat
-    await insert_messages(db, cid, bob.id, 2)
+    await insert_messages(cid, bob.id, 2)
     mallory = await make_user()
     hidden = await mark_read(client, mallory, cid, 1)
     missing = await mark_read(client, mallory, 5555, 1)
@@ -138,11 +110,11 @@ async def test_non_member_gets_404(client, chat, make_user, db) -> None:
     assert resp.status == 404
 
 
-async def test_unread_counts_others_messages_only(client, chat, db) -> None:
+async def test_unread_counts_others_messages_only(client, chat, insert_messages) -> None:
     alice, bob, carol, cid = chat
-    await insert_messages(db, cid, bob.id, 3)  # 1-3 from bob
-    await insert_messages(db, cid, alice.id, 2)  # 4-5 from alice (marker not moved by SQL)
-    await insert_messages(db, cid, carol.id, 4)  # 6-9 from carol
+    await insert_messages(cid, bob.id, 3)  # 1-3 from bob
+    await insert_messages(cid, alice.id, 2)  # 4-5 from alice (marker not moved by SQL)
+    await insert_messages(cid, carol.id, 4)  # 6-9 from carol
     assert await state(client, alice, cid) == (9, 0, 7)
     assert await state(client, bob, cid) == (9, 0, 6)
     assert await state(client, carol, cid) == (9, 0, 5)
@@ -161,18 +133,20 @@ async def test_unread_counts_others_messages_only(client, chat, db) -> None:
     assert [(c["id"], c["read_seq"], c["unread"]) for c in listed["items"]] == [(cid, 5, 5)]
 
 
-async def test_concurrent_reads_keep_the_highest(client, chat, db) -> None:
+async def test_concurrent_reads_keep_the_highest(client, chat, insert_messages) -> None:
     alice, bob, _, cid = chat
-    await insert_messages(db, cid, bob.id, 40)
+    await insert_messages(cid, bob.id, 40)
     order = [17, 3, 40, 22, 1, 39, 8, 40, 12, 30] * 2
     responses = await asyncio.gather(*(mark_read(client, alice, cid, seq) for seq in order))
     assert all(resp.status == 200 for resp in responses)
     assert await state(client, alice, cid) == (40, 40, 0)
 
 
-async def test_read_is_announced_to_the_conversation(client, chat, db, connect) -> None:
+async def test_read_is_announced_to_the_conversation(
+    client, chat, insert_messages, connect
+) -> None:
     alice, bob, _, cid = chat
-    await insert_messages(db, cid, bob.id, 3)
+    await insert_messages(cid, bob.id, 3)
     sock = await connect(bob)
     assert (await sock.request({"type": "join", "conversation_id": cid}))["type"] == "reply"
     assert (await mark_read(client, alice, cid, 2)).status == 200
@@ -180,9 +154,9 @@ async def test_read_is_announced_to_the_conversation(client, chat, db, connect) 
     assert event == {"type": "read", "conversation_id": cid, "user_id": alice.id, "seq": 2}
 
 
-async def test_store_advance_read_marker(chat, db) -> None:
+async def test_store_advance_read_marker(chat, db, insert_messages) -> None:
     alice, bob, _, cid = chat
-    await insert_messages(db, cid, bob.id, 5)
+    await insert_messages(cid, bob.id, 5)
     assert await advance_read_marker(db, cid, alice.id, 2) == (2, True)
     assert await advance_read_marker(db, cid, alice.id, 2) == (2, False)
     assert await advance_read_marker(db, cid, alice.id, 1) == (2, False)

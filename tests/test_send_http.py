@@ -11,16 +11,6 @@ import pytest
 TIMESTAMP = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$")
 
 
-async def make_group(client, owner, *others) -> int:
-    resp = await client.post(
-        "/conversations",
-        json={"member_ids": [user.id for user in others], "title": "Send"},
-        headers=owner.headers,
-    )
-    assert resp.status == 201
-    return int((await resp.json())["id"])
-
-
 async def send(client, user, conversation_id, payload):
     return await client.post(
         f"/conversations/{conversation_id}/messages", json=payload, headers=user.headers
@@ -28,9 +18,9 @@ async def send(client, user, conversation_id, payload):
 
 
 @pytest.fixture
-async def chat(client, make_user):
+async def chat(make_user, make_group):
     alice, bob = await make_user(), await make_user()
-    return alice, bob, await make_group(client, alice, bob)
+    return alice, bob, await make_group(alice, bob)
 
 
 async def test_send_stores_and_returns_the_message(client, chat, db) -> None:
@@ -118,9 +108,11 @@ async def test_reply_to_an_existing_message(client, chat) -> None:
     assert (error["code"], error["field"]) == ("invalid", "reply_to")
 
 
-async def test_reply_to_a_message_of_another_conversation_is_invalid(client, chat) -> None:
+async def test_reply_to_a_message_of_another_conversation_is_invalid(
+    client, chat, make_group
+) -> None:
     alice, bob, cid = chat
-    other = await make_group(client, alice, bob)
+    other = await make_group(alice, bob)
     assert (await send(client, alice, other, {"client_msg_id": "x", "body": "x"})).status == 201
     resp = await send(client, alice, cid, {"client_msg_id": "y", "body": "y", "reply_to": 1})
     assert resp.status == 422

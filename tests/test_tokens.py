@@ -12,10 +12,8 @@ import uuid
 import jwt
 import pytest
 
-from tests.conftest import JWT_SECRET
+from tests.conftest import JWT_SECRET, TEST_PASSWORD
 from trustmess.auth import issue_access_token
-
-PASSWORD = "correct horse battery"
 
 
 def b64url(data: bytes) -> str:
@@ -40,7 +38,7 @@ async def me_with(client, token: str):
     return await client.get("/users/me", headers={"Authorization": f"Bearer {token}"})
 
 
-async def login(client, username: str, password: str = PASSWORD) -> dict:
+async def login(client, username: str, password: str = TEST_PASSWORD) -> dict:
     resp = await client.post("/auth/login", json={"username": username, "password": password})
     assert resp.status == 200, await resp.text()
     return await resp.json()

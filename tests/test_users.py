@@ -6,19 +6,10 @@ import base64
 
 import pytest
 
+from tests.conftest import TEST_PASSWORD, error_of, login
 from trustmess.appkeys import ACTIVE_USERS, AUTH_LIMIT_BY_ADDRESS
 
-PASSWORD = "correct horse battery"
 PUBLIC_FIELDS = {"id", "username", "display_name", "bio", "created_at"}
-
-
-async def login(client, username: str, password: str = PASSWORD):
-    return await client.post("/auth/login", json={"username": username, "password": password})
-
-
-async def error_of(resp, status: int) -> dict:
-    assert resp.status == status, await resp.text()
-    return (await resp.json())["error"]
 
 
 # --- /users/me ----------------------------------------------------------------------------
@@ -152,7 +143,7 @@ async def test_password_change_swaps_password_and_ends_sessions(client, make_use
     session = await (await login(client, user.username)).json()
     other = await make_user()
     others = await (await login(client, other.username)).json()
-    resp = await change_password(client, user, PASSWORD, "a brand new secret")
+    resp = await change_password(client, user, TEST_PASSWORD, "a brand new secret")
     assert resp.status == 204
     assert (await login(client, user.username)).status == 401
     assert (await login(client, user.username, "a brand new secret")).status == 200
@@ -176,13 +167,13 @@ async def test_wrong_current_password_is_422_on_that_field(client, make_user, db
 @pytest.mark.parametrize(
     ("body", "field"),
     [
-        ({"current_password": PASSWORD, "new_password": "short"}, "new_password"),
-        ({"current_password": PASSWORD, "new_password": "n" * 129}, "new_password"),
-        ({"current_password": PASSWORD, "new_password": "nul\x00password"}, "new_password"),
-        ({"current_password": PASSWORD}, "new_password"),
+        ({"current_password": TEST_PASSWORD, "new_password": "short"}, "new_password"),
+        ({"current_password": TEST_PASSWORD, "new_password": "n" * 129}, "new_password"),
+        ({"current_password": TEST_PASSWORD, "new_password": "nul\x00password"}, "new_password"),
+        ({"current_password": TEST_PASSWORD}, "new_password"),
         ({"new_password": "long enough"}, "current_password"),
         ({"current_password": 1, "new_password": "long enough"}, "current_password"),
-        ({"current_password": PASSWORD, "new_password": "x" * 9, "x": 1}, "x"),
+        ({"current_password": TEST_PASSWORD, "new_password": "x" * 9, "x": 1}, "x"),
     ],
 )
 async def test_password_change_validates_fields(client, make_user, body, field) -> None:
@@ -193,13 +184,13 @@ async def test_password_change_validates_fields(client, make_user, body, field) 
 
 async def test_new_password_must_not_be_the_username(client, make_user) -> None:
     user = await make_user("samantha")
-    error = await error_of(await change_password(client, user, PASSWORD, "SAMANTHA"), 422)
+    error = await error_of(await change_password(client, user, TEST_PASSWORD, "SAMANTHA"), 422)
     assert error["field"] == "new_password"
 
 
 async def test_password_change_needs_a_token(client) -> None:
     resp = await client.post(
-        "/users/me/password", json={"current_password": PASSWORD, "new_password": "x" * 10}
+        "/users/me/password", json={"current_password": TEST_PASSWORD, "new_password": "x" * 10}
     )
     assert resp.status == 401
 
@@ -210,7 +201,7 @@ async def test_password_guessing_shares_the_login_rate_limit(make_client, make_u
     user = await make_user()
     assert (await login(client, user.username, "wrong guess!")).status == 401
     assert (await change_password(client, user, "wrong guess!", "new password!")).status == 422
-    resp = await change_password(client, user, PASSWORD, "new password!")
+    resp = await change_password(client, user, TEST_PASSWORD, "new password!")
     assert (await error_of(resp, 429))["code"] == "rate_limited"
     assert "Retry-After" in resp.headers
 

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+from collections.abc import Collection
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -30,6 +31,7 @@ from trustmess.http.jsonio import json_response, path_id, query_int, read_json_o
 from trustmess.models import Conversation
 from trustmess.store.conversations import (
     ActivityKey,
+    Membership,
     add_members,
     conversations_page,
     create_direct,
@@ -80,6 +82,32 @@ async def _require_active_users(conn: DbConnection, field: str, user_ids: list[i
     if missing:
         names = ", ".join(str(user_id) for user_id in missing)
         raise invalid(field, f"unknown or inactive users: {names}")
+
+
+async def read_conversation_request(
+    request: web.Request, allowed: Collection[str], required: Collection[str]
+) -> tuple[int, int, dict[str, Any]]:
+    """What a write under ``/conversations/{id}`` starts with: the caller's id (401 without a
+    valid token), the conversation id (404 if malformed) and the JSON object body with only
+    ``allowed`` fields and the ``required`` ones present (422)."""
+    user_id = await current_user_id(request)
+    conversation_id = path_id(request, "id")
+    data = await read_json_object(request)
+    check_fields(data, allowed, required)
+    return user_id, conversation_id, data
+
+
+async def _lock_group(
+    conn: DbConnection, conversation_id: int, user_id: int, if_direct: ApiError
+) -> Membership:
+    """The caller's membership of a group, locked for a membership change (in a transaction):
+    404 for a non-member, ``if_direct`` for a direct conversation."""
+    membership = await lock_membership(conn, conversation_id, user_id)
+    if membership is None:
+        raise conversation_not_found()
+    if membership.kind == "direct":
+        raise if_direct
+    return membership
 
 
 async def _conversation_for(conn: DbConnection, conversation_id: int, user_id: int) -> Conversation:
@@ -161,18 +189,14 @@ async def show_conversation(request: web.Request) -> web.Response:
 @routes.patch("/conversations/{id}")
 async def rename_conversation(request: web.Request) -> web.Response:
     """Set or clear (null or empty) a group's title; any member may."""
-    user_id = await current_user_id(request)
-    conversation_id = path_id(request, "id")
-    data = await read_json_object(request)
-    check_fields(data, allowed=("title",), required=("title",))
+    user_id, conversation_id, data = await read_conversation_request(
+        request, allowed=("title",), required=("title",)
+    )
     title = _title(data)
     async with request.app[POOL].acquire() as conn:
         async with conn.transaction():
-            membership = await lock_membership(conn, conversation_id, user_id)
-            if membership is None:
-                raise conversation_not_found()
-            if membership.kind == "direct":
-                raise invalid("title", "a direct conversation has no title")
+            no_title = invalid("title", "a direct conversation has no title")
+            await _lock_group(conn, conversation_id, user_id, if_direct=no_title)
             await set_title(conn, conversation_id, title)
         conversation = await _conversation_for(conn, conversation_id, user_id)
     await events.conversation_changed(request.app, conversation_id)
@@ -182,20 +206,16 @@ async def rename_conversation(request: web.Request) -> web.Response:
 @routes.post("/conversations/{id}/members")
 async def add_conversation_members(request: web.Request) -> web.Response:
     """Add users to a group; any member may. Ids already in the group are ignored."""
-    user_id = await current_user_id(request)
-    conversation_id = path_id(request, "id")
-    data = await read_json_object(request)
-    check_fields(data, allowed=("user_ids",), required=("user_ids",))
+    user_id, conversation_id, data = await read_conversation_request(
+        request, allowed=("user_ids",), required=("user_ids",)
+    )
     requested = require_id_list(data, "user_ids", max_items=MAX_MEMBERS)
     if not requested:
         raise invalid("user_ids", "must name at least one user")
     async with request.app[POOL].acquire() as conn:
         async with conn.transaction():
-            membership = await lock_membership(conn, conversation_id, user_id)
-            if membership is None:
-                raise conversation_not_found()
-            if membership.kind == "direct":
-                raise invalid("user_ids", "members cannot be added to a direct conversation")
+            no_adding = invalid("user_ids", "members cannot be added to a direct conversation")
+            await _lock_group(conn, conversation_id, user_id, if_direct=no_adding)
             current = set(await member_ids(conn, conversation_id))
             new = [member_id for member_id in requested if member_id not in current]
             await _require_active_users(conn, "user_ids", new)
@@ -215,11 +235,8 @@ async def remove_conversation_member(request: web.Request) -> web.Response:
     conversation_id = path_id(request, "id")
     target_id = path_id(request, "user_id")
     async with request.app[POOL].acquire() as conn, conn.transaction():
-        membership = await lock_membership(conn, conversation_id, user_id)
-        if membership is None:
-            raise conversation_not_found()
-        if membership.kind == "direct":
-            raise ApiError(422, ErrorCode.INVALID, "a direct conversation cannot be left")
+        no_leaving = ApiError(422, ErrorCode.INVALID, "a direct conversation cannot be left")
+        membership = await _lock_group(conn, conversation_id, user_id, if_direct=no_leaving)
         if target_id != user_id and membership.role != "owner":
             raise ApiError(403, ErrorCode.FORBIDDEN, "only the owner may remove other members")
         role = await remove_member(conn, conversation_id, target_id)

@@ -13,16 +13,16 @@ from aiohttp import web
 
 from trustmess import events
 from trustmess.appkeys import POOL
-from trustmess.errors import invalid, not_found
+from trustmess.errors import invalid
 from trustmess.http.authn import current_user_id
-from trustmess.http.jsonio import json_response, path_id, query_int, read_json_object
+from trustmess.http.conversations import conversation_not_found, read_conversation_request
+from trustmess.http.jsonio import json_response, path_id, query_int
 from trustmess.messaging import send_message
 from trustmess.store.conversations import is_member
 from trustmess.store.history import latest_messages, messages_after, messages_before
 from trustmess.store.readmarkers import advance_read_marker
 from trustmess.validation import (
     BIGINT_MAX,
-    check_fields,
     client_msg_id,
     get_int,
     message_body,
@@ -47,7 +47,7 @@ async def message_history(request: web.Request) -> web.Response:
         raise invalid("after", "cannot be combined with before")
     async with request.app[POOL].acquire() as conn:
         if not await is_member(conn, conversation_id, user_id):
-            raise not_found("conversation not found")
+            raise conversation_not_found()
         # One row more than asked tells whether the page is the last in its direction.
         if after is not None:
             items = await messages_after(conn, conversation_id, after, limit + 1)
@@ -66,11 +66,8 @@ async def message_history(request: web.Request) -> web.Response:
 @routes.post("/conversations/{id}/messages")
 async def post_message(request: web.Request) -> web.Response:
     """Send a message: 201 with the stored message, 200 with the original on a retry."""
-    user_id = await current_user_id(request)
-    conversation_id = path_id(request, "id")
-    data = await read_json_object(request)
-    check_fields(
-        data, allowed=("client_msg_id", "body", "reply_to"), required=("client_msg_id", "body")
+    user_id, conversation_id, data = await read_conversation_request(
+        request, allowed=("client_msg_id", "body", "reply_to"), required=("client_msg_id", "body")
     )
     result = await send_message(
         request.app,
@@ -86,10 +83,9 @@ async def post_message(request: web.Request) -> web.Response:
 @routes.post("/conversations/{id}/read")
 async def mark_read(request: web.Request) -> web.Response:
     """Move the caller's cumulative read marker forward: ``{read_seq}`` (never lower)."""
-    user_id = await current_user_id(request)
-    conversation_id = path_id(request, "id")
-    data = await read_json_object(request)
-    check_fields(data, allowed=("seq",), required=("seq",))
+    user_id, conversation_id, data = await read_conversation_request(
+        request, allowed=("seq",), required=("seq",)
+    )
     seq = require_int(data, "seq", lo=0)
     async with request.app[POOL].acquire() as conn:
         read_seq, moved = await advance_read_marker(conn, conversation_id, user_id, seq)
