@@ -4,10 +4,12 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 
+import orjson
 from aiohttp import web
 
-from trustmess import appkeys, ws
+from trustmess import appkeys, events, ws
 from trustmess.activeusers import ActiveUsers
+from trustmess.broker_redis import RedisHub
 from trustmess.db import create_pool
 from trustmess.errors import CloseCode
 from trustmess.gateway import Gateway
@@ -19,6 +21,7 @@ from trustmess.metrics import Metrics
 from trustmess.ratelimit import KeyedRateLimiter
 from trustmess.readbuffer import ReadMarkerBuffer
 from trustmess.settings import Settings
+from trustmess.store.history import messages_in_range
 from trustmess.writer import MessageWriter
 
 
@@ -57,8 +60,9 @@ async def _database(app: web.Application) -> AsyncIterator[None]:
 
 async def _realtime(app: web.Application) -> AsyncIterator[None]:
     settings, pool = app[appkeys.SETTINGS], app[appkeys.POOL]
-    hub = LocalHub()
+    hub = _make_hub(app)
     app[appkeys.HUB] = hub
+    hub.set_control_handler(lambda op: events.apply_control(app, op))
     gateway = app[appkeys.GATEWAY] = Gateway(settings, hub, pool)
     markers = app[appkeys.READ_MARKERS] = ReadMarkerBuffer(
         pool, gateway.membership, settings.read_flush_ms / 1000
@@ -71,11 +75,37 @@ async def _realtime(app: web.Application) -> AsyncIterator[None]:
     )
     app[appkeys.WRITER] = writer
     writer.start()
+    await hub.start()
     try:
         yield
     finally:
         await writer.close()
         await markers.close()
+        await hub.close()
+
+
+def _make_hub(app: web.Application) -> LocalHub:
+    settings = app[appkeys.SETTINGS]
+    if settings.broker == "local":
+        return LocalHub()
+
+    async def fetch_range(cid: int, after: int, through: int) -> list[tuple[int, bytes]]:
+        async with app[appkeys.POOL].acquire() as conn:
+            found = await messages_in_range(conn, cid, after, through)
+        return [(m.seq, orjson.dumps({"type": "message", **m.to_json()})) for m in found]
+
+    async def on_outage() -> None:
+        await app[appkeys.GATEWAY].close_all(
+            CloseCode.GOING_AWAY, "message bus unavailable", flush_s=0.2
+        )
+
+    return RedisHub(
+        settings.broker,
+        fetch_range,
+        gap_timeout_s=settings.broker_gap_ms / 1000,
+        grace_s=settings.broker_grace_s,
+        on_outage=on_outage,
+    )
 
 
 async def _close_sockets(app: web.Application) -> None:

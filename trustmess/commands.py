@@ -40,7 +40,7 @@ async def join(app: web.Application, conn: Connection, cmd: frames.Join) -> Repl
     fresh = state is None
     if state is None:
         state = conn.joined[cid] = JoinState(delivered=0)
-        hub.subscribe(cid, conn)
+        await hub.subscribe(cid, conn)
     elif cmd.since is not None and state.pending is None:
         state.pending = []
     try:
@@ -49,6 +49,7 @@ async def join(app: web.Application, conn: Connection, cmd: frames.Join) -> Repl
             if found is None:
                 raise not_member()
             last_seq, read_seq = found
+            hub.position(cid, last_seq)
             missing = None if cmd.since is None else last_seq - cmd.since
             resumed = missing is not None and missing <= app[SETTINGS].replay_limit
             replay = []

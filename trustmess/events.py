@@ -1,7 +1,8 @@
 """Business events that fan out to sockets: the one place views and commands announce changes.
 
-Views and socket commands call these after a change is committed; they publish through the
-hub and keep the membership cache honest.
+Views and socket commands call these after a change is committed. Changes that every node must
+act on (membership, disabled accounts) travel as hub *control* operations, applied by
+``apply_control`` on each node, the publishing one included.
 """
 
 from __future__ import annotations
@@ -10,7 +11,7 @@ from typing import Any
 
 from aiohttp import web
 
-from trustmess.appkeys import GATEWAY, HUB, POOL, READ_MARKERS
+from trustmess.appkeys import ACTIVE_USERS, GATEWAY, HUB, POOL, READ_MARKERS
 from trustmess.errors import CloseCode
 from trustmess.store.conversations import get_conversation_for, member_ids
 
@@ -18,30 +19,30 @@ from trustmess.store.conversations import get_conversation_for, member_ids
 async def conversation_changed(app: web.Application, conversation_id: int) -> None:
     """Title or members changed, or the conversation was created: tell every member's
     connections (each member sees its own read_seq and unread count)."""
-    gateway = app[GATEWAY]
-    gateway.membership.forget_conversation(conversation_id)
-    app[READ_MARKERS].forget_conversation(conversation_id)
+    hub = app[HUB]
+    hub.publish_control({"op": "conversation_changed", "conversation_id": conversation_id})
+    local_only = app[GATEWAY].settings.broker == "local"
     async with app[POOL].acquire() as conn:
         for user_id in await member_ids(conn, conversation_id):
-            if not gateway.user_connections(user_id):
+            # With one process we know who is online; across nodes every member is told.
+            if local_only and not app[GATEWAY].user_connections(user_id):
                 continue
             conversation = await get_conversation_for(conn, conversation_id, user_id)
             if conversation is not None:
-                event: dict[str, Any] = {"type": "conversation", **conversation.to_json()}
-                app[HUB].publish_user(user_id, event)
+                hub.publish_user(user_id, {"type": "conversation", **conversation.to_json()})
 
 
 async def member_removed(app: web.Application, conversation_id: int, user_id: int) -> None:
     """``user_id`` left or was removed: stop its live events at once and tell its devices."""
-    app[GATEWAY].drop_membership(conversation_id, user_id)
-    app[READ_MARKERS].forget_conversation(conversation_id)
+    app[HUB].publish_control(
+        {"op": "member_removed", "conversation_id": conversation_id, "user_id": user_id}
+    )
     app[HUB].publish_user(user_id, {"type": "removed", "conversation_id": conversation_id})
 
 
 async def user_disabled(app: web.Application, user_id: int) -> None:
     """An administrator disabled the account: its open sockets end now (4001: do not retry)."""
-    for conn in app[GATEWAY].user_connections(user_id):
-        conn.close_soon(CloseCode.AUTH_FAILED, "account disabled")
+    app[HUB].publish_control({"op": "user_disabled", "user_id": user_id})
 
 
 async def read_moved(app: web.Application, conversation_id: int, user_id: int, seq: int) -> None:
@@ -55,3 +56,19 @@ def publish_read(
 ) -> None:
     event = {"type": "read", "conversation_id": conversation_id, "user_id": user_id, "seq": seq}
     app[HUB].publish(conversation_id, event, skip=skip)
+
+
+def apply_control(app: web.Application, op: dict[str, Any]) -> None:
+    """Carry out a control operation on this node (called for every node's operations)."""
+    gateway, markers = app[GATEWAY], app[READ_MARKERS]
+    kind = op.get("op")
+    if kind == "conversation_changed":
+        gateway.membership.forget_conversation(op["conversation_id"])
+        markers.forget_conversation(op["conversation_id"])
+    elif kind == "member_removed":
+        gateway.drop_membership(op["conversation_id"], op["user_id"])
+        markers.forget_conversation(op["conversation_id"])
+    elif kind == "user_disabled":
+        app[ACTIVE_USERS].forget(op["user_id"])
+        for conn in gateway.user_connections(op["user_id"]):
+            conn.close_soon(CloseCode.AUTH_FAILED, "account disabled")

@@ -2,15 +2,18 @@
 
 Each event is serialised once per publish and the same bytes are handed to every subscriber;
 a subscriber's ``deliver`` only queues them (it never awaits), so one slow socket cannot hold
-up the others. ``LocalHub`` is the in-process implementation; a cross-process broker
-implements the same interface.
+up the others. ``LocalHub`` is the in-process implementation; ``broker_redis.RedisHub``
+implements the same interface across processes and machines.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any, Protocol
 
 import orjson
+
+ControlHandler = Callable[[dict[str, Any]], None]
 
 
 class Subscriber(Protocol):
@@ -26,7 +29,16 @@ class Subscriber(Protocol):
 
 
 class Hub(Protocol):
-    def subscribe(self, conversation_id: int, subscriber: Subscriber) -> None: ...
+    """What the gateway, the commands and the writer need from a hub."""
+
+    published: int
+    deliveries: int
+
+    async def subscribe(self, conversation_id: int, subscriber: Subscriber) -> None:
+        """Add a subscriber; returns once events published from now on will reach it."""
+
+    def position(self, conversation_id: int, last_seq: int) -> None:
+        """A join read the conversation's ``last_seq`` after subscribing."""
 
     def unsubscribe(self, conversation_id: int, subscriber: Subscriber) -> None: ...
 
@@ -46,7 +58,19 @@ class Hub(Protocol):
 
     def publish_user(self, user_id: int, event: dict[str, Any]) -> None: ...
 
-    def subscribers(self, conversation_id: int) -> list[Subscriber]: ...
+    def publish_control(self, op: dict[str, Any]) -> None:
+        """Run ``op`` (cache invalidation, membership changes) on every node."""
+
+    def set_control_handler(self, handler: ControlHandler) -> None: ...
+
+    def subscription_count(self) -> int: ...
+
+    def healthy(self) -> tuple[bool, str]:
+        """(usable, reason) for /readyz and for accepting sockets."""
+
+    async def start(self) -> None: ...
+
+    async def close(self) -> None: ...
 
 
 class LocalHub:
@@ -55,28 +79,58 @@ class LocalHub:
     def __init__(self) -> None:
         self._rooms: dict[int, set[Subscriber]] = {}
         self._users: dict[int, set[Subscriber]] = {}
+        self._control: ControlHandler | None = None
         self.published = 0
         self.deliveries = 0
 
-    def subscribe(self, conversation_id: int, subscriber: Subscriber) -> None:
-        self._rooms.setdefault(conversation_id, set()).add(subscriber)
+    async def subscribe(self, conversation_id: int, subscriber: Subscriber) -> None:
+        self.add(conversation_id, subscriber)
+
+    def add(self, conversation_id: int, subscriber: Subscriber) -> bool:
+        """Add a subscriber; True when it is the conversation's first here."""
+        room = self._rooms.get(conversation_id)
+        if room is None:
+            room = self._rooms[conversation_id] = set()
+        room.add(subscriber)
+        return len(room) == 1
+
+    def position(self, conversation_id: int, last_seq: int) -> None:
+        """One process publishes in commit order: nothing to reorder."""
 
     def unsubscribe(self, conversation_id: int, subscriber: Subscriber) -> None:
+        self.remove(conversation_id, subscriber)
+
+    def remove(self, conversation_id: int, subscriber: Subscriber) -> bool:
+        """Remove a subscriber; True when the conversation has none left here."""
         room = self._rooms.get(conversation_id)
-        if room is not None:
-            room.discard(subscriber)
-            if not room:
-                del self._rooms[conversation_id]
+        if room is None:
+            return False
+        room.discard(subscriber)
+        if room:
+            return False
+        del self._rooms[conversation_id]
+        return True
 
     def register_user(self, subscriber: Subscriber) -> None:
-        self._users.setdefault(subscriber.user_id, set()).add(subscriber)
+        self.add_user(subscriber)
+
+    def add_user(self, subscriber: Subscriber) -> bool:
+        conns = self._users.setdefault(subscriber.user_id, set())
+        conns.add(subscriber)
+        return len(conns) == 1
 
     def unregister_user(self, subscriber: Subscriber) -> None:
+        self.remove_user(subscriber)
+
+    def remove_user(self, subscriber: Subscriber) -> bool:
         conns = self._users.get(subscriber.user_id)
-        if conns is not None:
-            conns.discard(subscriber)
-            if not conns:
-                del self._users[subscriber.user_id]
+        if conns is None:
+            return False
+        conns.discard(subscriber)
+        if conns:
+            return False
+        del self._users[subscriber.user_id]
+        return True
 
     def publish(
         self,
@@ -88,11 +142,22 @@ class LocalHub:
         skip: Subscriber | None = None,
     ) -> None:
         """Encode ``event`` once and queue it on every subscriber of the conversation."""
-        room = self._rooms.get(conversation_id)
         self.published += 1
+        if conversation_id in self._rooms:
+            self.deliver(conversation_id, seq, orjson.dumps(event), skip_user, skip)
+
+    def deliver(
+        self,
+        conversation_id: int,
+        seq: int | None,
+        payload: bytes,
+        skip_user: int | None = None,
+        skip: Subscriber | None = None,
+    ) -> None:
+        """Queue already-encoded bytes on this process's subscribers of the conversation."""
+        room = self._rooms.get(conversation_id)
         if not room:
             return
-        payload = orjson.dumps(event)
         # Copy: a delivery may close a too-slow connection, which unsubscribes it.
         for subscriber in tuple(room):
             if subscriber is skip or subscriber.user_id == skip_user:
@@ -101,18 +166,40 @@ class LocalHub:
             subscriber.deliver(conversation_id, seq, payload)
 
     def publish_user(self, user_id: int, event: dict[str, Any]) -> None:
-        conns = self._users.get(user_id)
-        if not conns:
-            return
-        payload = orjson.dumps(event)
-        for subscriber in tuple(conns):
+        if user_id in self._users:
+            self.deliver_user(user_id, orjson.dumps(event))
+
+    def deliver_user(self, user_id: int, payload: bytes) -> None:
+        for subscriber in tuple(self._users.get(user_id, ())):
             subscriber.deliver_user(payload)
+
+    def publish_control(self, op: dict[str, Any]) -> None:
+        if self._control is not None:
+            self._control(op)
+
+    def set_control_handler(self, handler: ControlHandler) -> None:
+        self._control = handler
 
     def subscribers(self, conversation_id: int) -> list[Subscriber]:
         return list(self._rooms.get(conversation_id, ()))
 
+    def has_room(self, conversation_id: int) -> bool:
+        return conversation_id in self._rooms
+
+    def rooms(self) -> list[int]:
+        return list(self._rooms)
+
+    def users(self) -> list[int]:
+        return list(self._users)
+
     def subscription_count(self) -> int:
         return sum(len(room) for room in self._rooms.values())
 
-    def user_connections(self, user_id: int) -> list[Subscriber]:
-        return list(self._users.get(user_id, ()))
+    def healthy(self) -> tuple[bool, str]:
+        return True, "local"
+
+    async def start(self) -> None:
+        """Nothing to connect to."""
+
+    async def close(self) -> None:
+        """Nothing to disconnect from."""

@@ -149,6 +149,8 @@ class Settings:
     read_flush_ms: float = _setting(50.0, _parse_float(0, 60_000), "ack write-behind delay")
     group_commit: bool = _setting(True, _parse_bool, "batch message inserts")
     broker: str = _setting("local", _parse_broker, "'local' or redis://host:port/db")
+    broker_gap_ms: float = _setting(200.0, _parse_float(1, 60_000), "wait for a missing seq")
+    broker_grace_s: float = _setting(5.0, _parse_float(0.1, 3600), "bus outage → close 1001")
     workers: int = _setting(1, _parse_int(1, 256), "server processes sharing the port")
 
     @classmethod

@@ -15,7 +15,7 @@ from urllib.parse import urlsplit
 from aiohttp import WSMsgType, web
 
 from trustmess import frames
-from trustmess.appkeys import ACTIVE_USERS, GATEWAY, METRICS, SETTINGS
+from trustmess.appkeys import ACTIVE_USERS, GATEWAY, HUB, METRICS, SETTINGS
 from trustmess.auth import AccessClaims, decode_access_token
 from trustmess.commands import schedule_expiry
 from trustmess.connection import ABORT_AFTER_S, Connection
@@ -87,6 +87,9 @@ async def websocket(request: web.Request) -> web.StreamResponse:
     settings, gateway = app[SETTINGS], app[GATEWAY]
     if not gateway.accepting:
         raise ApiError(503, ErrorCode.UNAVAILABLE, "server is shutting down")
+    usable, reason = app[HUB].healthy()
+    if not usable:
+        raise ApiError(503, ErrorCode.UNAVAILABLE, f"message bus unavailable ({reason})")
     origin = request.headers.get("Origin")
     if origin is not None and not origin_allowed(origin, request, settings):
         raise ApiError(403, ErrorCode.FORBIDDEN, "origin not allowed")

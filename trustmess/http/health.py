@@ -6,7 +6,7 @@ import asyncio
 
 from aiohttp import web
 
-from trustmess.appkeys import POOL
+from trustmess.appkeys import HUB, POOL
 from trustmess.http.jsonio import json_response
 
 routes = web.RouteTableDef()
@@ -26,4 +26,9 @@ async def readyz(request: web.Request) -> web.Response:
     except Exception as exc:
         reason = f"database unavailable: {type(exc).__name__}"
         return json_response({"status": "unavailable", "checks": {"database": reason}}, 503)
-    return json_response({"status": "ok", "checks": {"database": "ok"}})
+    usable, broker = request.app[HUB].healthy()
+    if not usable:
+        return json_response(
+            {"status": "unavailable", "checks": {"database": "ok", "broker": broker}}, 503
+        )
+    return json_response({"status": "ok", "checks": {"database": "ok", "broker": broker}})
