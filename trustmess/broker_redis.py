@@ -128,6 +128,35 @@ class RedisHub(LocalHub):
         if self.remove_user(subscriber):
             self._unsubscribe(user_channel(subscriber.user_id))
 
+    def claim_user_slot(self, user_id: int, session_id: str, limit: int) -> None:
+        """Count the user's sockets on every node; beyond ``limit`` the oldest get 4006."""
+        task = asyncio.get_running_loop().create_task(self._claim(user_id, session_id, limit))
+        task.add_done_callback(_log_failure)
+
+    async def _claim(self, user_id: int, session_id: str, limit: int) -> None:
+        if self._client is None or not self._connected.is_set():
+            return
+        key = f"tm:uc:{user_id}"
+        async with self._client.pipeline(transaction=True) as pipe:
+            pipe.zadd(key, {session_id: time.time()})
+            pipe.expire(key, 7 * 86400)
+            pipe.zrange(key, 0, -1)
+            *_, members = await pipe.execute()
+        excess = [m.decode() for m in members[: max(0, len(members) - limit)]]
+        if excess:
+            # A socket of a crashed node stays listed until it is the oldest and is kicked.
+            await self._client.zrem(key, *excess)
+            self.publish_control({"op": "kick", "sessions": excess})
+
+    def release_user_slot(self, user_id: int, session_id: str) -> None:
+        client = self._client
+        if client is not None and self._connected.is_set():
+
+            async def release() -> None:
+                await client.zrem(f"tm:uc:{user_id}", session_id)
+
+            asyncio.get_running_loop().create_task(release()).add_done_callback(_log_failure)
+
     async def _subscribe(self, channel: str) -> None:
         """SUBSCRIBE and wait (briefly) for Redis to confirm it."""
         if self._pubsub is None or not self._connected.is_set():

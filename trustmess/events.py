@@ -68,6 +68,8 @@ def apply_control(app: web.Application, op: dict[str, Any]) -> None:
     elif kind == "member_removed":
         gateway.drop_membership(op["conversation_id"], op["user_id"])
         markers.forget_conversation(op["conversation_id"])
+    elif kind == "kick":
+        gateway.close_sessions(op["sessions"], CloseCode.REPLACED, "replaced by a newer connection")
     elif kind == "user_disabled":
         app[ACTIVE_USERS].forget(op["user_id"])
         for conn in gateway.user_connections(op["user_id"]):

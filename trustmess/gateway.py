@@ -127,7 +127,8 @@ class Gateway:
     def register(self, conn: Connection) -> None:
         """Add a connection; beyond the per-user limit the user's oldest is closed with 4006."""
         conns = self._by_user.setdefault(conn.user_id, [])
-        while len(conns) >= self.settings.ws_max_per_user:
+        self.hub.claim_user_slot(conn.user_id, conn.session_id, self.settings.ws_max_per_user)
+        while self.settings.broker == "local" and len(conns) >= self.settings.ws_max_per_user:
             oldest = conns.pop(0)
             oldest.close_soon(CloseCode.REPLACED, "replaced by a newer connection")
             self._detach(oldest)
@@ -143,7 +144,14 @@ class Gateway:
                 del self._by_user[conn.user_id]
         self._detach(conn)
 
+    def close_sessions(self, session_ids: list[str], code: int, reason: str) -> None:
+        wanted = set(session_ids)
+        for conn in list(self.connections):
+            if conn.session_id in wanted:
+                conn.close_soon(code, reason)
+
     def _detach(self, conn: Connection) -> None:
+        self.hub.release_user_slot(conn.user_id, conn.session_id)
         self.connections.discard(conn)
         self.hub.unregister_user(conn)
         for conversation_id in list(conn.joined):

@@ -65,6 +65,10 @@ class Hub(Protocol):
 
     def subscription_count(self) -> int: ...
 
+    def claim_user_slot(self, user_id: int, session_id: str, limit: int) -> None: ...
+
+    def release_user_slot(self, user_id: int, session_id: str) -> None: ...
+
     def healthy(self) -> tuple[bool, str]:
         """(usable, reason) for /readyz and for accepting sockets."""
 
@@ -194,6 +198,12 @@ class LocalHub:
 
     def subscription_count(self) -> int:
         return sum(len(room) for room in self._rooms.values())
+
+    def claim_user_slot(self, user_id: int, session_id: str, limit: int) -> None:
+        """Cross-node connection limits; one process enforces them in the gateway."""
+
+    def release_user_slot(self, user_id: int, session_id: str) -> None:
+        """See claim_user_slot."""
 
     def healthy(self) -> tuple[bool, str]:
         return True, "local"
