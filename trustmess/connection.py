@@ -1,8 +1,11 @@
 """One socket's state: its joined conversations, its bounded outbound queue and its writer.
 
-Everything sent to a client (replies, errors, events) goes through ``send``, which only
-appends to a queue; one writer task per connection drains it. A client that lets the queue
-overflow is closed with 4009 instead of slowing anyone else down.
+Everything sent to a client (replies, errors, events) goes through ``send``, which never
+awaits. Without compression (the default) frames are written straight to the transport: all
+frames queued for a connection during one event-loop iteration leave in a single write, with
+no task switch per frame (the model of websockets' ``broadcast()``). With compression, one
+writer task per connection sends through aiohttp. Either way a client that lets more than the
+queue limit pile up unsent is closed with 4009 instead of slowing anyone else down.
 """
 
 from __future__ import annotations
@@ -10,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import struct
 from collections import deque
 from dataclasses import dataclass, field
 
@@ -48,9 +52,12 @@ class Connection:
         queue_bytes: int,
         rate: TokenBucket,
         transport: asyncio.Transport | None = None,
+        direct: bool = False,
     ) -> None:
         self.ws = ws
         self.transport = transport
+        self._direct = direct and transport is not None
+        self._flush_scheduled = False
         self.user_id = user_id
         self.session_id = session_id
         self.rate = rate
@@ -77,15 +84,36 @@ class Connection:
         """Queue one encoded frame; overflow closes the connection with 4009."""
         if self.closing:
             return
-        if (
-            len(self._queue) >= self._max_frames
-            or self._queued_bytes + len(payload) > self._max_bytes
-        ):
+        unsent = self._queued_bytes + len(payload)
+        if self._direct:
+            assert self.transport is not None
+            unsent += self.transport.get_write_buffer_size()
+        if len(self._queue) >= self._max_frames or unsent > self._max_bytes:
             self.close_soon(CloseCode.TOO_SLOW, "outbound queue overflow")
             return
         self._queue.append(payload)
         self._queued_bytes += len(payload)
-        self._wakeup.set()
+        if not self._direct:
+            self._wakeup.set()
+        elif not self._flush_scheduled:
+            self._flush_scheduled = True
+            asyncio.get_running_loop().call_soon(self._write_direct)
+
+    def _write_direct(self) -> None:
+        """Write every queued frame to the transport in one call (unmasked server frames)."""
+        self._flush_scheduled = False
+        transport = self.transport
+        if self.closing or transport is None or transport.is_closing():
+            self._queue.clear()
+            self._queued_bytes = 0
+            return
+        parts: list[bytes] = []
+        for payload in self._queue:
+            parts.append(_text_frame_header(len(payload)))
+            parts.append(payload)
+        self._queue.clear()
+        self._queued_bytes = 0
+        transport.writelines(parts)
 
     def deliver(self, conversation_id: int, seq: int | None, payload: bytes) -> None:
         """A conversation event from the hub; message events are delivered once, in order."""
@@ -121,7 +149,8 @@ class Connection:
             self.deliver(conversation_id, seq, payload)
 
     def start_writer(self) -> None:
-        self._writer = asyncio.create_task(self._write_loop())
+        if not self._direct:
+            self._writer = asyncio.create_task(self._write_loop())
 
     async def _write_loop(self) -> None:
         ws = self.ws
@@ -140,8 +169,12 @@ class Connection:
     async def flush(self, within_s: float) -> None:
         """Give the writer up to ``within_s`` seconds to send what is queued (shutdown only)."""
         deadline = asyncio.get_running_loop().time() + within_s
-        while self._queue and asyncio.get_running_loop().time() < deadline:  # noqa: ASYNC110
+        while self._unsent() and asyncio.get_running_loop().time() < deadline:  # noqa: ASYNC110
             await asyncio.sleep(0.01)
+
+    def _unsent(self) -> int:
+        buffered = self.transport.get_write_buffer_size() if self._direct and self.transport else 0
+        return len(self._queue) + buffered
 
     # --- closing --------------------------------------------------------------------------
 
@@ -197,3 +230,12 @@ class Connection:
             self._writer.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._writer
+
+
+def _text_frame_header(length: int) -> bytes:
+    """RFC 6455 header of a final, unmasked text frame (server to client)."""
+    if length < 126:
+        return bytes((0x81, length))
+    if length < 1 << 16:
+        return struct.pack("!BBH", 0x81, 126, length)
+    return struct.pack("!BBQ", 0x81, 127, length)

