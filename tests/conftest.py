@@ -11,7 +11,10 @@ from __future__ import annotations
 import asyncio
 import os
 import shutil
+import socket
+import subprocess
 import tempfile
+import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass
@@ -30,6 +33,7 @@ from trustmess.auth import _hash_password_sync, issue_access_token
 from trustmess.embedded import EmbeddedPostgres
 from trustmess.migrate import upgrade
 from trustmess.settings import Settings
+from trustmess.workers import die_with_parent, free_port
 
 JWT_SECRET = "test-secret-" + "x" * 40
 TEST_PASSWORD = "correct horse battery"
@@ -338,3 +342,99 @@ async def error_of(resp: ClientResponse, status: int) -> dict[str, Any]:
     assert resp.status == status, await resp.text()
     error: dict[str, Any] = (await resp.json())["error"]
     return error
+
+
+class RedisProcess:
+    """A throwaway ``redis-server`` on a loopback port, for cluster tests.
+
+    ``stop()`` and ``start()`` may be called mid-test (an outage); the port stays the same.
+    Nothing is persisted, so a restarted server starts empty, as after a real crash. Call
+    ``start()`` from the main thread: the server is told to die with the thread that started it
+    (so a killed pytest leaves no redis-server behind), and executor threads come and go.
+    """
+
+    def __init__(self, binary: str, port: int, workdir: Path) -> None:
+        self.binary = binary
+        self.port = port
+        self.workdir = workdir
+        self.process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def start(self, timeout: float = 10.0) -> None:
+        """Start the server and return once it answers PING."""
+        assert self.process is None, "already running"
+        self.process = subprocess.Popen(
+            [
+                self.binary,
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+                "--port",
+                str(self.port),
+                "--bind",
+                "127.0.0.1",
+                "--dir",
+                str(self.workdir),
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            # Dies with this pytest process even if pytest itself is killed.
+            preexec_fn=die_with_parent(),
+        )
+        deadline = time.monotonic() + timeout
+        while not self._answers_ping():
+            if self.process.poll() is not None or time.monotonic() > deadline:
+                self.stop()
+                raise RuntimeError(f"redis-server did not start on port {self.port}")
+            time.sleep(0.02)
+
+    def stop(self) -> None:
+        """Stop the server (SIGTERM, then SIGKILL after 10 s) and wait for it."""
+        process, self.process = self.process, None
+        if process is None:
+            return
+        process.terminate()
+        try:
+            process.wait(10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+    def _answers_ping(self) -> bool:
+        try:
+            with socket.create_connection(("127.0.0.1", self.port), timeout=1) as sock:
+                sock.sendall(b"PING\r\n")
+                return sock.recv(16).startswith(b"+PONG")
+        except OSError:
+            return False
+
+
+@pytest.fixture(scope="session")
+def redis_process() -> Iterator[RedisProcess | None]:
+    """The session's own ``redis-server`` (None when ``TRUSTMESS_TEST_REDIS_URL`` names one)."""
+    if os.environ.get("TRUSTMESS_TEST_REDIS_URL"):
+        yield None
+        return
+    binary = shutil.which("redis-server")
+    if binary is None:
+        pytest.skip("no redis-server binary and no TRUSTMESS_TEST_REDIS_URL")
+    workdir = Path(tempfile.mkdtemp(prefix="trustmess-redis-", dir="/tmp"))
+    redis = RedisProcess(binary, free_port("127.0.0.1"), workdir)
+    try:
+        redis.start()
+        yield redis
+    finally:
+        redis.stop()
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def redis_url(redis_process: RedisProcess | None) -> str:
+    """A Redis for the broker: ``TRUSTMESS_TEST_REDIS_URL``, else the session's own server."""
+    if redis_process is None:
+        return os.environ["TRUSTMESS_TEST_REDIS_URL"]
+    return redis_process.url

@@ -8,10 +8,13 @@ import re
 import signal
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 LISTENING = re.compile(r"listening on http://([\d.]+):(\d+)")
+# The --workers supervisor's own line, logged once every worker listens.
+WORKERS_LISTENING = re.compile(r"listening on http://([\d.]+):(\d+) \((\d+) workers\)")
 
 
 class Server:
@@ -21,6 +24,8 @@ class Server:
         self.process = process
         self.url = url
         self.log = log
+        self.new_line = asyncio.Event()
+        self.eof = False
 
     async def stop(self, signum: int = signal.SIGTERM) -> int:
         self.process.send_signal(signum)
@@ -32,9 +37,30 @@ class Server:
             self.process.kill()
             await self.process.wait()
 
+    async def wait_for_log(
+        self, pattern: re.Pattern[str], count: int = 1, timeout: float = 30.0
+    ) -> list[str]:
+        """Wait until at least ``count`` logged lines match ``pattern``; return them."""
+        try:
+            async with asyncio.timeout(timeout):
+                while True:
+                    found = [line for line in self.log if pattern.search(line)]
+                    if len(found) >= count or self.eof:
+                        break
+                    self.new_line.clear()
+                    await self.new_line.wait()
+        except TimeoutError:
+            pass
+        if len(found) < count:
+            raise AssertionError(f"{count} x {pattern.pattern!r} not in:\n" + "".join(self.log))
+        return found
 
-async def start_server(env: dict[str, str], *args: str) -> Server:
-    """Start the server on port 0 with ``TRUSTMESS_*`` from ``env``; wait for its URL."""
+
+async def start_server(
+    env: dict[str, str], *args: str, ready: re.Pattern[str] = LISTENING
+) -> Server:
+    """Start the server on port 0 with ``TRUSTMESS_*`` from ``env``; wait for its URL (the
+    first line matching ``ready``)."""
     full_env = {k: v for k, v in os.environ.items() if not k.startswith("TRUSTMESS_")}
     full_env.update({"TRUSTMESS_PORT": "0", **env})
     process = await asyncio.create_subprocess_exec(
@@ -48,16 +74,83 @@ async def start_server(env: dict[str, str], *args: str) -> Server:
             if not line:
                 raise AssertionError("server exited early:\n" + "".join(log))
             log.append(line)
-            match = LISTENING.search(line)
+            match = ready.search(line)
             if match:
                 url = f"http://{match.group(1)}:{match.group(2)}"
                 break
+    server = Server(process, url, log)
     # Keep draining the pipe so the server never blocks on a full stderr.
-    asyncio.get_running_loop().create_task(_drain(process, log))
-    return Server(process, url, log)
+    asyncio.get_running_loop().create_task(_drain(server))
+    return server
 
 
-async def _drain(process: asyncio.subprocess.Process, log: list[str]) -> None:
-    assert process.stderr is not None
-    async for line in process.stderr:
-        log.append(line.decode())
+async def _drain(server: Server) -> None:
+    stderr = server.process.stderr
+    assert stderr is not None
+    async for line in stderr:
+        server.log.append(line.decode())
+        server.new_line.set()
+    server.eof = True
+    server.new_line.set()
+
+
+def _proc_stat(pid: int) -> list[str] | None:
+    try:
+        raw = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    # The command name (field 2) is in parentheses and may contain spaces.
+    return raw[raw.rindex(")") + 2 :].split()
+
+
+def pid_alive(pid: int) -> bool:
+    """True while ``pid`` exists and is not a zombie."""
+    fields = _proc_stat(pid)
+    return fields is not None and fields[0] != "Z"
+
+
+def child_pids(pid: int, command: str = "trustmess") -> list[int]:
+    """Live direct children of ``pid`` whose command line mentions ``command`` (from /proc)."""
+    children = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        fields = _proc_stat(int(entry.name))
+        if fields is None or fields[0] == "Z" or int(fields[1]) != pid:
+            continue
+        try:
+            cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode()
+        except OSError:
+            continue
+        if command in cmdline:
+            children.append(int(entry.name))
+    return sorted(children)
+
+
+def postgres_pids(data_dir: Path) -> list[int]:
+    """PIDs of postgres processes serving a data dir under ``data_dir``."""
+    pids = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode()
+        except OSError:
+            continue
+        if "postgres" in cmdline and str(data_dir) in cmdline and "-D" in cmdline:
+            pids.append(int(entry.name))
+    return pids
+
+
+async def eventually(
+    predicate: Callable[[], bool], timeout: float = 15.0, what: str = "condition"
+) -> None:
+    """Poll ``predicate`` (every 20 ms) until it holds; fail after ``timeout`` seconds.
+
+    For conditions nothing notifies us about, such as another process exiting.
+    """
+    deadline = asyncio.get_running_loop().time() + timeout
+    while not predicate():
+        if asyncio.get_running_loop().time() > deadline:
+            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+        await asyncio.sleep(0.02)

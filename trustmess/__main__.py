@@ -13,6 +13,7 @@ from typing import Any, NoReturn
 
 from trustmess import __version__
 from trustmess.settings import Settings, SettingsError, env_name, resolve_jwt_secret, setting_fields
+from trustmess.workers import check_workers, supervise
 
 log = logging.getLogger("trustmess")
 
@@ -27,6 +28,8 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command")
     serve = sub.add_parser("serve", help="run the server (the default)")
     serve.add_argument("--no-migrate", action="store_true", help="do not run pending migrations")
+    # Set by the --workers supervisor on its children: serve, do not supervise again.
+    serve.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     sub.add_parser("migrate", help="apply pending database migrations and exit")
     create = sub.add_parser("createuser", help="create a user account")
     create.add_argument("username")
@@ -102,6 +105,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         settings = settings_from_args(args)
         if command == "serve":
+            check_workers(settings)
             settings = resolve_jwt_secret(settings)
     except SettingsError as exc:
         print(f"trustmess: {exc}", file=sys.stderr)
@@ -124,6 +128,8 @@ def main(argv: list[str] | None = None) -> int:
 
                 upgrade(dsn)
                 log.info("database schema is up to date")
+            if command == "serve" and settings.workers > 1 and not getattr(args, "worker", False):
+                return supervise(settings.replace(database_url=dsn))
             if command == "serve":
                 from trustmess.server import serve
 

@@ -1,0 +1,489 @@
+"""Several server processes on one database and one Redis (``TRUSTMESS_BROKER=redis://…``).
+
+Each node is a real ``python -m trustmess`` process. The tests check the promises of
+protocol/README.md §8 across nodes: a message reaches sockets on every node once and in seq
+order, even with senders on every node at once; read, typing and per-user events cross nodes;
+and neither a Redis outage nor a SIGKILLed node loses an acknowledged message, for clients
+that follow §9 (reconnect to any node, ``join`` with ``since``, resend unanswered messages with
+the same ``client_msg_id``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import random
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
+
+import aiohttp
+import orjson
+import pytest
+from aiohttp import WSMsgType
+
+from tests.conftest import JWT_SECRET, RedisProcess, SocketClient, User
+from tests.serverproc import Server, start_server
+
+StartNodes = Callable[..., Awaitable[list[Server]]]
+
+
+@pytest.fixture
+async def start_nodes(database_url: str, redis_url: str) -> AsyncIterator[StartNodes]:
+    """Start server processes on the test database and the test Redis (killed at the end)."""
+    started: list[Server] = []
+
+    async def start(count: int, **settings: str) -> list[Server]:
+        env = {
+            "TRUSTMESS_DATABASE_URL": database_url,
+            "TRUSTMESS_JWT_SECRET": JWT_SECRET,
+            "TRUSTMESS_BROKER": redis_url,
+            "TRUSTMESS_WS_RATE_PER_S": "100000",
+            "TRUSTMESS_WS_BURST": "100000",
+            "TRUSTMESS_POOL_MIN": "1",
+            "TRUSTMESS_POOL_MAX": "8",
+            **{"TRUSTMESS_" + name.upper(): value for name, value in settings.items()},
+        }
+        nodes = await asyncio.gather(*(start_server(env) for _ in range(count)))
+        started.extend(nodes)
+        return list(nodes)
+
+    yield start
+    for index, node in enumerate(started):
+        await node.kill()
+        # Shown by pytest only when the test failed.
+        print(f"----- node {index} ({node.url}) log -----\n" + "".join(node.log[-200:]))
+
+
+def message(cid: int, cmid: str, body: str | None = None) -> dict[str, Any]:
+    return {
+        "type": "message",
+        "conversation_id": cid,
+        "client_msg_id": cmid,
+        "body": body or f"body of {cmid}",
+    }
+
+
+async def open_socket(session: aiohttp.ClientSession, node: Server, user: User) -> SocketClient:
+    sock = SocketClient(await session.ws_connect(node.url + "/ws", headers=user.headers))
+    hello = await sock.recv()
+    assert hello["type"] == "hello", hello
+    return sock
+
+
+async def join(sock: SocketClient, cid: int, **extra: Any) -> dict[str, Any]:
+    reply = await sock.request({"type": "join", "conversation_id": cid, **extra})
+    assert reply["type"] == "reply", reply
+    data: dict[str, Any] = reply["data"]
+    return data
+
+
+async def message_seqs(sock: SocketClient, through: int, timeout: float = 10.0) -> list[int]:
+    """Seqs of the message events ``sock`` receives, up to and including seq ``through``."""
+    seqs: list[int] = []
+    async with asyncio.timeout(timeout):
+        while not seqs or seqs[-1] < through:
+            seqs.append((await sock.recv_type("message", timeout))["seq"])
+    return seqs
+
+
+@pytest.mark.parametrize("node_count", [2, 3])
+async def test_a_message_reaches_sockets_on_every_node_once_in_seq_order(
+    node_count, start_nodes, make_user, make_group
+) -> None:
+    nodes = await start_nodes(node_count)
+    alice, bob, carol = [await make_user() for _ in range(3)]
+    cid = await make_group(alice, bob, carol)
+    async with aiohttp.ClientSession() as session:
+        sender = await open_socket(session, nodes[0], alice)
+        receivers = [
+            await open_socket(session, node, user) for node in nodes[1:] for user in (bob, carol)
+        ]
+        # The sender's own other device, on another node.
+        receivers.append(await open_socket(session, nodes[-1], alice))
+        for sock in [sender, *receivers]:
+            assert (await join(sock, cid))["last_seq"] == 0
+        for n in range(1, 6):
+            reply = await sender.request(message(cid, f"m{n}"))
+            assert reply["type"] == "reply" and reply["data"]["seq"] == n, reply
+        for sock in [sender, *receivers]:
+            assert await message_seqs(sock, 5) == [1, 2, 3, 4, 5]
+        # Exactly once: the next message event each socket sees is the next message.
+        assert (await sender.request(message(cid, "m6")))["data"]["seq"] == 6
+        for sock in [sender, *receivers]:
+            event = await sock.recv_type("message")
+            assert (event["seq"], event["client_msg_id"]) == (6, "m6")
+            assert event["sender_id"] == alice.id and event["body"] == "body of m6"
+
+
+async def test_concurrent_senders_on_three_nodes_give_every_socket_one_gapless_stream(
+    start_nodes, make_user, make_group, db
+) -> None:
+    per_sender = 100
+    nodes = await start_nodes(3)
+    senders = [await make_user() for _ in nodes]
+    readers = [await make_user() for _ in nodes]
+    cid = await make_group(*senders, *readers)
+    total = per_sender * len(senders)
+    async with aiohttp.ClientSession() as session:
+        sending = [
+            await open_socket(session, node, user)
+            for node, user in zip(nodes, senders, strict=True)
+        ]
+        # Every reader has a socket on every node.
+        reading = [await open_socket(session, node, user) for node in nodes for user in readers]
+        for sock in sending + reading:
+            await join(sock, cid)
+
+        async def send_all(index: int, sock: SocketClient) -> None:
+            for n in range(per_sender):
+                frame = message(cid, f"s{index}-{n}")
+                await sock.send({**frame, "ref": frame["client_msg_id"]})
+
+        async def collect(sock: SocketClient, replies_expected: int) -> tuple[list[int], list[int]]:
+            seqs: list[int] = []
+            replied: list[int] = []
+            while len(seqs) < total or len(replied) < replies_expected:
+                frame = await sock.recv(timeout=20)
+                if frame["type"] == "message":
+                    seqs.append(frame["seq"])
+                elif frame["type"] == "reply":
+                    replied.append(frame["data"]["seq"])
+                else:
+                    raise AssertionError(f"unexpected frame {frame}")
+            return seqs, replied
+
+        collectors = [asyncio.create_task(collect(s, per_sender)) for s in sending]
+        collectors += [asyncio.create_task(collect(s, 0)) for s in reading]
+        await asyncio.gather(*(send_all(i, s) for i, s in enumerate(sending)))
+        async with asyncio.timeout(60):
+            results = await asyncio.gather(*collectors)
+    everything = list(range(1, total + 1))
+    for index, (seqs, _) in enumerate(results):
+        assert seqs == everything, f"socket {index}: not the gapless stream 1..{total}"
+    acked = sorted(seq for _, replied in results for seq in replied)
+    assert acked == everything
+    stored = [r["seq"] for r in await db.fetch("SELECT seq FROM messages ORDER BY seq")]
+    assert stored == everything
+
+
+async def test_read_and_typing_events_cross_nodes(start_nodes, make_user, make_group) -> None:
+    node_a, node_b = await start_nodes(2)
+    alice, bob = await make_user(), await make_user()
+    cid = await make_group(alice, bob)
+    async with aiohttp.ClientSession() as session:
+        a = await open_socket(session, node_a, alice)
+        b = await open_socket(session, node_b, bob)
+        b_phone = await open_socket(session, node_a, bob)
+        for sock in (a, b, b_phone):
+            await join(sock, cid)
+        assert (await a.request(message(cid, "hello")))["data"]["seq"] == 1
+        assert (await b.recv_type("message"))["seq"] == 1
+
+        assert (await b.request({"type": "ack", "conversation_id": cid, "seq": 1}))["data"] == {
+            "conversation_id": cid,
+            "read_seq": 1,
+        }
+        read = {"type": "read", "conversation_id": cid, "user_id": bob.id, "seq": 1}
+        assert await a.recv_type("read") == read
+        # Bob's other device, on the other node, hears it too.
+        assert await b_phone.recv_type("read") == read
+
+        await a.send({"type": "typing", "conversation_id": cid})
+        start = {"type": "typing", "conversation_id": cid, "user_id": alice.id, "state": "start"}
+        assert await b.recv_type("typing") == start
+        assert await b_phone.recv_type("typing") == start
+        await a.send({"type": "typing", "conversation_id": cid, "state": "stop"})
+        assert await b.recv_type("typing") == {**start, "state": "stop"}
+
+
+async def test_conversation_and_removed_events_reach_users_on_other_nodes(
+    start_nodes, make_user, make_group
+) -> None:
+    node_a, node_b = await start_nodes(2)
+    alice, bob, carol = [await make_user() for _ in range(3)]
+    cid = await make_group(alice, bob)
+    async with aiohttp.ClientSession() as session:
+        a = await open_socket(session, node_a, alice)
+        b = await open_socket(session, node_b, bob)
+        c = await open_socket(session, node_b, carol)
+        for sock in (a, b):
+            await join(sock, cid)
+        refused = await c.request(message(cid, "too-early"))
+        assert refused["type"] == "error" and refused["code"] == "not_found"
+
+        url = f"{node_a.url}/conversations/{cid}/members"
+        async with session.post(url, json={"user_ids": [carol.id]}, headers=alice.headers) as r:
+            assert r.status == 200, await r.text()
+        for sock in (c, b):
+            event = await sock.recv_type("conversation")
+            assert event["id"] == cid
+            assert sorted(m["id"] for m in event["members"]) == sorted([alice.id, bob.id, carol.id])
+        # Node B forgot its cached "not a member" answer.
+        assert (await join(c, cid))["last_seq"] == 0
+        assert (await c.request(message(cid, "now-a-member")))["data"]["seq"] == 1
+        assert (await a.recv_type("message"))["client_msg_id"] == "now-a-member"
+
+        url = f"{node_a.url}/conversations/{cid}/members/{carol.id}"
+        async with session.delete(url, headers=alice.headers) as r:
+            assert r.status == 204, await r.text()
+        assert await c.recv_type("removed") == {"type": "removed", "conversation_id": cid}
+        assert (await a.request(message(cid, "after-removal")))["data"]["seq"] == 2
+        assert await message_seqs(b, 2) == [1, 2]
+        # Carol's node delivered seq 2 to Bob already; had it been queued for Carol too, it
+        # would come before the answer to this ping.
+        await c.request({"type": "ping"})
+        assert not [f for f in c.backlog if f["type"] == "message" and f["seq"] == 2]
+
+
+async def wait_ready(node: Server, timeout: float) -> None:
+    """Poll ``GET /readyz`` until it answers 200."""
+    async with aiohttp.ClientSession() as session, asyncio.timeout(timeout):
+        while True:
+            async with session.get(node.url + "/readyz") as resp:
+                if resp.status == 200:
+                    return
+            await asyncio.sleep(0.05)
+
+
+class Device:
+    """A client following protocol/README.md §9 against a list of nodes.
+
+    On a close it reconnects to the next node (backing off while refused), joins with ``since``
+    = the highest seq it holds without a gap, and resends every unanswered message with the
+    same ``client_msg_id``. It records the seqs each connection delivered, in order.
+    """
+
+    def __init__(
+        self, session: aiohttp.ClientSession, user: User, cid: int, nodes: list[Server], first: int
+    ) -> None:
+        self.session = session
+        self.user = user
+        self.cid = cid
+        self.nodes = nodes  # shared: a dead node is removed from it
+        self.next_node = first
+        self.connections: list[list[int]] = []  # message seqs per connection, delivery order
+        self.close_codes: list[int | None] = []
+        self.refused = 0
+        self.resumed: list[bool] = []
+        self.errors: list[dict[str, Any]] = []
+        self.last_seq = 0  # highest seq received with no gap below it
+        self.outbox: dict[str, str] = {}  # client_msg_id → body, not yet answered
+        self.acked: dict[str, int] = {}  # client_msg_id → seq
+        self.ws: aiohttp.ClientWebSocketResponse | None = None
+        self.changed = asyncio.Event()
+        self.finished = False
+
+    def __repr__(self) -> str:
+        return (
+            f"<Device user={self.user.id} last_seq={self.last_seq} outbox={len(self.outbox)} "
+            f"acked={len(self.acked)} closes={self.close_codes} refused={self.refused} "
+            f"errors={self.errors[:3]}>"
+        )
+
+    async def run(self) -> None:
+        attempt = 0
+        while not self.finished:
+            node = self.nodes[self.next_node % len(self.nodes)]
+            self.next_node += 1
+            try:
+                ws = await self.session.ws_connect(node.url + "/ws", headers=self.user.headers)
+            except (aiohttp.ClientError, OSError, TimeoutError):
+                # 503 while the node cannot reach the bus, refused when it is dead.
+                self.refused += 1
+                attempt += 1
+                await asyncio.sleep(random.uniform(0, min(1.0, 0.05 * 2**attempt)))
+                continue
+            attempt = 0
+            await self._serve(ws)
+
+    async def _serve(self, ws: aiohttp.ClientWebSocketResponse) -> None:
+        if self.finished:
+            await ws.close()
+            return
+        seqs: list[int] = []
+        self.connections.append(seqs)
+        self.ws = ws
+        try:
+            join = {"type": "join", "ref": "join", "conversation_id": self.cid}
+            await self._send({**join, "since": self.last_seq})
+            for cmid, body in list(self.outbox.items()):
+                await self._send({**message(self.cid, cmid, body), "ref": cmid})
+            async for msg in ws:
+                if msg.type != WSMsgType.TEXT:
+                    break
+                self._receive(orjson.loads(msg.data), seqs)
+        finally:
+            self.ws = None
+            if not self.finished:
+                self.close_codes.append(ws.close_code)
+            self.changed.set()
+
+    def _receive(self, frame: dict[str, Any], seqs: list[int]) -> None:
+        kind, ref = frame["type"], frame.get("ref")
+        if kind == "message":
+            seqs.append(frame["seq"])
+            if frame["seq"] == self.last_seq + 1:
+                self.last_seq = frame["seq"]
+        elif kind == "reply" and ref == "join":
+            self.resumed.append(frame["data"]["resumed"])
+        elif kind == "reply" and ref in self.outbox:
+            del self.outbox[ref]
+            self.acked[ref] = frame["data"]["seq"]
+        elif kind == "error":
+            # `unavailable` (node shutting down): a close follows, the resend happens then.
+            self.errors.append(frame)
+        self.changed.set()
+
+    async def _send(self, frame: dict[str, Any]) -> None:
+        ws = self.ws
+        if ws is not None and not ws.closed:
+            # A message lost with the connection is resent on the next one.
+            with contextlib.suppress(ConnectionError):
+                await ws.send_str(orjson.dumps(frame).decode())
+
+    async def send_messages(self, prefix: str, count: int, window: int = 5) -> None:
+        """Send ``count`` messages, at most ``window`` of them unanswered at a time."""
+        for n in range(count):
+            await self.until(lambda: len(self.outbox) < window, timeout=60)
+            if self.finished:
+                return
+            cmid = f"{prefix}-{n}"
+            self.outbox[cmid] = f"body of {cmid}"
+            await self._send({**message(self.cid, cmid), "ref": cmid})
+
+    async def until(self, predicate: Callable[[], bool], timeout: float) -> None:
+        try:
+            async with asyncio.timeout(timeout):
+                while not predicate() and not self.finished:
+                    self.changed.clear()
+                    await self.changed.wait()
+        except TimeoutError:
+            raise AssertionError(f"timed out: {self!r}") from None
+
+    async def finish(self) -> None:
+        self.finished = True
+        self.changed.set()
+        if self.ws is not None:
+            await self.ws.close()
+
+
+@contextlib.asynccontextmanager
+async def running_devices(
+    users: list[User], cid: int, nodes: list[Server]
+) -> AsyncIterator[list[Device]]:
+    """One connected, joined device per user, device i starting on node i (round robin)."""
+    async with aiohttp.ClientSession() as session:
+        devices = [Device(session, user, cid, nodes, i) for i, user in enumerate(users)]
+        tasks = [asyncio.create_task(device.run()) for device in devices]
+        try:
+            for device in devices:
+                await device.until(lambda d=device: bool(d.resumed), timeout=20)
+            yield devices
+        finally:
+            for device in devices:
+                await device.finish()
+            _, pending = await asyncio.wait(tasks, timeout=10)
+            for task in pending:
+                task.cancel()
+            for result in await asyncio.gather(*tasks, return_exceptions=True):
+                if isinstance(result, Exception):
+                    raise result
+
+
+async def send_through(
+    devices: list[Device], disrupt: Callable[[], Awaitable[None]], per_sender: int = 150
+) -> None:
+    """The first three devices send (20 each, then ``per_sender`` each); ``disrupt`` runs once
+    each has 40 answers. Returns when every message is answered and every device has all."""
+    senders = devices[:3]
+    await asyncio.gather(*(d.send_messages(f"before{i}", 20) for i, d in enumerate(senders)))
+    async with asyncio.TaskGroup() as group:
+        for i, device in enumerate(senders):
+            group.create_task(device.send_messages(f"during{i}", per_sender))
+        for device in senders:
+            await device.until(lambda d=device: len(d.acked) >= 40, timeout=20)
+        await disrupt()
+    for device in senders:
+        await device.until(lambda d=device: not d.outbox, timeout=30)
+    newest = max(seq for device in senders for seq in device.acked.values())
+    for device in devices:
+        await device.until(lambda d=device: d.last_seq >= newest, timeout=30)
+
+
+async def assert_nothing_acknowledged_was_lost(devices: list[Device], db: Any) -> None:
+    """Every acknowledged message is stored and reached every device once, in order."""
+    acked = {cmid: seq for device in devices for cmid, seq in device.acked.items()}
+    assert all(not device.outbox for device in devices), devices
+    assert len(set(acked.values())) == len(acked), "two messages acknowledged with one seq"
+    rows = await db.fetch("SELECT seq, client_msg_id FROM messages ORDER BY seq")
+    assert {r["client_msg_id"]: r["seq"] for r in rows} == acked
+    everything = list(range(1, len(acked) + 1))
+    assert [r["seq"] for r in rows] == everything
+    for device in devices:
+        assert all(device.resumed), f"a join was not resumed: {device!r}"
+        for seqs in device.connections:
+            # In seq order without a duplicate or a gap on each connection ...
+            assert seqs == sorted(set(seqs)), f"out of order or twice: {device!r}"
+            assert not seqs or seqs[-1] - seqs[0] + 1 == len(seqs), f"a gap: {device!r}"
+        # ... and, resuming with `since`, nothing twice and nothing missing across them.
+        delivered = [seq for seqs in device.connections for seq in seqs]
+        assert delivered == everything, f"{device!r} got {len(delivered)} of {len(everything)}"
+
+
+async def test_redis_outage_loses_no_acknowledged_message(
+    redis_process: RedisProcess | None, start_nodes, make_user, make_group, db
+) -> None:
+    if redis_process is None:
+        pytest.skip("stopping Redis needs the tests' own redis-server (TRUSTMESS_TEST_REDIS_URL)")
+    nodes = await start_nodes(3, broker_grace_s="1", replay_limit="100000")
+    users = [await make_user() for _ in range(6)]
+    cid = await make_group(*users)
+
+    async def outage() -> None:
+        # Stopped and started from this (the main) thread: PR_SET_PDEATHSIG ties the server to
+        # the thread that forked it, and an executor thread exits at the end of the test.
+        redis_process.stop()
+        # After the grace period every node closes its sockets with 1001 ...
+        for device in devices:
+            await device.until(lambda d=device: bool(d.close_codes), timeout=20)
+        # ... and reports itself unready while the bus is down.
+        async with aiohttp.ClientSession() as session:
+            for node in nodes:
+                async with session.get(node.url + "/readyz") as resp:
+                    body = await resp.json()
+                    assert resp.status == 503, body
+                    assert body["checks"]["broker"] == "redis unreachable", body
+        redis_process.start()
+        # Each node reconnects on its own backoff (up to 5 s); clients meanwhile resume on
+        # whichever node accepts them first.
+        for node in nodes:
+            await wait_ready(node, timeout=20)
+
+    async with running_devices(users, cid, nodes) as devices:
+        await send_through(devices, outage)
+    for device in devices:
+        assert set(device.close_codes) == {1001}, device
+    await assert_nothing_acknowledged_was_lost(devices, db)
+
+
+async def test_killed_node_loses_no_acknowledged_message(
+    start_nodes, make_user, make_group, db
+) -> None:
+    nodes = await start_nodes(3, replay_limit="100000")
+    users = [await make_user() for _ in range(6)]
+    cid = await make_group(*users)
+    victim = nodes[2]
+
+    async def kill() -> None:
+        nodes.remove(victim)  # clients reconnect to the survivors only
+        await victim.kill()
+
+    async with running_devices(users, cid, nodes) as devices:
+        await send_through(devices, kill)
+    # Devices 2 and 5 started on the victim: they moved; nobody else was disturbed.
+    for index, device in enumerate(devices):
+        if index % 3 == 2:
+            assert len(device.connections) >= 2, device
+        else:
+            assert device.close_codes == [], f"a survivor's client was disconnected: {device!r}"
+    await assert_nothing_acknowledged_was_lost(devices, db)

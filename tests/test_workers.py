@@ -1,0 +1,214 @@
+"""``python -m trustmess serve --workers N``: N server processes on one port, one supervisor.
+
+Runs the real command on the embedded database (data dir under /tmp) with the test Redis as
+broker, and checks what an operator relies on: the refusal without a broker, one port served
+by N separate processes, a crashed worker restarted, a worker that cannot start failing the
+whole server, and no process outliving the supervisor (SIGTERM: everything stops, the database
+included; SIGKILL: the workers follow it).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import aiohttp
+import pytest
+
+from tests.conftest import JWT_SECRET
+from tests.serverproc import (
+    ROOT,
+    WORKERS_LISTENING,
+    Server,
+    child_pids,
+    eventually,
+    pid_alive,
+    postgres_pids,
+    start_server,
+)
+from trustmess.settings import Settings
+from trustmess.workers import RESTARTS_PER_MINUTE, Supervisor, Worker, settings_env
+
+WORKER_LISTENING = re.compile(r"^\[worker (\d+)\] .* listening on http://")
+
+
+def test_settings_survive_the_trip_through_the_environment() -> None:
+    settings = Settings(
+        database_url="postgresql://u:p@db:5432/chat",
+        port=9000,
+        data_dir=Path("/srv/tm"),
+        jwt_secret="s" * 40,
+        allowed_origins=("https://a.example", "https://b.example"),
+        ws_compression=True,
+        ws_rate_per_s=12.5,
+        commit_window_ms=0.25,
+        broker="redis://cache:6379/2",
+        workers=4,
+    )
+    assert Settings.from_env(settings_env(settings)) == settings
+    assert "TRUSTMESS_JWT_SECRET" in settings_env(settings)
+    assert "TRUSTMESS_DATABASE_URL" not in settings_env(Settings())
+
+
+def test_restart_backoff_doubles_and_caps_restarts_per_minute() -> None:
+    worker = Worker(1)
+    delays = []
+    for _ in range(RESTARTS_PER_MINUTE + 1):
+        delays.append(Supervisor.restart_delay(worker))
+        worker.restarts.append(time.monotonic())
+    assert delays[:3] == [0.5, 1.0, 2.0]
+    # The sixth restart within a minute waits until the first one is a minute old.
+    assert delays[-1] > 50
+
+
+async def run_to_completion(env: dict[str, str], *args: str) -> tuple[int, str, bytes]:
+    """Run ``python -m trustmess ARGS`` with only ``env``'s TRUSTMESS_* variables; return its
+    exit code, stderr and stdout."""
+    full_env = {k: v for k, v in os.environ.items() if not k.startswith("TRUSTMESS_")}
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "trustmess",
+        *args,
+        cwd=ROOT,
+        env={**full_env, **env},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    async with asyncio.timeout(60):
+        out, err = await process.communicate()
+    assert process.returncode is not None
+    return process.returncode, err.decode(), out
+
+
+async def test_several_workers_need_a_shared_broker(tmp_path: Path) -> None:
+    data_dir = tmp_path / "never-created"
+    for args, env in (
+        (["--workers", "2", "--broker", "local"], {}),
+        ([], {"TRUSTMESS_WORKERS": "3"}),
+    ):
+        code, err, out = await run_to_completion(
+            {"TRUSTMESS_DATA_DIR": str(data_dir), **env}, "serve", *args
+        )
+        assert code == 2, err
+        lines = err.splitlines()
+        assert len(lines) == 1, lines
+        assert lines[0].startswith("trustmess: TRUSTMESS_WORKERS: ")
+        assert "TRUSTMESS_BROKER=redis://" in lines[0]
+        assert out == b""
+    # Refused before anything was started or written.
+    assert not data_dir.exists()
+
+
+async def test_a_worker_that_cannot_start_stops_the_server(
+    database_url: str, redis_url: str
+) -> None:
+    # The port is taken by a socket without SO_REUSEPORT: no worker can bind it.
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        env = {
+            "TRUSTMESS_DATABASE_URL": database_url,
+            "TRUSTMESS_JWT_SECRET": JWT_SECRET,
+            "TRUSTMESS_BROKER": redis_url,
+        }
+        code, err, _ = await run_to_completion(env, "serve", "--workers", "2", "--port", str(port))
+    assert code == 1, err
+    assert re.search(r"worker \d exited with code 1 during start-up", err), err
+    assert "workers)" not in err and "all workers stopped" in err
+
+
+@pytest.fixture
+def data_dir() -> Iterator[Path]:
+    # Under /tmp, not pytest's private tmp: the embedded server runs as another user.
+    path = Path(tempfile.mkdtemp(prefix="trustmess-workers-", dir="/tmp"))
+    yield path
+    for pid in postgres_pids(path):
+        os.kill(pid, signal.SIGKILL)
+    shutil.rmtree(path, ignore_errors=True)
+
+
+@pytest.fixture
+async def cluster(data_dir: Path, redis_url: str) -> AsyncIterator[Server]:
+    """``serve --workers 2`` on the embedded database, up once all workers listen."""
+    server = await start_server(
+        {"TRUSTMESS_DATA_DIR": str(data_dir), "TRUSTMESS_BROKER": redis_url},
+        "serve",
+        "--workers",
+        "2",
+        ready=WORKERS_LISTENING,
+    )
+    children = child_pids(server.process.pid)
+    yield server
+    await server.kill()
+    for pid in children + child_pids(server.process.pid):
+        if pid_alive(pid):
+            os.kill(pid, signal.SIGKILL)
+
+
+def worker_lines(server: Server) -> list[str]:
+    return [line for line in server.log if WORKER_LISTENING.search(line)]
+
+
+async def assert_serves(server: Server) -> None:
+    async with aiohttp.ClientSession() as session:
+        for _ in range(10):
+            # A new connection each time: the kernel spreads them over the workers.
+            async with session.get(server.url + "/healthz", headers={"Connection": "close"}) as r:
+                assert r.status == 200 and await r.json() == {"status": "ok"}
+        async with session.get(server.url + "/readyz") as resp:
+            body = await resp.json()
+            assert resp.status == 200, body
+            assert body["checks"]["broker"] == "redis connected"
+
+
+async def test_workers_share_the_port_and_stop_on_sigterm(cluster: Server, data_dir: Path) -> None:
+    # The supervisor announced the port only after both workers listened on it.
+    announced = [line for line in cluster.log if WORKERS_LISTENING.search(line)]
+    assert len(announced) == 1 and announced[0].rstrip().endswith("(2 workers)")
+    before = cluster.log[: cluster.log.index(announced[0])]
+    numbers = sorted(m[1] for m in map(WORKER_LISTENING.search, before) if m is not None)
+    assert numbers == ["1", "2"]
+    port = cluster.url.rsplit(":", 1)[1]
+    assert all(f":{port}" in line for line in worker_lines(cluster))
+    children = child_pids(cluster.process.pid)
+    assert len(children) == 2, children
+    assert postgres_pids(data_dir), "the supervisor starts the embedded database once"
+    await assert_serves(cluster)
+
+    assert await cluster.stop(signal.SIGTERM) == 0, "".join(cluster.log)
+    assert not any(pid_alive(pid) for pid in children)
+    assert postgres_pids(data_dir) == []
+    assert sum("shutting down" in line for line in cluster.log) == 2
+
+
+async def test_a_killed_worker_is_restarted(cluster: Server) -> None:
+    victim, survivor = child_pids(cluster.process.pid)
+    os.kill(victim, signal.SIGKILL)
+    await cluster.wait_for_log(re.compile(r"worker \d \(pid \d+\) exited with code -9; restarting"))
+    # Its replacement listens on the same port: three worker "listening" lines in all.
+    await cluster.wait_for_log(WORKER_LISTENING, count=3)
+    children = child_pids(cluster.process.pid)
+    assert len(children) == 2 and victim not in children and survivor in children
+    await assert_serves(cluster)
+    assert await cluster.stop(signal.SIGINT) == 0, "".join(cluster.log)
+    assert not any(pid_alive(pid) for pid in children)
+
+
+async def test_workers_die_with_a_killed_supervisor(cluster: Server) -> None:
+    children = child_pids(cluster.process.pid)
+    assert len(children) == 2
+    await cluster.stop(signal.SIGKILL)
+    # PR_SET_PDEATHSIG sends each worker SIGTERM: they shut down on their own.
+    await eventually(lambda: not any(pid_alive(pid) for pid in children), 15, "workers to exit")
