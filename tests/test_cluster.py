@@ -23,6 +23,7 @@ from aiohttp import WSMsgType
 
 from tests.conftest import JWT_SECRET, RedisProcess, SocketClient, User
 from tests.serverproc import Server, start_server
+from trustmess.broker_redis import channel_prefix
 
 StartNodes = Callable[..., Awaitable[list[Server]]]
 
@@ -487,3 +488,9 @@ async def test_killed_node_loses_no_acknowledged_message(
         else:
             assert device.close_codes == [], f"a survivor's client was disconnected: {device!r}"
     await assert_nothing_acknowledged_was_lost(devices, db)
+
+
+def test_channel_names_carry_the_redis_database() -> None:
+    # Redis pub/sub ignores the database number: deployments on /1 and /2 must not mix.
+    assert channel_prefix("redis://h:6379/1") != channel_prefix("redis://h:6379/2")
+    assert channel_prefix("redis://h:6379") == channel_prefix("redis://h:6379/0") == "tm0:"

@@ -21,6 +21,7 @@ import time
 import uuid
 from collections.abc import Awaitable, Callable
 from typing import Any
+from urllib.parse import urlsplit
 
 import orjson
 import redis.asyncio as aioredis
@@ -30,16 +31,14 @@ from trustmess.sequencer import FetchRange, Sequencer
 
 log = logging.getLogger(__name__)
 
-CONTROL = "tm:ctl"
 BACKOFF_MAX_S = 5.0
 
 
-def conversation_channel(conversation_id: int) -> str:
-    return f"tm:c:{conversation_id}"
-
-
-def user_channel(user_id: int) -> str:
-    return f"tm:u:{user_id}"
+def channel_prefix(url: str) -> str:
+    """``tm<db>:``: Redis pub/sub ignores the database number, so the channel names carry it
+    (two deployments on one Redis server, on different databases, stay apart)."""
+    path = urlsplit(url).path.strip("/")
+    return f"tm{path if path.isdigit() else 0}:"
 
 
 class RedisHub(LocalHub):
@@ -57,6 +56,8 @@ class RedisHub(LocalHub):
         super().__init__()
         self.node = uuid.uuid4().hex[:12]
         self._url = url
+        self._prefix = channel_prefix(url)
+        self._control_channel = self._prefix + "ctl"
         self._sequencer = Sequencer(self._deliver_message, fetch, gap_timeout_s)
         self._grace_s = grace_s
         self._on_outage = on_outage
@@ -104,10 +105,16 @@ class RedisHub(LocalHub):
 
     # --- subscriptions -------------------------------------------------------------------
 
+    def _conversation_channel(self, conversation_id: int) -> str:
+        return f"{self._prefix}c:{conversation_id}"
+
+    def _user_channel(self, user_id: int) -> str:
+        return f"{self._prefix}u:{user_id}"
+
     async def subscribe(self, conversation_id: int, subscriber: Subscriber) -> None:
         if self.add(conversation_id, subscriber):
             self._sequencer.start(conversation_id)
-            await self._subscribe(conversation_channel(conversation_id))
+            await self._subscribe(self._conversation_channel(conversation_id))
 
     def position(self, conversation_id: int, last_seq: int) -> None:
         self._sequencer.position(conversation_id, last_seq)
@@ -115,18 +122,18 @@ class RedisHub(LocalHub):
     def unsubscribe(self, conversation_id: int, subscriber: Subscriber) -> None:
         if self.remove(conversation_id, subscriber):
             self._sequencer.stop(conversation_id)
-            self._unsubscribe(conversation_channel(conversation_id))
+            self._unsubscribe(self._conversation_channel(conversation_id))
 
     def register_user(self, subscriber: Subscriber) -> None:
         if self.add_user(subscriber):
             task = asyncio.get_running_loop().create_task(
-                self._subscribe(user_channel(subscriber.user_id))
+                self._subscribe(self._user_channel(subscriber.user_id))
             )
             task.add_done_callback(_log_failure)
 
     def unregister_user(self, subscriber: Subscriber) -> None:
         if self.remove_user(subscriber):
-            self._unsubscribe(user_channel(subscriber.user_id))
+            self._unsubscribe(self._user_channel(subscriber.user_id))
 
     def claim_user_slot(self, user_id: int, session_id: str, limit: int) -> None:
         """Count the user's sockets on every node; beyond ``limit`` the oldest get 4006."""
@@ -136,7 +143,7 @@ class RedisHub(LocalHub):
     async def _claim(self, user_id: int, session_id: str, limit: int) -> None:
         if self._client is None or not self._connected.is_set():
             return
-        key = f"tm:uc:{user_id}"
+        key = f"{self._prefix}uc:{user_id}"
         async with self._client.pipeline(transaction=True) as pipe:
             pipe.zadd(key, {session_id: time.time()})
             pipe.expire(key, 7 * 86400)
@@ -153,7 +160,7 @@ class RedisHub(LocalHub):
         if client is not None and self._connected.is_set():
 
             async def release() -> None:
-                await client.zrem(f"tm:uc:{user_id}", session_id)
+                await client.zrem(f"{self._prefix}uc:{user_id}", session_id)
 
             asyncio.get_running_loop().create_task(release()).add_done_callback(_log_failure)
 
@@ -177,9 +184,9 @@ class RedisHub(LocalHub):
 
     def _wanted_channels(self) -> list[str]:
         return (
-            [CONTROL]
-            + [conversation_channel(c) for c in self.rooms()]
-            + [user_channel(u) for u in self.users()]
+            [self._control_channel]
+            + [self._conversation_channel(c) for c in self.rooms()]
+            + [self._user_channel(u) for u in self.users()]
         )
 
     # --- publishing ----------------------------------------------------------------------
@@ -199,16 +206,16 @@ class RedisHub(LocalHub):
             self._sequencer.offer(conversation_id, seq, payload)
         else:
             self.deliver(conversation_id, None, payload, skip_user, skip)
-        self._send(conversation_channel(conversation_id), [seq, skip_user], payload)
+        self._send(self._conversation_channel(conversation_id), [seq, skip_user], payload)
 
     def publish_user(self, user_id: int, event: dict[str, Any]) -> None:
         payload = orjson.dumps(event)
         self.deliver_user(user_id, payload)
-        self._send(user_channel(user_id), [None, None], payload)
+        self._send(self._user_channel(user_id), [None, None], payload)
 
     def publish_control(self, op: dict[str, Any]) -> None:
         super().publish_control(op)
-        self._send(CONTROL, [None, None], orjson.dumps(op))
+        self._send(self._control_channel, [None, None], orjson.dumps(op))
 
     def _send(self, channel: str, header: list[Any], payload: bytes) -> None:
         if not self._connected.is_set():
@@ -291,8 +298,8 @@ class RedisHub(LocalHub):
         self.bus_received += 1
         self.bus_lag_s = max(0.0, time.time() - sent_at)
         payload = data[split + 1 :]
-        kind, _, key = channel[3:].partition(":")
-        if channel == CONTROL:
+        kind, _, key = channel.removeprefix(self._prefix).partition(":")
+        if channel == self._control_channel:
             if self._control is not None:
                 self._control(orjson.loads(payload))
         elif kind == "c":

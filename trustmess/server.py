@@ -27,7 +27,11 @@ async def serve(settings: Settings) -> None:
         site = web.TCPSite(
             runner, settings.host, settings.port, reuse_port=settings.workers > 1, backlog=1024
         )
-        await site.start()
+        try:
+            await site.start()
+        except OSError as exc:
+            log.error("cannot listen on %s:%s: %s", settings.host, settings.port, exc.strerror)
+            raise SystemExit(1) from None
         for address in runner.addresses:
             host, port = address[0], address[1]
             shown = f"[{host}]" if ":" in host else host
