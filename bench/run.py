@@ -1,0 +1,293 @@
+"""Benchmark harness: start servers, run the load tester through fixed scenarios, write RESULTS.md.
+
+    python bench/run.py            # full run (a few minutes), writes bench/RESULTS.md
+    python bench/run.py --quick    # tiny versions of every scenario, a smoke check
+    python bench/run.py --profile  # also py-spy the server under scenario 1
+
+Scenarios 1-3 share one server (their users are created once), the idle scenario gets a fresh
+server so its RSS baseline is clean, and the baseline scenario a server with group commit off.
+``TRUSTMESS_DATABASE_URL`` in the environment makes every server use that database instead of an
+embedded one (its CPU is then not measured).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import shlex
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pyspy
+import results
+from server import BENCH_ENV, ROOT, BenchServer
+
+
+@dataclass(frozen=True)
+class Scenario:
+    key: str
+    title: str
+    args: list[str]
+    quick_args: list[str]
+    server: str = "main"  # which server the scenario runs on
+    # (what, JSON path in the load tester's result, "<=" or ">=", limit, divisor for display)
+    targets: list[tuple[str, str, str, float, float]] = field(default_factory=list)
+
+
+TOPOLOGY = ["--users", "1000", "--groups", "200", "--group-size", "5"]
+QUICK_TOPOLOGY = ["--users", "40", "--groups", "8", "--group-size", "5"]
+QUICK_TIMING = ["--duration", "2", "--warmup", "0.5"]
+FANOUT_TIMING = ["--arrival", "fixed", "--duration", "15", "--warmup", "3"]
+THROUGHPUT = ["--window", "2", "--duration", "20", "--warmup", "5"]
+
+SCENARIOS = [
+    Scenario(
+        "throughput",
+        "1. Throughput: 1,000 sockets, 200 groups of 5, closed loop",
+        [*TOPOLOGY, *THROUGHPUT],
+        [*QUICK_TOPOLOGY, "--window", "2", *QUICK_TIMING],
+        targets=[
+            ("server CPU per persisted message (µs)", "server.cpu_us_per_message", "<=", 50, 1),
+            ("persisted messages/s", "rates.messages_per_s", ">=", 10_000, 1),
+        ],
+    ),
+    Scenario(
+        "latency",
+        "2. Latency: same topology, open loop at 2,000 messages/s",
+        [*TOPOLOGY, "--rate", "2000", "--arrival", "poisson", "--duration", "20", "--warmup", "3"],
+        [*QUICK_TOPOLOGY, "--rate", "200", *QUICK_TIMING],
+        targets=[
+            ("p50 send→delivery (ms)", "latency_us.send_to_delivery.p50", "<=", 5, 1000),
+            ("p99 send→delivery (ms)", "latency_us.send_to_delivery.p99", "<=", 25, 1000),
+        ],
+    ),
+    Scenario(
+        "fanout",
+        "3. Fan-out: one group of 1,000 members, 5 senders at 60 messages/s",
+        # Fixed arrivals: the target is exactly 60 x 1,000 deliveries/s, which a Poisson
+        # process would undershoot by chance in half the runs.
+        ["--users", "1000", "--fanout", "--senders", "5", "--rate", "60", *FANOUT_TIMING],
+        ["--users", "50", "--fanout", "--senders", "5", "--rate", "20", *QUICK_TIMING],
+        targets=[
+            ("deliveries/s", "rates.deliveries_per_s", ">=", 60_000, 1),
+            ("p99 send→delivery (ms)", "latency_us.send_to_delivery.p99", "<=", 100, 1000),
+        ],
+    ),
+    Scenario(
+        "idle",
+        "4. Idle: 10,000 authenticated, joined sockets, heartbeats on (30 s)",
+        ["--idle", "10000", "--duration", "35", "--warmup", "0", "--connect-concurrency", "100"],
+        ["--idle", "200", "--duration", "2", "--warmup", "0"],
+        server="idle",
+        targets=[("server RSS per socket (KiB)", "server.rss_per_socket_bytes", "<=", 20, 1024)],
+    ),
+    Scenario(
+        "baseline",
+        "5. Baseline: scenario 1 with group commit off (one transaction per message)",
+        [*TOPOLOGY, *THROUGHPUT],
+        [*QUICK_TOPOLOGY, "--window", "2", *QUICK_TIMING],
+        server="baseline",
+        targets=[
+            ("server CPU per persisted message (µs)", "server.cpu_us_per_message", "<=", 50, 1)
+        ],
+    ),
+]
+# A scenario is rerun when other processes took more than this share of the machine during its
+# window, as long as the whole benchmark has run for less than the budget.
+QUIET_SHARE = 0.10
+RETRY_BUDGET_S = 240.0
+SERVER_ENV = {"main": {}, "idle": {}, "baseline": {"TRUSTMESS_GROUP_COMMIT": "false"}}
+
+
+def machine_busy(seconds: float = 2.0) -> float:
+    """Share of all CPUs busy over the next ``seconds`` (from /proc/stat), 0-1."""
+
+    def sample() -> tuple[int, int]:
+        with open("/proc/stat") as handle:
+            values = [int(v) for v in handle.readline().split()[1:8]]
+        return sum(values) - values[3] - values[4], sum(values)
+
+    busy0, total0 = sample()
+    time.sleep(seconds)
+    busy1, total1 = sample()
+    return (busy1 - busy0) / max(1, total1 - total0)
+
+
+def wait_for_quiet(limit_s: float = 30.0, threshold: float = 0.25) -> float:
+    """Wait (bounded) until other work on the machine calms down; the last busy share.
+
+    Server, database and tester share the cores with whatever else runs here, so a scenario
+    started next to someone's test suite measures that suite too.
+    """
+    deadline = time.monotonic() + limit_s
+    busy = machine_busy()
+    while busy > threshold and time.monotonic() < deadline:
+        print(f"   machine {busy:.0%} busy before the scenario; waiting for it to calm down")
+        busy = machine_busy(5.0)
+    return busy
+
+
+def run_scenario(
+    scenario: Scenario,
+    server: BenchServer,
+    procs: int,
+    quick: bool,
+    workdir: Path,
+    on_go: Callable[[], None] | None = None,
+) -> dict[str, Any]:
+    """Run the load tester once; ``on_go`` is called when it starts sending (warm-up begins)."""
+    out = workdir / f"{scenario.key}.json"
+    args = scenario.quick_args if quick else scenario.args
+    command = [sys.executable, "-m", "trustmess.loadtest", "--url", server.url, "--prefix", "bench"]
+    command += [*args, "--procs", str(procs), "--server-pid", str(server.pid), "--json", str(out)]
+    if server.db_pid is not None:
+        command += ["--db-pid", str(server.db_pid)]
+    print(f"== {scenario.title}\n$ {shlex.join(command[1:])}", flush=True)
+    started = time.monotonic()
+    process = subprocess.Popen(
+        command, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+    assert process.stdout is not None and process.stderr is not None
+    errors = []
+    for line in process.stderr:  # the summary on stdout is small and comes last
+        errors.append(line)
+        if on_go is not None and line.startswith("loadtest: go:"):
+            on_go()
+    stdout = process.stdout.read()
+    exit_code = process.wait()
+    print(stdout or "".join(errors), flush=True)
+    data: dict[str, Any] = json.loads(out.read_text()) if out.exists() else {}
+    shown = ["python -m trustmess.loadtest --url $URL --prefix bench", shlex.join(args)]
+    shown += [f"--procs {procs} --server-pid $SERVER_PID --db-pid $POSTMASTER_PID"]
+    return {
+        "scenario": scenario,
+        "command": " ".join(shown),
+        "exit_code": exit_code,
+        "summary": stdout.strip() or "".join(errors).strip(),
+        "data": data,
+        "seconds": round(time.monotonic() - started, 1),
+    }
+
+
+def profile_throughput(server: BenchServer, procs: int, workdir: Path) -> str:
+    """Scenario 1 once more, with py-spy on the server for exactly the measured window."""
+    if pyspy.py_spy() is None:
+        return "_py-spy not installed: `pip install py-spy`_"
+    raw = workdir / "server-profile.txt"
+    warmup, duration = 3.0, 15.0
+    args = [*TOPOLOGY, "--window", "2", "--duration", str(duration), "--warmup", str(warmup)]
+    scenario = Scenario("profile", SCENARIOS[0].title, args, [])
+    recorders: list[subprocess.Popen[bytes]] = []
+
+    def record() -> None:
+        recorder = pyspy.start_recording(server.pid, duration, raw)
+        if recorder is not None:
+            recorders.append(recorder)
+
+    wait_for_quiet()
+    run_scenario(
+        scenario, server, procs, False, workdir, lambda: threading.Timer(warmup, record).start()
+    )
+    for recorder in recorders:
+        recorder.wait()
+    return pyspy.markdown(raw) if raw.exists() else "_py-spy recorded nothing_"
+
+
+def other_load(run: dict[str, Any]) -> float:
+    """Share of the machine taken by processes outside the benchmark (or by the hypervisor)
+    during the window."""
+    data = run["data"]
+    other = results.lookup(data, "machine.other_cpu_s")
+    stolen = results.lookup(data, "machine.steal_percent") or 0.0
+    cpus = results.lookup(data, "machine.cpus") or 1
+    if other is None:
+        return 1.0
+    return float(other / (data.get("window_s") or 1) / cpus + stolen / 100)
+
+
+def run_quietest(
+    scenario: Scenario, server: BenchServer, args: argparse.Namespace, workdir: Path, retry: bool
+) -> dict[str, Any]:
+    """Run once; while other work on the machine took a noticeable share of the CPU during
+    the window, run again (up to ``--attempts``) and keep the least disturbed run."""
+    best: dict[str, Any] | None = None
+    attempts = args.attempts if retry else 1
+    for attempt in range(1, attempts + 1):
+        busy_before = machine_busy(0.5) if args.quick else wait_for_quiet()
+        run = run_scenario(scenario, server, args.procs, args.quick, workdir)
+        run |= {"busy_before": busy_before, "attempt": attempt, "other_load": other_load(run)}
+        if best is None or run["other_load"] < best["other_load"]:
+            best = run
+        if run["other_load"] <= QUIET_SHARE:
+            break
+        print(f"   other processes used {run['other_load']:.0%} of the machine; ", end="")
+        print("running the scenario again" if attempt < attempts else "keeping the quietest run")
+    assert best is not None
+    best["attempts"] = attempt
+    return best
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="tiny scenarios (smoke check)")
+    parser.add_argument("--procs", type=int, default=2, help="load-test processes")
+    parser.add_argument("--profile", action="store_true", help="py-spy the server (scenario 1)")
+    parser.add_argument("--only", action="append", help="run only this scenario (repeatable)")
+    parser.add_argument(
+        "--attempts", type=int, default=3, help="runs of a scenario disturbed by other load"
+    )
+    parser.add_argument("--out", type=Path, help="markdown output (default: bench/RESULTS.md)")
+    args = parser.parse_args()
+    # Stop the servers (and their embedded databases) on Ctrl-C or SIGTERM, even when started
+    # in the background by a shell that ignores SIGINT.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
+    _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))  # inherited by the servers
+    database_url = os.environ.get("TRUSTMESS_DATABASE_URL")
+    workdir = Path(tempfile.mkdtemp(prefix="trustmess-bench-out-", dir="/tmp"))
+    runs: list[dict[str, Any]] = []
+    servers: dict[str, BenchServer] = {}
+    profile_md: str | None = None
+    started = time.monotonic()
+    try:
+        for scenario in SCENARIOS:
+            if args.only and scenario.key not in args.only:
+                continue
+            if scenario.server not in servers:
+                for old in servers.values():
+                    old.stop()
+                servers = {scenario.server: BenchServer(SERVER_ENV[scenario.server], database_url)}
+            server = servers[scenario.server]
+            retry = not args.quick and time.monotonic() - started < RETRY_BUDGET_S
+            runs.append(run_quietest(scenario, server, args, workdir, retry))
+            if args.profile and scenario.key == "throughput" and not args.quick:
+                profile_md = profile_throughput(server, args.procs, workdir)
+        machine = results.machine_info(server.dsn)
+    finally:
+        for old in servers.values():
+            old.stop()
+    elapsed = time.monotonic() - started
+    text = results.render(runs, machine, BENCH_ENV, profile_md, args.quick, elapsed)
+    out = args.out or (None if args.quick else ROOT / "bench" / "RESULTS.md")
+    if out is not None:
+        out.write_text(text)
+        print(f"wrote {out} ({elapsed:.0f} s); the load tester's JSON results are in {workdir}")
+    failed = [run["scenario"].key for run in runs if run["exit_code"] != 0]
+    if failed:
+        print("verification failed or run broken in: " + ", ".join(failed), file=sys.stderr)
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
