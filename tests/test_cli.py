@@ -17,22 +17,7 @@ import aiohttp
 import asyncpg
 import pytest
 
-from tests.serverproc import Server, start_server
-
-
-def postgres_pids(data_dir: Path) -> list[int]:
-    """PIDs of postgres processes serving ``data_dir`` (from /proc, no psutil needed)."""
-    pids = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode()
-        except OSError:
-            continue
-        if "postgres" in cmdline and str(data_dir) in cmdline and "-D" in cmdline:
-            pids.append(int(entry.name))
-    return pids
+from tests.serverproc import Server, postgres_pids, start_server
 
 
 @pytest.fixture
