@@ -88,3 +88,20 @@ async def test_resubmitting_a_stored_message_is_a_duplicate_across_batches(
     again = await writer.submit(NewMessage(cid, alice.id, "x", "changed body", None))
     assert again.duplicate and again.message.id == first.message.id
     assert again.message.body == "hello" and again.message.seq == 1
+
+
+async def test_a_failing_answer_does_not_disturb_the_rest_of_its_batch(
+    client, make_user, make_group, caplog
+) -> None:
+    alice = await make_user()
+    cid = await make_group(alice)
+    writer = client.app[WRITER]
+
+    def explode(outcome: object) -> None:
+        raise RuntimeError("the sender's callback broke")
+
+    writer.submit_with(NewMessage(cid, alice.id, "x1", "first", None), explode)
+    second = writer.submit(NewMessage(cid, alice.id, "x2", "second", None))
+    result = await asyncio.wait_for(second, 5)
+    assert result.message.seq == 2 and not result.duplicate
+    assert "answering a sender failed" in caplog.text

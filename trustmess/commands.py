@@ -17,12 +17,13 @@ from trustmess import frames
 from trustmess.appkeys import ACTIVE_USERS, GATEWAY, HUB, POOL, READ_MARKERS, SETTINGS
 from trustmess.auth import decode_access_token, unauthenticated
 from trustmess.connection import Connection, JoinState
-from trustmess.errors import ApiError, CloseCode, ErrorCode, not_found
+from trustmess.errors import ApiError, CloseCode, not_found
 from trustmess.events import publish_read
 from trustmess.messaging import submit_message
 from trustmess.models import SendResult, format_ts
 from trustmess.store.conversations import conversation_state
 from trustmess.store.history import messages_after
+from trustmess.store.messages import NewMessage
 
 Reply = dict[str, Any] | None
 
@@ -83,33 +84,24 @@ async def leave(app: web.Application, conn: Connection, cmd: frames.Leave) -> Re
 
 async def message(app: web.Application, conn: Connection, cmd: frames.SendMessage) -> Reply:
     """Queue for group commit and go on reading; the reply is sent from the commit callback."""
-    future = submit_message(
-        app, conn.user_id, cmd.conversation_id, cmd.client_msg_id, cmd.body, cmd.reply_to
-    )
     ref = cmd.ref
 
-    def answer(done: asyncio.Future[SendResult]) -> None:
-        error = done.exception()
-        if error is not None:
-            if isinstance(error, ApiError):
-                conn.send(frames.error(ref, error.code, error.message, error.field))
-            else:
-                conn.send(frames.error(ref, ErrorCode.INTERNAL, "message not stored"))
-            return
-        if ref is None:
-            return
-        result = done.result()
-        msg = result.message
-        data = {
-            "conversation_id": msg.conversation_id,
-            "id": msg.id,
-            "seq": msg.seq,
-            "created_at": format_ts(msg.created_at),
-            "duplicate": result.duplicate,
-        }
-        conn.send(frames.reply(ref, data))
+    def answer(outcome: SendResult | ApiError) -> None:
+        if isinstance(outcome, ApiError):
+            conn.send(frames.error(ref, outcome.code, outcome.message, outcome.field))
+        elif ref is not None:
+            msg = outcome.message
+            data = {
+                "conversation_id": msg.conversation_id,
+                "id": msg.id,
+                "seq": msg.seq,
+                "created_at": format_ts(msg.created_at),
+                "duplicate": outcome.duplicate,
+            }
+            conn.send(frames.reply(ref, data))
 
-    future.add_done_callback(answer)
+    new = NewMessage(cmd.conversation_id, conn.user_id, cmd.client_msg_id, cmd.body, cmd.reply_to)
+    submit_message(app, new, answer)
     return None
 
 

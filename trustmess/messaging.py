@@ -14,28 +14,20 @@ from trustmess.hub import Hub
 from trustmess.models import Message, SendResult
 from trustmess.readbuffer import ReadMarkerBuffer
 from trustmess.store.messages import NewMessage
-from trustmess.writer import WriterClosed
+from trustmess.writer import Answer, WriterClosed
 
 
-def submit_message(
-    app: web.Application,
-    sender_id: int,
-    conversation_id: int,
-    client_msg_id: str,
-    body: str,
-    reply_to: int | None,
-) -> asyncio.Future[SendResult]:
-    """Queue the message for the next group commit; the future resolves after commit.
+def submit_message(app: web.Application, message: NewMessage, answer: Answer) -> None:
+    """Queue the message for the next group commit; ``answer`` is called after commit.
 
-    The future raises ApiError ``not_found`` when the sender is not a member and ``invalid``
-    (field ``reply_to``) when reply_to is not an existing seq of the conversation.
+    It gets the SendResult, or ApiError ``not_found`` when the sender is not a member and
+    ``invalid`` (field ``reply_to``) when reply_to is not an existing seq of the conversation.
+    Raises ApiError ``unavailable`` at once while the server shuts down.
     """
     try:
-        return app[WRITER].submit(
-            NewMessage(conversation_id, sender_id, client_msg_id, body, reply_to)
-        )
+        app[WRITER].submit_with(message, answer)
     except WriterClosed:
-        raise ApiError(503, ErrorCode.UNAVAILABLE, "server is shutting down") from None
+        raise _shutting_down() from None
 
 
 async def send_message(
@@ -47,10 +39,17 @@ async def send_message(
     reply_to: int | None,
 ) -> SendResult:
     """Store the message (or find the one already stored under ``client_msg_id``)."""
+    message = NewMessage(conversation_id, sender_id, client_msg_id, body, reply_to)
+    try:
+        future = app[WRITER].submit(message)
+    except WriterClosed:
+        raise _shutting_down() from None
     # shield: a client that disconnects must not cancel the write of a queued message.
-    return await asyncio.shield(
-        submit_message(app, sender_id, conversation_id, client_msg_id, body, reply_to)
-    )
+    return await asyncio.shield(future)
+
+
+def _shutting_down() -> ApiError:
+    return ApiError(503, ErrorCode.UNAVAILABLE, "server is shutting down")
 
 
 def message_publisher(hub: Hub, markers: ReadMarkerBuffer) -> Callable[[Message], None]:

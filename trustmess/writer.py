@@ -1,7 +1,9 @@
 """Group commit: one task appends queued messages in batches, then publishes them in seq order.
 
-Every sender (HTTP or socket) hands its message to ``MessageWriter.submit`` and gets a future
-that resolves only after the batch holding it committed. Because one task commits batches one
+Every sender hands its message to the writer and is answered only after the batch holding it
+committed: the socket path passes a callback (``submit_with``), called right after the batch's
+events are published, so a sender's reply leaves in the same write as the batch's deliveries;
+the HTTP path awaits a future (``submit``). Because one task commits batches one
 after another and publishes each batch before the next, events for a conversation leave this
 process in seq order. A batch that fails is retried message by message, so one bad row cannot
 lose or mis-answer the others.
@@ -14,6 +16,7 @@ import contextlib
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 
 import asyncpg
 
@@ -24,12 +27,14 @@ from trustmess.store.messages import AppendResult, NewMessage, append_messages
 log = logging.getLogger(__name__)
 
 Publish = Callable[[Message], None]
+# Called once per submitted message: with its SendResult, or the ApiError that refused it.
+Answer = Callable[[SendResult | ApiError], None]
 
 
 @dataclass(slots=True)
 class _Pending:
     message: NewMessage
-    future: asyncio.Future[SendResult]
+    answer: Answer
 
 
 class WriterClosed(Exception):
@@ -60,12 +65,17 @@ class MessageWriter:
     def start(self) -> None:
         self._task = asyncio.create_task(self._run(), name="message-writer")
 
-    def submit(self, message: NewMessage) -> asyncio.Future[SendResult]:
-        """Queue ``message``; the future resolves after commit (or raises ApiError)."""
+    def submit_with(self, message: NewMessage, answer: Answer) -> None:
+        """Queue ``message``; ``answer`` is called from the writer after commit (never raises
+        into it: its exceptions are logged)."""
         if self._closed:
             raise WriterClosed
+        self._queue.put_nowait(_Pending(message, answer))
+
+    def submit(self, message: NewMessage) -> asyncio.Future[SendResult]:
+        """Queue ``message``; the future resolves after commit (or raises ApiError)."""
         future: asyncio.Future[SendResult] = asyncio.get_running_loop().create_future()
-        self._queue.put_nowait(_Pending(message, future))
+        self.submit_with(message, partial(_settle, future))
         return future
 
     async def close(self) -> None:
@@ -108,8 +118,7 @@ class MessageWriter:
         except Exception:
             if len(rows) == 1:
                 log.exception("storing a message failed")
-                for pending in groups[0]:
-                    _fail(pending, ApiError(500, ErrorCode.INTERNAL, "message not stored"))
+                _answer_all(groups[0], ApiError(500, ErrorCode.INTERNAL, "message not stored"))
                 return
             log.warning("a batch of %d failed; retrying one by one", len(rows), exc_info=True)
             for group in groups:
@@ -122,12 +131,10 @@ class MessageWriter:
     def _answer(self, group: list[_Pending], result: AppendResult) -> None:
         first = group[0].message
         if result.status == "not_member":
-            for pending in group:
-                _fail(pending, not_found("conversation not found"))
+            _answer_all(group, not_found("conversation not found"))
             return
         if result.status == "bad_reply_to":
-            for pending in group:
-                _fail(pending, invalid("reply_to", "must be an existing seq of the conversation"))
+            _answer_all(group, invalid("reply_to", "must be an existing seq of the conversation"))
             return
         assert result.id is not None and result.seq is not None and result.created_at is not None
         message = Message(
@@ -146,15 +153,31 @@ class MessageWriter:
                 self._publish(message)
             except Exception:
                 log.exception("publishing message %s failed", message.id)
-        for index, pending in enumerate(group):
-            duplicate = result.status == "duplicate" or index > 0
-            if not pending.future.done():
-                pending.future.set_result(SendResult(message, duplicate))
+        duplicate = result.status == "duplicate"
+        for pending in group:
+            _call(pending.answer, SendResult(message, duplicate))
+            duplicate = True
 
 
-def _fail(pending: _Pending, error: ApiError) -> None:
-    if not pending.future.done():
-        pending.future.set_exception(error)
-        # Nobody may be waiting any more (the socket closed); don't warn about it.
+def _answer_all(group: list[_Pending], outcome: SendResult | ApiError) -> None:
+    for pending in group:
+        _call(pending.answer, outcome)
+
+
+def _call(answer: Answer, outcome: SendResult | ApiError) -> None:
+    try:
+        answer(outcome)
+    except Exception:
+        log.exception("answering a sender failed")
+
+
+def _settle(future: asyncio.Future[SendResult], outcome: SendResult | ApiError) -> None:
+    if future.done():
+        return
+    if isinstance(outcome, ApiError):
+        future.set_exception(outcome)
+        # Nobody may be waiting any more (the client went away); don't warn about it.
         with contextlib.suppress(Exception):
-            pending.future.exception()
+            future.exception()
+    else:
+        future.set_result(outcome)
