@@ -232,10 +232,13 @@ class Connection:
                 await self._writer
 
 
+_SHORT_HEADERS = tuple(bytes((0x81, length)) for length in range(126))
+
+
 def _text_frame_header(length: int) -> bytes:
     """RFC 6455 header of a final, unmasked text frame (server to client)."""
     if length < 126:
-        return bytes((0x81, length))
+        return _SHORT_HEADERS[length]
     if length < 1 << 16:
         return struct.pack("!BBH", 0x81, 126, length)
     return struct.pack("!BBQ", 0x81, 127, length)

@@ -22,10 +22,17 @@ class TokenBucket:
         self._stamp = now
 
     def take(self, now: float | None = None) -> bool:
-        self._refill(time.monotonic() if now is None else now)
-        if self._tokens >= 1.0:
-            self._tokens -= 1.0
+        # _refill inlined: this runs for every socket command.
+        if now is None:
+            now = time.monotonic()
+        tokens = self._tokens + (now - self._stamp) * self.rate
+        self._stamp = now
+        if tokens > self.burst:
+            tokens = self.burst
+        if tokens >= 1.0:
+            self._tokens = tokens - 1.0
             return True
+        self._tokens = tokens
         return False
 
     def retry_after(self, now: float | None = None) -> float:

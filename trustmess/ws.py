@@ -155,7 +155,9 @@ async def websocket(request: web.Request) -> web.StreamResponse:
 
 async def _read_loop(app: web.Application, conn: Connection, settings: Settings) -> None:
     metrics = app[METRICS]
-    async for msg in conn.ws:
+    receive = conn.ws.receive  # not `async for`: one coroutine layer less per frame
+    while True:
+        msg = await receive()
         if conn.closing:
             break
         if msg.type == WSMsgType.TEXT:
@@ -173,6 +175,7 @@ async def _read_loop(app: web.Application, conn: Connection, settings: Settings)
         elif msg.type == WSMsgType.BINARY:
             conn.send(frames.error(None, ErrorCode.BAD_FRAME, "binary frames are not supported"))
         else:
-            # ERROR (e.g. a frame over the size limit: aiohttp has closed with 1009).
+            # CLOSE/CLOSING/CLOSED, or ERROR (e.g. a frame over the size limit: aiohttp has
+            # closed with 1009).
             break
     await asyncio.sleep(0)
