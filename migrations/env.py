@@ -10,6 +10,7 @@ from alembic import context
 from sqlalchemy.ext.asyncio import create_async_engine
 from sqlalchemy.pool import NullPool
 
+from trustmess.migrate import migration_lock
 from trustmess.schema import metadata
 
 config = context.config
@@ -17,9 +18,11 @@ target_metadata = metadata
 
 
 def _do_run(connection: Any) -> None:
-    context.configure(connection=connection, target_metadata=target_metadata, compare_type=True)
-    with context.begin_transaction():
-        context.run_migrations()
+    # Concurrent runs (several machines starting `serve`) migrate one after the other.
+    with migration_lock(connection):
+        context.configure(connection=connection, target_metadata=target_metadata, compare_type=True)
+        with context.begin_transaction():
+            context.run_migrations()
 
 
 async def _run(dsn: str) -> None:

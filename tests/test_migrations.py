@@ -1,15 +1,22 @@
-"""Migrations: up, down, up again, and no drift between schema.py and the revisions."""
+"""Migrations: up, down, up again, no drift between schema.py and the revisions, and
+concurrent upgrades (several machines starting at once) serialised by an advisory lock."""
 
 from __future__ import annotations
 
 import asyncio
 import subprocess
 import sys
+import uuid
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
 import asyncpg
+import pytest
+from alembic.script import ScriptDirectory
 
-from trustmess.migrate import check, downgrade, upgrade
+from tests import conftest
+from tests.conftest import _admin, with_database
+from trustmess.migrate import MIGRATION_LOCK_KEY, alembic_config, check, downgrade, upgrade
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -66,3 +73,132 @@ async def test_migrate_subcommand(database_url: str, monkeypatch) -> None:
     assert result.returncode == 0, result.stderr
     assert "database schema is up to date" in result.stderr
     assert await _tables(database_url) >= APP_TABLES
+
+
+# Backends waiting for (granted = false) or holding the migration lock. pg_locks shows a bigint
+# advisory key as its high and low 32 bits (classid, objid) with objsubid 1.
+LOCK_HOLDERS = """
+    SELECT pid FROM pg_locks
+    WHERE locktype = 'advisory' AND objsubid = 1 AND granted = $2
+      AND ((classid::bigint << 32) | objid::bigint) = $1
+"""
+
+
+async def lock_pids(conn: asyncpg.Connection, *, granted: bool) -> set[int]:
+    return {row["pid"] for row in await conn.fetch(LOCK_HOLDERS, MIGRATION_LOCK_KEY, granted)}
+
+
+async def wait_for_waiters(
+    conn: asyncpg.Connection, count: int, finished: Callable[[], bool]
+) -> set[int]:
+    """Poll pg_locks until ``count`` other backends wait for the migration lock; fail if an
+    upgrade has ``finished`` first (it did not wait) or after 30 s."""
+    deadline = asyncio.get_running_loop().time() + 30
+    while True:
+        if finished():
+            raise AssertionError("an upgrade finished while the migration lock was held")
+        waiting = await lock_pids(conn, granted=False)
+        if len(waiting) >= count:
+            return waiting
+        if asyncio.get_running_loop().time() > deadline:
+            raise AssertionError(f"{count} upgrades never waited for the lock: {waiting}")
+        await asyncio.sleep(0.02)
+
+
+def head_revision() -> str | None:
+    return ScriptDirectory.from_config(alembic_config("")).get_current_head()
+
+
+async def version_rows(dsn: str) -> list[str]:
+    conn = await asyncpg.connect(dsn)
+    try:
+        return [row["version_num"] for row in await conn.fetch("SELECT * FROM alembic_version")]
+    finally:
+        await conn.close()
+
+
+async def test_upgrade_waits_for_the_migration_lock(database_url: str) -> None:
+    await asyncio.to_thread(downgrade, database_url, "base")
+    holder = await asyncpg.connect(database_url)
+    upgrading: asyncio.Future[None] | None = None
+    try:
+        await holder.execute("SELECT pg_advisory_lock($1)", MIGRATION_LOCK_KEY)
+        # The query finds the lock we hold: a waiter would be visible to it too.
+        assert await lock_pids(holder, granted=True) == {holder.get_server_pid()}
+
+        upgrading = asyncio.ensure_future(asyncio.to_thread(upgrade, database_url))
+        waiting = await wait_for_waiters(holder, 1, upgrading.done)
+        assert holder.get_server_pid() not in waiting
+        assert not (APP_TABLES & await _tables(database_url)), "migrated while blocked"
+
+        await holder.execute("SELECT pg_advisory_unlock($1)", MIGRATION_LOCK_KEY)
+        async with asyncio.timeout(60):
+            await upgrading
+    finally:
+        await holder.close()  # releases the lock, so a still-blocked upgrade can end
+        if upgrading is not None:
+            await asyncio.gather(upgrading, return_exceptions=True)
+    assert await _tables(database_url) >= APP_TABLES
+    assert await version_rows(database_url) == [head_revision()]
+    # Released once done: nobody holds or waits for it any more.
+    check_conn = await asyncpg.connect(database_url)
+    try:
+        assert await lock_pids(check_conn, granted=True) == set()
+        assert await lock_pids(check_conn, granted=False) == set()
+    finally:
+        await check_conn.close()
+
+
+@pytest.fixture
+async def empty_database(pg_server: conftest.TestDatabaseServer) -> AsyncIterator[str]:
+    """A database with no tables at all (not cloned from the migrated template)."""
+    name = f"tm_empty_{uuid.uuid4().hex[:12]}"
+    await _admin(pg_server.admin_dsn, f'CREATE DATABASE "{name}"')
+    try:
+        yield with_database(pg_server.admin_dsn, name)
+    finally:
+        await _admin(pg_server.admin_dsn, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+async def test_concurrent_upgrades_of_an_empty_database_both_succeed(
+    empty_database: str,
+) -> None:
+    # Two `migrate` processes, as two machines starting at once. (Not two threads: Alembic keeps
+    # its context in module globals.) Both queue behind a lock the test holds, then go at the
+    # same instant; without serialisation both would create alembic_version and the tables.
+    holder = await asyncpg.connect(empty_database)
+    processes: list[asyncio.subprocess.Process] = []
+    try:
+        await holder.execute("SELECT pg_advisory_lock($1)", MIGRATION_LOCK_KEY)
+        for _ in range(2):
+            processes.append(
+                await asyncio.create_subprocess_exec(
+                    sys.executable,
+                    "-m",
+                    "trustmess",
+                    "migrate",
+                    "--database-url",
+                    empty_database,
+                    cwd=ROOT,
+                    stderr=subprocess.PIPE,
+                )
+            )
+        await wait_for_waiters(holder, 2, lambda: any(p.returncode is not None for p in processes))
+        await holder.execute("SELECT pg_advisory_unlock($1)", MIGRATION_LOCK_KEY)
+        async with asyncio.timeout(60):
+            outputs = [(await p.communicate())[1].decode() for p in processes]
+    finally:
+        await holder.close()
+        for process in processes:
+            if process.returncode is None:
+                process.kill()
+                await process.wait()
+    for process, err in zip(processes, outputs, strict=True):
+        assert process.returncode == 0, err
+        assert "another process is migrating this database: waiting" in err
+        assert "database schema is up to date" in err
+    assert await _tables(empty_database) >= APP_TABLES
+    assert await version_rows(empty_database) == [head_revision()]
+    # Each revision ran once: the second upgrade found the schema at head.
+    revisions = len(list(ScriptDirectory.from_config(alembic_config("")).walk_revisions()))
+    assert "".join(outputs).count("Running upgrade ") == revisions, outputs
