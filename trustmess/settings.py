@@ -97,6 +97,13 @@ def _parse_log_level(raw: str) -> str:
     return level
 
 
+def _parse_log_format(raw: str) -> str:
+    log_format = raw.lower()
+    if log_format not in {"text", "json"}:
+        raise ValueError(f"must be text or json, got {raw!r}")
+    return log_format
+
+
 def _setting(default: Any, parse: Callable[[str], Any], doc: str) -> Any:
     return field(default=default, metadata={"parse": parse, "doc": doc})
 
@@ -117,6 +124,7 @@ class Settings:
         None, _parse_optional_str, "HS256 signing key (generated in embedded mode)"
     )
     log_level: str = _setting("INFO", _parse_log_level, "DEBUG, INFO, WARNING or ERROR")
+    log_format: str = _setting("text", _parse_log_format, "text, or json (one object per line)")
     pool_min: int = _setting(2, _parse_int(1, 1000), "minimum database connections")
     pool_max: int = _setting(20, _parse_int(1, 1000), "maximum database connections")
     access_token_ttl_s: int = _setting(900, _parse_int(10, 86400), "access token lifetime")

@@ -7,7 +7,8 @@ environment. Each child is a full node that binds the same port with ``SO_REUSEP
 kernel spreads connections across them) and talks to the others through the broker, which
 therefore cannot be ``local``.
 
-The parent forwards each child's stderr line by line (prefixed ``[worker i]``), announces
+The parent forwards each child's stderr line by line (prefixed ``[worker i]``, or with a
+``"worker": i`` field in ``TRUSTMESS_LOG_FORMAT=json``), announces
 ``listening on … (N workers)`` once every child listens, restarts a child that dies (with
 backoff, at most :data:`RESTARTS_PER_MINUTE` a minute per worker), and on SIGINT/SIGTERM passes
 the signal on and waits for the children. On Linux each child also gets ``PR_SET_PDEATHSIG``
@@ -30,6 +31,9 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field, fields
 
+import orjson
+
+from trustmess.logs import JsonFormatter
 from trustmess.settings import Settings, SettingsError, env_name
 
 log = logging.getLogger("trustmess")
@@ -97,6 +101,37 @@ def die_with_parent() -> Callable[[], None] | None:
             os._exit(1)
 
     return preexec
+
+
+def label_worker_line(line: bytes, number: int, pid: int, log_format: str) -> bytes:
+    """A line worker ``number`` wrote to stderr, marked for the supervisor's own stderr.
+
+    Text: prefixed with ``[worker i] ``. JSON: the worker's record gains ``"worker": i``; a
+    line that is not a JSON object (Python's last words before logging was set up, say) is
+    wrapped in a record of its own, so the stream stays one JSON object per line.
+    """
+    if log_format != "json":
+        return f"[worker {number}] ".encode() + line
+    try:
+        record = orjson.loads(line)
+    except orjson.JSONDecodeError:
+        record = None
+    if not isinstance(record, dict):
+        text = line.decode(errors="replace").rstrip("\r\n")
+        if not text:
+            return b""
+        raw = logging.makeLogRecord(
+            {
+                "name": log.name,
+                "levelname": "WARNING",
+                "levelno": logging.WARNING,
+                "msg": text,
+                "process": pid,
+            }
+        )
+        record = JsonFormatter().fields(raw)
+    record["worker"] = number
+    return orjson.dumps(record, default=str) + b"\n"
 
 
 @dataclass(slots=True, eq=False)
@@ -201,12 +236,12 @@ class Supervisor:
 
     async def forward_stderr(self, worker: Worker, process: asyncio.subprocess.Process) -> None:
         assert process.stderr is not None
-        prefix = f"[worker {worker.number}] ".encode()
         out = sys.stderr.buffer
         async for line in process.stderr:
+            labelled = label_worker_line(line, worker.number, process.pid, self.settings.log_format)
             # Keep reading even if our own stderr is gone: a child must never block on it.
             with contextlib.suppress(OSError, ValueError):
-                out.write(prefix + line)
+                out.write(labelled)
                 out.flush()
             if LISTENING_MARK in line:
                 worker.listening.set()
