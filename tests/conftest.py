@@ -248,7 +248,12 @@ class SocketClient:
         async with asyncio.timeout(timeout):
             while True:
                 msg = await self.ws.receive()
-                if msg.type in (WSMsgType.CLOSE, WSMsgType.CLOSED, WSMsgType.CLOSING):
+                if msg.type == WSMsgType.CLOSE:
+                    # The code the server sent: ws.close_code becomes 1006 when the server
+                    # drops the TCP connection before aiohttp's automatic close reply is out.
+                    sent: int = msg.data
+                    return sent
+                if msg.type in (WSMsgType.CLOSED, WSMsgType.CLOSING):
                     code: int | None = self.ws.close_code
                     return code
                 if msg.type == WSMsgType.TEXT:

@@ -467,6 +467,60 @@ async def test_redis_outage_loses_no_acknowledged_message(
     await assert_nothing_acknowledged_was_lost(devices, db)
 
 
+async def wait_unready(node: Server, timeout: float) -> None:
+    """Poll ``GET /readyz`` until it answers 503."""
+    async with aiohttp.ClientSession() as session, asyncio.timeout(timeout):
+        while True:
+            async with session.get(node.url + "/readyz") as resp:
+                if resp.status == 503:
+                    return
+            await asyncio.sleep(0.05)
+
+
+async def test_changes_made_during_a_redis_outage_reach_sockets_that_stayed(
+    redis_process: RedisProcess | None, start_nodes, make_user, make_group
+) -> None:
+    """Within the grace period sockets stay open; what changed meanwhile on another node
+    (a member removed, an account disabled) must take effect on them once Redis is back."""
+    if redis_process is None:
+        pytest.skip("stopping Redis needs the tests' own redis-server (TRUSTMESS_TEST_REDIS_URL)")
+    node_a, node_b = await start_nodes(2, broker_grace_s="300")
+    admin = await make_user(is_admin=True)
+    alice, bob, carol, dave = [await make_user() for _ in range(4)]
+    cid = await make_group(alice, bob, carol, dave)
+    async with aiohttp.ClientSession() as session:
+        b, c, d = [await open_socket(session, node_b, user) for user in (bob, carol, dave)]
+        for sock in (b, c, d):
+            await join(sock, cid)
+        redis_process.stop()
+        for node in (node_a, node_b):
+            await wait_unready(node, timeout=20)
+        url = f"{node_a.url}/conversations/{cid}/members/{bob.id}"
+        async with session.delete(url, headers=alice.headers) as r:
+            assert r.status == 204, await r.text()
+        url = f"{node_a.url}/admin/users/{carol.id}"
+        async with session.patch(url, json={"is_active": False}, headers=admin.headers) as r:
+            assert r.status == 200, await r.text()
+        redis_process.start()
+        for node in (node_a, node_b):
+            await wait_ready(node, timeout=20)
+
+        assert await b.recv_type("removed", timeout=20) == {
+            "type": "removed",
+            "conversation_id": cid,
+        }
+        assert await c.closed(timeout=20) == 4001
+        url = f"{node_a.url}/conversations/{cid}/messages"
+        body = {"client_msg_id": "after-outage", "body": "bob is gone"}
+        async with session.post(url, json=body, headers=alice.headers) as r:
+            assert r.status == 201, await r.text()
+        assert (await d.recv_type("message", timeout=20))["client_msg_id"] == "after-outage"
+        # Node B delivered it to Dave already; had it been queued for Bob too, it would come
+        # before the answer to this ping.
+        await b.request({"type": "ping"})
+        assert not [f for f in b.backlog if f["type"] == "message"]
+
+
 async def test_killed_node_loses_no_acknowledged_message(
     start_nodes, make_user, make_group, db
 ) -> None:

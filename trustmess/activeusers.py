@@ -32,3 +32,7 @@ class ActiveUsers:
 
     def forget(self, user_id: int) -> None:
         self._cache.pop(user_id, None)
+
+    def clear(self) -> None:
+        """Forget every cached flag (after missing other nodes' news: see events.resync)."""
+        self._cache.clear()

@@ -105,6 +105,7 @@ def _make_hub(app: web.Application) -> LocalHub:
         gap_timeout_s=settings.broker_gap_ms / 1000,
         grace_s=settings.broker_grace_s,
         on_outage=on_outage,
+        on_reconnect=lambda: events.resync(app),
     )
 
 

@@ -10,6 +10,12 @@ Message events go through a per-conversation :class:`Sequencer`, local ones incl
 every node delivers each conversation in seq order with no gap. When Redis is unreachable the
 node keeps serving and persisting; after ``grace_s`` its sockets are closed with 1001 so their
 clients resume (``join`` with ``since``) on a node that can see everybody's messages.
+
+While the bus is down, message events are not queued (receivers read what they missed from
+PostgreSQL when it is back) and typing is dropped (stale by then); every other event (read
+markers, per-user events, control operations) waits in the outbox and goes out on reconnect.
+Events other nodes published meanwhile are lost to this one, so on reconnect it also calls
+``on_reconnect``, which re-checks its sockets against PostgreSQL (see events.resync).
 """
 
 from __future__ import annotations
@@ -19,7 +25,7 @@ import contextlib
 import logging
 import time
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -52,6 +58,7 @@ class RedisHub(LocalHub):
         gap_timeout_s: float = 0.2,
         grace_s: float = 5.0,
         on_outage: Callable[[], Awaitable[None]] | None = None,
+        on_reconnect: Callable[[], Coroutine[Any, Any, None]] | None = None,
     ) -> None:
         super().__init__()
         self.node = uuid.uuid4().hex[:12]
@@ -61,7 +68,9 @@ class RedisHub(LocalHub):
         self._sequencer = Sequencer(self._deliver_message, fetch, gap_timeout_s)
         self._grace_s = grace_s
         self._on_outage = on_outage
-        self._outbox: asyncio.Queue[tuple[str, bytes]] = asyncio.Queue(maxsize=100_000)
+        self._on_reconnect = on_reconnect
+        # (channel, bus message, kept while the bus is down?)
+        self._outbox: asyncio.Queue[tuple[str, bytes, bool]] = asyncio.Queue(maxsize=100_000)
         self._ready: dict[str, asyncio.Future[None]] = {}
         self._client: aioredis.Redis | None = None
         self._pubsub: Any = None
@@ -191,60 +200,68 @@ class RedisHub(LocalHub):
 
     # --- publishing ----------------------------------------------------------------------
 
-    def publish(
+    def _route(
         self,
         conversation_id: int,
-        event: dict[str, Any],
-        *,
-        seq: int | None = None,
-        skip_user: int | None = None,
-        skip: Subscriber | None = None,
+        seq: int | None,
+        payload: bytes,
+        skip_user: int | None,
+        skip: Subscriber | None,
+        volatile: bool,
     ) -> None:
-        self.published += 1
-        payload = orjson.dumps(event)
+        """Here through the sequencer (message events) and to the other nodes through Redis."""
         if seq is not None:
             self._sequencer.offer(conversation_id, seq, payload)
         else:
             self.deliver(conversation_id, None, payload, skip_user, skip)
-        self._send(self._conversation_channel(conversation_id), [seq, skip_user], payload)
+        channel = self._conversation_channel(conversation_id)
+        self._send(channel, [seq, skip_user], payload, keep=seq is None and not volatile)
 
     def publish_user(self, user_id: int, event: dict[str, Any]) -> None:
         payload = orjson.dumps(event)
         self.deliver_user(user_id, payload)
-        self._send(self._user_channel(user_id), [None, None], payload)
+        self._send(self._user_channel(user_id), [None, None], payload, keep=True)
 
     def publish_control(self, op: dict[str, Any]) -> None:
         super().publish_control(op)
-        self._send(self._control_channel, [None, None], orjson.dumps(op))
+        self._send(self._control_channel, [None, None], orjson.dumps(op), keep=True)
 
-    def _send(self, channel: str, header: list[Any], payload: bytes) -> None:
-        if not self._connected.is_set():
+    def _send(self, channel: str, header: list[Any], payload: bytes, *, keep: bool) -> None:
+        if not keep and not self._connected.is_set():
             self.bus_dropped += 1
             return
         line = orjson.dumps([self.node, time.time(), *header])
         try:
-            self._outbox.put_nowait((channel, line + b"\n" + payload))
+            self._outbox.put_nowait((channel, line + b"\n" + payload, keep))
         except asyncio.QueueFull:
             self.bus_dropped += 1
 
     async def _publish_loop(self) -> None:
+        retry: list[tuple[str, bytes, bool]] = []
         while True:
-            batch = [await self._outbox.get()]
+            batch = retry or [await self._outbox.get()]
             while not self._outbox.empty() and len(batch) < 512:
                 batch.append(self._outbox.get_nowait())
+            retry = []
             await self._connected.wait()
             client = self._client
             if client is None:
+                retry = batch
                 continue
             try:
                 async with client.pipeline(transaction=False) as pipe:
-                    for channel, data in batch:
+                    for channel, data, _ in batch:
                         pipe.publish(channel, data)
                     await pipe.execute()
                 self.bus_published += len(batch)
             except (aioredis.RedisError, OSError):
-                # Receivers fill the gap from PostgreSQL or are closed after the grace period.
-                self.bus_dropped += len(batch)
+                # Message events: receivers fill the gap from PostgreSQL (or their sockets
+                # are closed after the grace period). The rest is sent again on reconnect;
+                # it is idempotent, so a batch that was half sent does no harm.
+                retry = [item for item in batch if item[2]]
+                self.bus_dropped += len(batch) - len(retry)
+                # Until the listener notices the outage, don't spin on a dead connection.
+                await asyncio.sleep(0.1)
 
     # --- receiving -----------------------------------------------------------------------
 
@@ -276,6 +293,9 @@ class RedisHub(LocalHub):
         log.info("redis connected (node %s)", self.node)
         if was_down:
             self._catch_up()
+            if self._on_reconnect is not None:
+                task = asyncio.get_running_loop().create_task(self._on_reconnect())
+                task.add_done_callback(_log_failure)
         while True:
             message = await self._pubsub.get_message(timeout=None)
             if message is not None:

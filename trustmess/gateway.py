@@ -27,24 +27,31 @@ class MembershipCache:
     def __init__(self, pool: asyncpg.Pool, ttl_s: float = 30.0) -> None:
         self._pool = pool
         self._ttl_s = ttl_s
-        self._entries: dict[tuple[int, int], tuple[bool, float]] = {}
+        # conversation -> user -> (member?, expiry): a membership change drops one inner dict.
+        self._entries: dict[int, dict[int, tuple[bool, float]]] = {}
+        self._size = 0
 
     async def is_member(self, conversation_id: int, user_id: int) -> bool:
-        key = (conversation_id, user_id)
         now = time.monotonic()
-        hit = self._entries.get(key)
+        users = self._entries.get(conversation_id)
+        hit = None if users is None else users.get(user_id)
         if hit is not None and hit[1] > now:
             return hit[0]
         async with self._pool.acquire() as conn:
             member = await is_member(conn, conversation_id, user_id)
-        if len(self._entries) > 200_000:
-            self._entries.clear()
-        self._entries[key] = (member, now + self._ttl_s)
+        if self._size > 200_000:
+            self.clear()
+        users = self._entries.setdefault(conversation_id, {})
+        self._size += user_id not in users
+        users[user_id] = (member, now + self._ttl_s)
         return member
 
     def forget_conversation(self, conversation_id: int) -> None:
-        for key in [k for k in self._entries if k[0] == conversation_id]:
-            del self._entries[key]
+        self._size -= len(self._entries.pop(conversation_id, ()))
+
+    def clear(self) -> None:
+        self._entries.clear()
+        self._size = 0
 
 
 @dataclass(slots=True)
@@ -109,7 +116,7 @@ class TypingTracker:
             "user_id": user_id,
             "state": state,
         }
-        self._hub.publish(conversation_id, event, skip_user=user_id)
+        self._hub.publish(conversation_id, event, skip_user=user_id, volatile=True)
 
 
 class Gateway:

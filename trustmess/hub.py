@@ -54,7 +54,10 @@ class Hub(Protocol):
         seq: int | None = None,
         skip_user: int | None = None,
         skip: Subscriber | None = None,
-    ) -> None: ...
+        volatile: bool = False,
+    ) -> None:
+        """Fan ``event`` out to the conversation's subscribers. ``seq`` marks a message event
+        (delivered once, in order); ``volatile`` an event not worth delivering late (typing)."""
 
     def publish_user(self, user_id: int, event: dict[str, Any]) -> None: ...
 
@@ -144,11 +147,23 @@ class LocalHub:
         seq: int | None = None,
         skip_user: int | None = None,
         skip: Subscriber | None = None,
+        volatile: bool = False,
     ) -> None:
-        """Encode ``event`` once and queue it on every subscriber of the conversation."""
+        """Encode ``event`` once and route it (see ``_route``)."""
         self.published += 1
-        if conversation_id in self._rooms:
-            self.deliver(conversation_id, seq, orjson.dumps(event), skip_user, skip)
+        self._route(conversation_id, seq, orjson.dumps(event), skip_user, skip, volatile)
+
+    def _route(
+        self,
+        conversation_id: int,
+        seq: int | None,
+        payload: bytes,
+        skip_user: int | None,
+        skip: Subscriber | None,
+        volatile: bool,
+    ) -> None:
+        """Where a published event goes: here, only this process's subscribers."""
+        self.deliver(conversation_id, seq, payload, skip_user, skip)
 
     def deliver(
         self,

@@ -29,7 +29,9 @@ class ReadMarkerBuffer:
         self._pool = pool
         self._membership = membership
         self._flush_s = flush_s
-        self._read: dict[tuple[int, int], int] = {}
+        # conversation -> user -> read seq: a membership change drops one inner dict.
+        self._read: dict[int, dict[int, int]] = {}
+        self._size = 0
         self._last_seq: dict[int, int] = {}
         self._dirty: dict[tuple[int, int], int] = {}
         self._flush_handle: asyncio.TimerHandle | None = None
@@ -40,32 +42,35 @@ class ReadMarkerBuffer:
         """Move the marker to ``seq``; returns (read_seq, moved). Raises not_found/invalid."""
         if not await self._membership.is_member(conversation_id, user_id):
             raise not_found("conversation not found")
-        key = (conversation_id, user_id)
-        if key not in self._read or seq > self._last_seq.get(conversation_id, 0):
-            await self._load(conversation_id, user_id)
+        users = self._read.get(conversation_id)
+        if users is None or user_id not in users or seq > self._last_seq.get(conversation_id, 0):
+            users = await self._load(conversation_id, user_id)
         last_seq = self._last_seq.get(conversation_id, 0)
         if seq > last_seq:
             raise invalid("seq", f"is beyond the last message ({last_seq})")
-        current = self._read[key]
+        current = users[user_id]
         if seq <= current:
             return current, False
-        self._read[key] = seq
+        users[user_id] = seq
+        key = (conversation_id, user_id)
         self._dirty[key] = max(seq, self._dirty.get(key, 0))
         self._schedule_flush()
         return seq, True
 
-    async def _load(self, conversation_id: int, user_id: int) -> None:
+    async def _load(self, conversation_id: int, user_id: int) -> dict[int, int]:
         async with self._pool.acquire() as db:
             state = await conversation_state(db, conversation_id, user_id)
         if state is None:
             raise not_found("conversation not found")
         last_seq, read_seq = state
-        if len(self._read) > MAX_ENTRIES:
-            self._read = {k: v for k, v in self._read.items() if k in self._dirty}
+        if self._size > MAX_ENTRIES:
+            self.forget_all()
         self.note_last_seq(conversation_id, last_seq)
-        key = (conversation_id, user_id)
+        users = self._read.setdefault(conversation_id, {})
+        self._size += user_id not in users
         # Another ack may have moved it while we waited: keep the larger.
-        self._read[key] = max(self._read.get(key, 0), read_seq)
+        users[user_id] = max(users.get(user_id, 0), read_seq)
+        return users
 
     def note_last_seq(self, conversation_id: int, seq: int) -> None:
         if seq > self._last_seq.get(conversation_id, 0):
@@ -73,14 +78,26 @@ class ReadMarkerBuffer:
 
     def note_read(self, conversation_id: int, user_id: int, seq: int) -> None:
         """A marker moved elsewhere (a send moves the sender's; the HTTP read endpoint)."""
-        key = (conversation_id, user_id)
-        if key in self._read and seq > self._read[key]:
-            self._read[key] = seq
+        users = self._read.get(conversation_id)
+        if users is not None and seq > users.get(user_id, seq):
+            users[user_id] = seq
 
     def forget_conversation(self, conversation_id: int) -> None:
         """Membership changed: reload markers from the database on next use."""
-        for key in [k for k in self._read if k[0] == conversation_id and k not in self._dirty]:
-            del self._read[key]
+        users = self._read.pop(conversation_id, None)
+        if users is None:
+            return
+        self._size -= len(users)
+        # Unflushed markers stay: forgetting them could make a marker move back.
+        kept = {u: seq for u, seq in users.items() if (conversation_id, u) in self._dirty}
+        if kept:
+            self._read[conversation_id] = kept
+            self._size += len(kept)
+
+    def forget_all(self) -> None:
+        """Reload every marker from the database on next use (unflushed ones excepted)."""
+        for conversation_id in list(self._read):
+            self.forget_conversation(conversation_id)
 
     def _schedule_flush(self) -> None:
         if self._flush_handle is None and self._flushing is None:

@@ -135,6 +135,20 @@ async def is_member(conn: DbConnection, conversation_id: int, user_id: int) -> b
     )
 
 
+async def non_members_among(
+    conn: DbConnection, pairs: list[tuple[int, int]]
+) -> list[tuple[int, int]]:
+    """Which (conversation_id, user_id) pairs are not (or no longer) memberships."""
+    rows = await conn.fetch(
+        "SELECT p.c, p.u FROM unnest($1::bigint[], $2::bigint[]) AS p(c, u) "
+        "WHERE NOT EXISTS (SELECT 1 FROM conversation_members m "
+        "WHERE m.conversation_id = p.c AND m.user_id = p.u)",
+        [c for c, _ in pairs],
+        [u for _, u in pairs],
+    )
+    return [(row["c"], row["u"]) for row in rows]
+
+
 async def member_ids(conn: DbConnection, conversation_id: int) -> list[int]:
     """The members' user ids, longest-standing first."""
     rows = await conn.fetch(

@@ -129,6 +129,16 @@ async def is_active_admin(db: Db, user_id: int) -> bool:
     return value is True
 
 
+async def disabled_among(db: Db, user_ids: list[int]) -> list[int]:
+    """Which of ``user_ids`` are disabled (or gone)."""
+    rows = await db.fetch(
+        "SELECT u.id FROM unnest($1::bigint[]) AS u(id) "
+        "WHERE NOT EXISTS (SELECT 1 FROM users WHERE id = u.id AND is_active)",
+        user_ids,
+    )
+    return [row["id"] for row in rows]
+
+
 async def update_profile(
     db: Db, user_id: int, *, display_name: str | None, bio: str | None
 ) -> User | None:
