@@ -236,12 +236,12 @@ async def test_conversation_and_removed_events_reach_users_on_other_nodes(
         assert not [f for f in c.backlog if f["type"] == "message" and f["seq"] == 2]
 
 
-async def wait_ready(node: Server, timeout: float) -> None:
-    """Poll ``GET /readyz`` until it answers 200."""
+async def wait_ready(node: Server, timeout: float, status: int = 200) -> None:
+    """Poll ``GET /readyz`` until it answers ``status`` (200 ready, 503 not)."""
     async with aiohttp.ClientSession() as session, asyncio.timeout(timeout):
         while True:
             async with session.get(node.url + "/readyz") as resp:
-                if resp.status == 200:
+                if resp.status == status:
                     return
             await asyncio.sleep(0.05)
 
@@ -467,16 +467,6 @@ async def test_redis_outage_loses_no_acknowledged_message(
     await assert_nothing_acknowledged_was_lost(devices, db)
 
 
-async def wait_unready(node: Server, timeout: float) -> None:
-    """Poll ``GET /readyz`` until it answers 503."""
-    async with aiohttp.ClientSession() as session, asyncio.timeout(timeout):
-        while True:
-            async with session.get(node.url + "/readyz") as resp:
-                if resp.status == 503:
-                    return
-            await asyncio.sleep(0.05)
-
-
 async def test_changes_made_during_a_redis_outage_reach_sockets_that_stayed(
     redis_process: RedisProcess | None, start_nodes, make_user, make_group
 ) -> None:
@@ -494,7 +484,7 @@ async def test_changes_made_during_a_redis_outage_reach_sockets_that_stayed(
             await join(sock, cid)
         redis_process.stop()
         for node in (node_a, node_b):
-            await wait_unready(node, timeout=20)
+            await wait_ready(node, timeout=20, status=503)
         url = f"{node_a.url}/conversations/{cid}/members/{bob.id}"
         async with session.delete(url, headers=alice.headers) as r:
             assert r.status == 204, await r.text()
