@@ -3,9 +3,11 @@
 Everything sent to a client (replies, errors, events) goes through ``send``, which never
 awaits. Without compression (the default) frames are written straight to the transport: all
 frames queued for a connection during one event-loop iteration leave in a single write, with
-no task switch per frame (the model of websockets' ``broadcast()``). With compression, one
-writer task per connection sends through aiohttp. Either way a client that lets more than the
-queue limit pile up unsent is closed with 4009 instead of slowing anyone else down.
+no task switch per frame (the model of websockets' ``broadcast()``), and one callback (the
+app's :class:`WriteBatcher`) writes every connection that has something queued. With
+compression, one writer task per connection sends through aiohttp. Either way a client that
+lets more than the queue limit pile up unsent is closed with 4009 instead of slowing anyone
+else down.
 """
 
 from __future__ import annotations
@@ -39,6 +41,29 @@ class JoinState:
     pending: list[tuple[int | None, bytes]] | None = field(default_factory=list)
 
 
+class WriteBatcher:
+    """Writes out, from a single callback per event-loop iteration, every connection that
+    queued frames during it (a fan-out to 1,000 sockets schedules one callback, not 1,000)."""
+
+    __slots__ = ("_dirty",)
+
+    def __init__(self) -> None:
+        self._dirty: list[Connection] = []
+
+    def add(self, conn: Connection) -> None:
+        self._dirty.append(conn)
+        if len(self._dirty) == 1:
+            asyncio.get_running_loop().call_soon(self._flush)
+
+    def _flush(self) -> None:
+        dirty, self._dirty = self._dirty, []
+        for conn in dirty:
+            try:
+                conn.write_queued()
+            except Exception:
+                log.exception("writing to %r failed", conn)
+
+
 class Connection:
     """An authenticated WebSocket as the gateway and the hub see it."""
 
@@ -52,11 +77,12 @@ class Connection:
         queue_bytes: int,
         rate: TokenBucket,
         transport: asyncio.Transport | None = None,
-        direct: bool = False,
+        batcher: WriteBatcher | None = None,
     ) -> None:
         self.ws = ws
         self.transport = transport
-        self._direct = direct and transport is not None
+        # Direct writes need the transport and a batcher; otherwise a writer task sends.
+        self._batcher = batcher if transport is not None else None
         self._flush_scheduled = False
         self.user_id = user_id
         self.session_id = session_id
@@ -84,36 +110,34 @@ class Connection:
         """Queue one encoded frame; overflow closes the connection with 4009."""
         if self.closing:
             return
-        unsent = self._queued_bytes + len(payload)
-        if self._direct:
+        batcher = self._batcher
+        if batcher is not None:
             assert self.transport is not None
-            unsent += self.transport.get_write_buffer_size()
+            payload = _framed(payload)
+            unsent = self._queued_bytes + len(payload) + self.transport.get_write_buffer_size()
+        else:
+            unsent = self._queued_bytes + len(payload)
         if len(self._queue) >= self._max_frames or unsent > self._max_bytes:
             self.close_soon(CloseCode.TOO_SLOW, "outbound queue overflow")
             return
         self._queue.append(payload)
         self._queued_bytes += len(payload)
-        if not self._direct:
+        if batcher is None:
             self._wakeup.set()
         elif not self._flush_scheduled:
             self._flush_scheduled = True
-            asyncio.get_running_loop().call_soon(self._write_direct)
+            batcher.add(self)
 
-    def _write_direct(self) -> None:
-        """Write every queued frame to the transport in one call (unmasked server frames)."""
+    def write_queued(self) -> None:
+        """Write every queued (already framed) frame to the transport in one call."""
         self._flush_scheduled = False
-        transport = self.transport
-        if self.closing or transport is None or transport.is_closing():
-            self._queue.clear()
-            self._queued_bytes = 0
+        queue, transport = self._queue, self.transport
+        if not queue:
             return
-        parts: list[bytes] = []
-        for payload in self._queue:
-            parts.append(_text_frame_header(len(payload)))
-            parts.append(payload)
-        self._queue.clear()
+        if not (self.closing or transport is None or transport.is_closing()):
+            transport.write(queue[0] if len(queue) == 1 else b"".join(queue))
+        queue.clear()
         self._queued_bytes = 0
-        transport.writelines(parts)
 
     def deliver(self, conversation_id: int, seq: int | None, payload: bytes) -> None:
         """A conversation event from the hub; message events are delivered once, in order."""
@@ -149,7 +173,7 @@ class Connection:
             self.deliver(conversation_id, seq, payload)
 
     def start_writer(self) -> None:
-        if not self._direct:
+        if self._batcher is None:
             self._writer = asyncio.create_task(self._write_loop())
 
     async def _write_loop(self) -> None:
@@ -173,7 +197,8 @@ class Connection:
             await asyncio.sleep(0.01)
 
     def _unsent(self) -> int:
-        buffered = self.transport.get_write_buffer_size() if self._direct and self.transport else 0
+        direct = self._batcher is not None and self.transport is not None
+        buffered = self.transport.get_write_buffer_size() if direct and self.transport else 0
         return len(self._queue) + buffered
 
     # --- closing --------------------------------------------------------------------------
@@ -233,6 +258,17 @@ class Connection:
 
 
 _SHORT_HEADERS = tuple(bytes((0x81, length)) for length in range(126))
+# The last payload framed and its frame: a fan-out hands the same bytes to every recipient.
+_last_framed: list[bytes] = [b"", b"\x81\x00"]
+
+
+def _framed(payload: bytes) -> bytes:
+    """``payload`` as one final, unmasked text frame (server to client)."""
+    if payload is _last_framed[0]:
+        return _last_framed[1]
+    framed = _text_frame_header(len(payload)) + payload
+    _last_framed[0], _last_framed[1] = payload, framed
+    return framed
 
 
 def _text_frame_header(length: int) -> bytes:

@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 
 import asyncpg
 
-from trustmess.connection import Connection
+from trustmess.connection import Connection, WriteBatcher
 from trustmess.errors import CloseCode
 from trustmess.hub import Hub
 from trustmess.settings import Settings
@@ -129,6 +129,7 @@ class Gateway:
         self.typing = TypingTracker(hub, settings.typing_throttle_s, settings.typing_timeout_s)
         self._by_user: dict[int, list[Connection]] = {}
         self.connections: set[Connection] = set()
+        self.batcher = WriteBatcher()
         self.accepting = True
 
     def register(self, conn: Connection) -> None:

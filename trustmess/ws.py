@@ -120,7 +120,7 @@ async def websocket(request: web.Request) -> web.StreamResponse:
         rate=TokenBucket(settings.ws_rate_per_s, settings.ws_burst),
         transport=request.transport,
         # Frames are written straight to the transport unless aiohttp must compress them.
-        direct=not settings.ws_compression,
+        batcher=None if settings.ws_compression else gateway.batcher,
     )
     gateway.register(conn)
     app[METRICS].connections_opened += 1
