@@ -75,10 +75,12 @@ async def _realtime(app: web.Application) -> AsyncIterator[None]:
     )
     app[appkeys.WRITER] = writer
     writer.start()
+    gateway.heartbeat.start()
     await hub.start()
     try:
         yield
     finally:
+        await gateway.heartbeat.close()
         await writer.close()
         await markers.close()
         await hub.close()

@@ -92,6 +92,9 @@ class Connection:
         self.abuse_since: float | None = None
         self.last_rejected = 0.0
         self.closing = False
+        # Liveness, for the process-wide heartbeat (heartbeat.py).
+        self.heard = True
+        self.silent_sweeps = 0
         self._queue: deque[bytes] = deque()
         self._queued_bytes = 0
         self._max_frames = queue_frames
@@ -127,6 +130,40 @@ class Connection:
         elif not self._flush_scheduled:
             self._flush_scheduled = True
             batcher.add(self)
+
+    def ping(self) -> None:
+        """Send a WebSocket ping (the peer's pong sets ``heard``)."""
+        self._send_control(0x9, b"")
+
+    def pong(self, data: bytes) -> None:
+        """Answer the peer's ping."""
+        self._send_control(0xA, data[:125])
+
+    def _send_control(self, opcode: int, data: bytes) -> None:
+        if self.closing:
+            return
+        if self._batcher is None:
+            # aiohttp frames (and never compresses) control frames itself.
+            send = self.ws.ping if opcode == 0x9 else self.ws.pong
+            task = asyncio.get_running_loop().create_task(send(data))
+            task.add_done_callback(_ignore_failure)
+            return
+        self._queue.append(bytes((0x80 | opcode, len(data))) + data)
+        if not self._flush_scheduled:
+            self._flush_scheduled = True
+            self._batcher.add(self)
+
+    def drop(self, reason: str) -> None:
+        """The peer is gone: abort the connection without a close handshake (1006)."""
+        if self.closing:
+            return
+        log.debug("dropping %r: %s", self, reason)
+        self.closing = True
+        self._queue.clear()
+        self._queued_bytes = 0
+        if self.transport is not None:
+            self.transport.abort()
+        self._closed.set()
 
     def write_queued(self) -> None:
         """Write every queued (already framed) frame to the transport in one call."""
@@ -269,6 +306,11 @@ def _framed(payload: bytes) -> bytes:
     framed = _text_frame_header(len(payload)) + payload
     _last_framed[0], _last_framed[1] = payload, framed
     return framed
+
+
+def _ignore_failure(task: asyncio.Task[None]) -> None:
+    if not task.cancelled():
+        task.exception()  # a peer gone meanwhile: the reader loop notices
 
 
 def _text_frame_header(length: int) -> bytes:

@@ -11,6 +11,7 @@ import asyncpg
 
 from trustmess.connection import Connection, WriteBatcher
 from trustmess.errors import CloseCode
+from trustmess.heartbeat import Heartbeat
 from trustmess.hub import Hub
 from trustmess.settings import Settings
 from trustmess.store.conversations import is_member
@@ -130,6 +131,7 @@ class Gateway:
         self._by_user: dict[int, list[Connection]] = {}
         self.connections: set[Connection] = set()
         self.batcher = WriteBatcher()
+        self.heartbeat = Heartbeat(self.connections, settings.ws_heartbeat_s)
         self.accepting = True
 
     def register(self, conn: Connection) -> None:

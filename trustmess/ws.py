@@ -42,7 +42,12 @@ async def _first_frame_auth(
     """Wait for ``{"type":"auth"}``; close with 4001 on timeout or failure."""
     settings = request.app[SETTINGS]
     try:
-        msg = await ws.receive(timeout=settings.ws_auth_timeout_s)
+        async with asyncio.timeout(settings.ws_auth_timeout_s):
+            msg = await ws.receive()
+            while msg.type in (WSMsgType.PING, WSMsgType.PONG):
+                if msg.type == WSMsgType.PING:
+                    await ws.pong(msg.data)
+                msg = await ws.receive()
     except TimeoutError:
         await ws.close(code=CloseCode.AUTH_FAILED, message=b"auth timeout")
         return None
@@ -98,7 +103,9 @@ async def websocket(request: web.Request) -> web.StreamResponse:
     if "Authorization" in request.headers:
         claims = await authenticate(request)
     ws = web.WebSocketResponse(
-        heartbeat=settings.ws_heartbeat_s,
+        # Pings and pongs are ours: one heartbeat sweep for all sockets (heartbeat.py).
+        heartbeat=None,
+        autoping=False,
         # aiohttp refuses a frame of exactly max_msg_size bytes.
         max_msg_size=settings.ws_max_frame_bytes + 1,
         compress=settings.ws_compression,
@@ -158,6 +165,7 @@ async def _read_loop(app: web.Application, conn: Connection, settings: Settings)
     receive = conn.ws.receive  # not `async for`: one coroutine layer less per frame
     while True:
         msg = await receive()
+        conn.heard = True
         if conn.closing:
             break
         if msg.type == WSMsgType.TEXT:
@@ -172,6 +180,10 @@ async def _read_loop(app: web.Application, conn: Connection, settings: Settings)
                 conn.send(frames.error_from(command))
                 continue
             await dispatch(app, conn, command)
+        elif msg.type == WSMsgType.PING:
+            conn.pong(msg.data)
+        elif msg.type == WSMsgType.PONG:
+            pass
         elif msg.type == WSMsgType.BINARY:
             conn.send(frames.error(None, ErrorCode.BAD_FRAME, "binary frames are not supported"))
         else:

@@ -1,0 +1,69 @@
+"""The process-wide heartbeat (heartbeat.py): idle sockets that answer pings stay, the
+server answers clients' pings, and a peer that stops answering is dropped (see also
+test_ws_errors.test_client_that_stops_answering_pings_is_dropped)."""
+
+from __future__ import annotations
+
+import asyncio
+
+from aiohttp import WSMsgType
+
+from tests.conftest import SocketClient
+from trustmess.appkeys import GATEWAY
+
+
+async def test_an_idle_socket_that_answers_pings_stays_open(make_client, make_user) -> None:
+    client = await make_client(ws_heartbeat_s=0.2)
+    alice = await make_user()
+    ws = await client.ws_connect("/ws", headers=alice.headers, autoping=True)
+    sock = SocketClient(ws)
+    assert (await sock.recv())["type"] == "hello"
+    heartbeat = client.app[GATEWAY].heartbeat
+    receiving = asyncio.create_task(ws.receive())  # aiohttp answers pings while it reads
+    async with asyncio.timeout(10):
+        while heartbeat.pings < 3:
+            await asyncio.sleep(0.05)
+    assert heartbeat.dropped == 0 and not receiving.done()
+    receiving.cancel()
+    assert client.app[GATEWAY].user_connections(alice.id)
+
+
+async def test_the_server_answers_a_client_ping(client, make_user) -> None:
+    alice = await make_user()
+    ws = await client.ws_connect("/ws", headers=alice.headers, autoping=False)
+    assert (await ws.receive(timeout=5)).type == WSMsgType.TEXT  # hello
+    await ws.ping(b"are you there")
+    pong = await ws.receive(timeout=5)
+    assert (pong.type, pong.data) == (WSMsgType.PONG, b"are you there")
+    await ws.close()
+
+
+async def test_a_sweep_pings_silent_sockets_and_drops_those_that_stay_silent(
+    client, make_user
+) -> None:
+    alice, bob = await make_user(), await make_user()
+    quiet = await client.ws_connect("/ws", headers=alice.headers, autoping=False)
+    chatty = await client.ws_connect("/ws", headers=bob.headers, autoping=False)
+    for ws in (quiet, chatty):
+        assert (await ws.receive(timeout=5)).type == WSMsgType.TEXT  # hello
+    gateway = client.app[GATEWAY]
+    [quiet_conn] = gateway.user_connections(alice.id)
+    heartbeat = gateway.heartbeat
+    heartbeat.sweep()  # the hello exchange counts as heard
+    heartbeat.sweep()  # silent once
+    heartbeat.sweep()  # silent twice: both are pinged
+    assert (await quiet.receive(timeout=5)).type == WSMsgType.PING
+    assert (await chatty.receive(timeout=5)).type == WSMsgType.PING
+    await chatty.pong(b"")
+    async with asyncio.timeout(5):
+        [chatty_conn] = gateway.user_connections(bob.id)
+        while not chatty_conn.heard:
+            await asyncio.sleep(0.01)
+    heartbeat.sweep()  # the quiet one never answered: dropped without a close handshake
+    assert quiet_conn.closing and not chatty_conn.closing
+    assert (await quiet.receive(timeout=5)).type in (WSMsgType.CLOSED, WSMsgType.ERROR)
+    async with asyncio.timeout(5):
+        while gateway.user_connections(alice.id):
+            await asyncio.sleep(0.01)
+    assert heartbeat.dropped == 1
+    await chatty.close()
