@@ -105,3 +105,22 @@ async def test_a_failing_answer_does_not_disturb_the_rest_of_its_batch(
     result = await asyncio.wait_for(second, 5)
     assert result.message.seq == 2 and not result.duplicate
     assert "answering a sender failed" in caplog.text
+
+
+async def test_messages_queued_behind_a_failing_batch_keep_submission_order(
+    client, make_user, make_group
+) -> None:
+    alice = await make_user()
+    cid = await make_group(alice)
+    writer = client.app[WRITER]
+    first = [
+        writer.submit(NewMessage(cid, alice.id, "a1", "one", None)),
+        writer.submit(NewMessage(cid, alice.id, "bad", "nul \x00 byte", None)),
+        writer.submit(NewMessage(cid, alice.id, "a2", "two", None)),
+    ]
+    await asyncio.sleep(0)  # the writer takes these as one batch and sends it
+    later = [writer.submit(NewMessage(cid, alice.id, f"b{n}", "later", None)) for n in range(3)]
+    results = await asyncio.gather(*first, *later, return_exceptions=True)
+    assert isinstance(results[1], ApiError)
+    seqs = [r.message.seq for r in results if not isinstance(r, BaseException)]
+    assert seqs == [1, 2, 3, 4, 5]

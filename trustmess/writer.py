@@ -3,10 +3,11 @@
 Every sender hands its message to the writer and is answered only after the batch holding it
 committed: the socket path passes a callback (``submit_with``), called right after the batch's
 events are published, so a sender's reply leaves in the same write as the batch's deliveries;
-the HTTP path awaits a future (``submit``). Because one task commits batches one
-after another and publishes each batch before the next, events for a conversation leave this
-process in seq order. A batch that fails is retried message by message, so one bad row cannot
-lose or mis-answer the others.
+the HTTP path awaits a future (``submit``). One task sends batches to the database one after
+another, each only once the previous one committed, and publishes each batch before the
+next, so events for a conversation leave this process in seq order; the next batch is
+already in the database while the previous one is being answered. A batch that fails is
+retried message by message, so one bad row cannot lose or mis-answer the others.
 """
 
 from __future__ import annotations
@@ -35,6 +36,14 @@ Answer = Callable[[SendResult | ApiError], None]
 class _Pending:
     message: NewMessage
     answer: Answer
+
+
+@dataclass(slots=True)
+class _Batch:
+    """Messages on their way to the database: one group per distinct key."""
+
+    groups: list[list[_Pending]]
+    task: asyncio.Task[list[AppendResult]]
 
 
 class WriterClosed(Exception):
@@ -88,23 +97,50 @@ class MessageWriter:
             await self._task
 
     async def _run(self) -> None:
+        # Two stages overlap: while batch N's answers are published, batch N+1 (everything
+        # queued meanwhile) is already in the database. N+1 is sent only once N has committed,
+        # so seqs follow submission order, and a failed batch is retried row by row before
+        # anything queued after it is stored.
         stopping = False
-        while not stopping:
-            first = await self._queue.get()
-            if first is None:
-                break
-            batch = [first]
-            if self._window_s > 0:
-                await asyncio.sleep(self._window_s)
-            while len(batch) < self._batch_max and not self._queue.empty():
-                item = self._queue.get_nowait()
-                if item is None:
+        inflight: _Batch | None = None
+        while True:
+            if inflight is None:
+                first = None if stopping else await self._queue.get()
+                if first is None:
+                    return
+                if self._window_s > 0:
+                    await asyncio.sleep(self._window_s)
+                batch, stopping = self._take(first)
+                inflight = self._launch(batch)
+            done, inflight = inflight, None
+            try:
+                results = await done.task
+            except Exception:
+                await self._retry(done.groups)
+                continue
+            if not stopping and not self._queue.empty():
+                first = self._queue.get_nowait()
+                if first is None:
                     stopping = True
-                    break
-                batch.append(item)
-            await self._commit(batch)
+                else:
+                    batch, stopping = self._take(first)
+                    inflight = self._launch(batch)
+                    await asyncio.sleep(0)  # let it reach the database before we answer
+            self.batches += 1
+            for group, result in zip(done.groups, results, strict=True):
+                self._answer(group, result)
 
-    async def _commit(self, batch: list[_Pending]) -> None:
+    def _take(self, first: _Pending) -> tuple[list[_Pending], bool]:
+        """``first`` and whatever else is queued (up to batch_max); True if told to stop."""
+        batch = [first]
+        while len(batch) < self._batch_max and not self._queue.empty():
+            item = self._queue.get_nowait()
+            if item is None:
+                return batch, True
+            batch.append(item)
+        return batch, False
+
+    def _launch(self, batch: list[_Pending]) -> _Batch:
         # The same key twice in one batch: the first is stored, the rest answer as duplicates.
         unique: dict[tuple[int, int, str], list[_Pending]] = {}
         for pending in batch:
@@ -112,20 +148,26 @@ class MessageWriter:
             unique.setdefault((m.conversation_id, m.sender_id, m.client_msg_id), []).append(pending)
         groups = list(unique.values())
         rows = [group[0].message for group in groups]
-        try:
-            async with self._pool.acquire() as conn:
-                results = await append_messages(conn, rows)
-        except Exception:
-            if len(rows) == 1:
-                log.exception("storing a message failed")
-                _answer_all(groups[0], ApiError(500, ErrorCode.INTERNAL, "message not stored"))
-                return
-            log.warning("a batch of %d failed; retrying one by one", len(rows), exc_info=True)
-            for group in groups:
-                await self._commit(group)
+        return _Batch(groups, asyncio.create_task(self._store(rows)))
+
+    async def _store(self, rows: list[NewMessage]) -> list[AppendResult]:
+        async with self._pool.acquire() as conn:
+            return await append_messages(conn, rows)
+
+    async def _retry(self, groups: list[list[_Pending]]) -> None:
+        """A batch failed: store its messages one by one, so one bad row sinks only itself."""
+        if len(groups) == 1:
+            log.exception("storing a message failed")
+            _answer_all(groups[0], ApiError(500, ErrorCode.INTERNAL, "message not stored"))
             return
-        self.batches += 1
-        for group, result in zip(groups, results, strict=True):
+        log.warning("a batch of %d failed; retrying one by one", len(groups), exc_info=True)
+        for group in groups:
+            try:
+                [result] = await self._store([group[0].message])
+            except Exception:
+                await self._retry([group])
+                continue
+            self.batches += 1
             self._answer(group, result)
 
     def _answer(self, group: list[_Pending], result: AppendResult) -> None:
