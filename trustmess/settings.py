@@ -152,7 +152,7 @@ class Settings:
     replay_limit: int = _setting(500, _parse_int(0, 100_000), "most messages replayed on join")
     typing_throttle_s: float = _setting(2.0, _parse_float(0, 3600), "min gap between starts")
     typing_timeout_s: float = _setting(6.0, _parse_float(0.05, 3600), "automatic stop after")
-    commit_batch_max: int = _setting(256, _parse_int(1, 100_000), "messages per group commit")
+    commit_batch_max: int = _setting(1024, _parse_int(1, 100_000), "messages per group commit")
     commit_window_ms: float = _setting(0.0, _parse_float(0, 1000), "group-commit wait window")
     read_flush_ms: float = _setting(50.0, _parse_float(0, 60_000), "ack write-behind delay")
     group_commit: bool = _setting(True, _parse_bool, "batch message inserts")

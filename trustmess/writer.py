@@ -58,7 +58,7 @@ class MessageWriter:
         pool: asyncpg.Pool,
         publish: Publish,
         *,
-        batch_max: int = 256,
+        batch_max: int = 1024,
         window_s: float = 0.0,
     ) -> None:
         self._pool = pool
