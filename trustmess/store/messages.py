@@ -119,14 +119,11 @@ async def append_messages(conn: DbConnection, batch: list[NewMessage]) -> list[A
 
     Keys (conversation, sender, client_msg_id) must be distinct within the batch.
     """
-    rows = await conn.fetch(
-        APPEND_BATCH,
-        list(range(len(batch))),
-        [m.conversation_id for m in batch],
-        [m.sender_id for m in batch],
-        [m.client_msg_id for m in batch],
-        [m.body for m in batch],
-        [m.reply_to for m in batch],
+    # One pass over the batch, transposed into the statement's column arrays.
+    columns = zip(
+        *[(m.conversation_id, m.sender_id, m.client_msg_id, m.body, m.reply_to) for m in batch],
+        strict=True,
     )
+    rows = await conn.fetch(APPEND_BATCH, range(len(batch)), *columns)
     # The statement's columns are AppendResult's fields, in order.
     return [AppendResult(*row) for row in rows]
