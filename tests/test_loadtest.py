@@ -2,7 +2,9 @@
 
 A tiny closed-loop run must verify cleanly; the same run with one delivery dropped from the
 checker's input must fail verification (so the checker is proven able to fail); and the command
-line, spread over two processes, must exit 1 on that violation and write its JSON report. The
+line, spread over two processes, must exit 1 on that violation and write its JSON report.
+``--ws-url`` must spread the sockets over two nodes (two apps sharing one database and Redis,
+counted by each node itself), and CPU and RSS must be summed over several server pids. The
 client's own frame splitter is checked against every way a TCP stream can be cut.
 """
 
@@ -11,8 +13,10 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import json
+import os
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -21,7 +25,15 @@ from aiohttp.test_utils import TestClient
 from websockets.utils import accept_key
 
 from tests.conftest import AppFactory
+from trustmess.appkeys import METRICS
 from trustmess.loadtest import LoadConfig, run_load
+from trustmess.loadtest.procinfo import (
+    cpu_sample,
+    process_cpu_s,
+    processes_cpu_s,
+    processes_rss_bytes,
+    rss_bytes,
+)
 from trustmess.loadtest.report import result_json, summary_text
 from trustmess.loadtest.wsconn import FrameSocket
 
@@ -44,9 +56,16 @@ def _tiny(url: str, **changes: object) -> LoadConfig:
 
 async def test_tiny_run_delivers_everything_exactly_once(make_client: AppFactory) -> None:
     url = await _server_url(make_client)
-    result = await run_load(_tiny(url))
+    result = await run_load(_tiny(url, server_pids=(os.getpid(),)))
     assert result.verification.ok, result.verification.examples
     data = result_json(result)
+    # One server process on one URL: no per-node or per-pid extras in the output.
+    assert data["server"]["pid"] == os.getpid() and "pids" not in data["server"]
+    assert data["server"]["cpu_s"] is not None
+    assert "per_node" not in data["sockets"] and "broker" not in data
+    summary = summary_text(data)
+    assert "nodes" not in summary.splitlines()[0]
+    assert "server     CPU" in summary
     assert data["setup"]["users_created"] == 4
     assert data["window"]["replies"] > 0
     # Every message reaches all 4 members' sockets, the sender's own included.
@@ -54,7 +73,7 @@ async def test_tiny_run_delivers_everything_exactly_once(make_client: AppFactory
     assert data["verification"]["checked"]["stored_rows"] == data["totals"]["replies"]
     assert data["latency_us"]["send_to_delivery"]["count"] > 0
     assert data["errors"] == {} and data["close_codes"] == {}
-    assert "verify     OK" in summary_text(data)
+    assert "verify     OK" in summary
 
 
 async def test_injected_loss_fails_verification(make_client: AppFactory) -> None:
@@ -99,6 +118,93 @@ async def test_cli_over_two_processes_exits_1_on_a_violation(
     assert data["verification"]["violations"]["out of order"] == 1
     assert data["totals"]["replies"] > 0
     assert b"VIOLATION" in stdout
+
+
+# Burns 0.2 s of CPU and holds 64 MiB, says so, then blocks until its stdin closes: while it
+# waits, its CPU time and RSS stay put, so sums over it and a busy process can be checked.
+CHILD = """
+import sys, time
+held = bytearray(64 << 20)
+for i in range(0, len(held), 4096):
+    held[i] = 1
+while time.process_time() < 0.2:
+    pass
+print("ready", flush=True)
+sys.stdin.read()
+"""
+
+
+@pytest.fixture
+def idle_child() -> Iterator[subprocess.Popen[str]]:
+    """A second process with a known floor of CPU time (0.2 s) and RSS (64 MiB)."""
+    with subprocess.Popen(
+        [sys.executable, "-c", CHILD], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+    ) as child:  # leaving closes its stdin (it exits) and waits for it
+        assert child.stdout is not None
+        assert child.stdout.readline() == "ready\n"  # bounded by pytest's timeout
+        yield child
+
+
+def test_server_cpu_and_rss_are_summed_over_several_pids(
+    idle_child: subprocess.Popen[str],
+) -> None:
+    me, other = os.getpid(), idle_child.pid
+    other_cpu, other_rss = process_cpu_s(other), rss_bytes(other)
+    assert other_cpu is not None and other_cpu >= 0.19
+    assert other_rss is not None and other_rss >= 64 << 20
+    mine_before = process_cpu_s(me)
+    both = processes_cpu_s([me, other])
+    sampled = cpu_sample([me, other], None).server_s
+    mine_after = process_cpu_s(me)
+    assert mine_before is not None and mine_after is not None
+    assert both is not None and sampled is not None
+    # This process keeps running between the readings; the idle child does not.
+    assert mine_before + other_cpu <= both <= sampled <= mine_after + other_cpu
+    rss = processes_rss_bytes([me, other])
+    my_rss = rss_bytes(me)
+    assert rss is not None and my_rss is not None
+    assert abs(rss - (my_rss + other_rss)) < 8 << 20
+    assert processes_rss_bytes([]) is None
+    idle_child.kill()
+    idle_child.wait(10)
+    # A sum missing a process would make a window's CPU difference meaningless.
+    assert processes_cpu_s([me, other]) is None
+    assert processes_rss_bytes([me, other]) is None
+
+
+async def test_ws_urls_spread_the_sockets_over_two_nodes(
+    make_client: AppFactory, redis_url: str, idle_child: subprocess.Popen[str]
+) -> None:
+    # Two apps on one database, joined by Redis: a run spread over both still delivers
+    # everything, and each node counts the sockets it accepted.
+    nodes = [
+        await make_client(ws_rate_per_s=100_000.0, ws_burst=100_000, broker=redis_url)
+        for _ in range(2)
+    ]
+    url_a, url_b = (f"http://{n.server.host}:{n.server.port}" for n in nodes)
+    pids = (os.getpid(), idle_child.pid)
+    config = _tiny(url_a, users=6, group_size=3, groups=2, ws_urls=(url_a, url_b))
+    result = await run_load(dataclasses.replace(config, server_pids=pids))
+    assert result.verification.ok, result.verification.examples
+    assert [n.app[METRICS].connections_opened for n in nodes] == [3, 3]
+    data = result_json(result)
+    assert data["sockets"]["per_node"] == {url_a: 3, url_b: 3}
+    assert data["server"]["pid"] == os.getpid()
+    assert data["server"]["pids"] == list(pids)
+    assert data["server"]["cpu_s"] is not None
+    # Summed: more than the child alone holds.
+    assert data["server"]["rss_bytes"]["end"] > (rss_bytes(idle_child.pid) or 0) > 64 << 20
+    summary = summary_text(data)
+    assert "nodes 2" in summary.splitlines()[0]
+    assert "6/6 connected (3 + 3)" in summary
+    assert "server     2 processes: CPU" in summary
+
+
+def test_ws_url_must_be_a_base_http_url() -> None:
+    config = LoadConfig(url="http://127.0.0.1:1").resolved()
+    assert config.socket_urls == ("http://127.0.0.1:1",)
+    with pytest.raises(ValueError, match="--ws-url"):
+        dataclasses.replace(config, ws_urls=("ws://127.0.0.1:1/ws",)).resolved()
 
 
 class _Transport:

@@ -29,6 +29,13 @@ def build_parser() -> argparse.ArgumentParser:
         "latency and throughput, and verify that every message was delivered exactly once.",
     )
     p.add_argument("--url", default="http://127.0.0.1:8080", help="server base URL")
+    p.add_argument(
+        "--ws-url",
+        action="append",
+        metavar="URL",
+        help="base URL for the sockets (repeatable: socket i goes to the i-th, round-robin); "
+        "set-up and verification use --url",
+    )
     p.add_argument("--prefix", default="lt", help="username prefix; reruns reuse the users")
     p.add_argument("--password", default="loadtest-password", help="password of every user")
     topo = p.add_argument_group("topology")
@@ -54,8 +61,15 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--connect-concurrency", type=int, default=200, help="per process")
     run.add_argument("--drain-timeout", type=float, default=30.0, help="seconds")
     run.add_argument("--no-history-check", action="store_true", help="skip reading history back")
-    run.add_argument("--server-pid", type=int, help="sample this process's CPU and RSS")
+    run.add_argument(
+        "--server-pid",
+        type=int,
+        action="append",
+        metavar="PID",
+        help="sample this process's CPU and RSS (repeatable: summed over all)",
+    )
     run.add_argument("--db-pid", type=int, help="sample this process tree's CPU (postmaster)")
+    run.add_argument("--broker-pid", type=int, help="sample this process's CPU (redis-server)")
     run.add_argument("--json", type=Path, metavar="FILE", help="write the full result")
     run.add_argument("--inject-loss", action="store_true", help=argparse.SUPPRESS)
     return p
@@ -86,8 +100,10 @@ def config_from_args(args: argparse.Namespace) -> LoadConfig:
         first_frame_auth=args.first_frame_auth,
         history_check=not args.no_history_check,
         drain_timeout=args.drain_timeout,
-        server_pid=args.server_pid,
+        ws_urls=tuple(args.ws_url or ()),
+        server_pids=tuple(args.server_pid or ()),
         db_pid=args.db_pid,
+        broker_pid=args.broker_pid,
         progress=sys.stderr.isatty(),
         inject_loss=args.inject_loss or os.environ.get(INJECT_LOSS_ENV) == "1",
     )

@@ -20,7 +20,9 @@ class LoadConfig:
     """One load-test run. ``rate`` set means open loop; otherwise ``window`` in flight per sender.
 
     ``idle`` > 0 holds that many joined sockets without sending; ``fanout`` puts every user in
-    one group with a few senders.
+    one group with a few senders. ``ws_urls`` (base URLs like ``url``) spreads the sockets
+    round-robin over several nodes; set-up and verification always use ``url``. The server's
+    CPU and RSS are summed over ``server_pids``.
     """
 
     url: str
@@ -46,8 +48,10 @@ class LoadConfig:
     first_frame_auth: bool = False
     history_check: bool = True
     drain_timeout: float = 30.0
-    server_pid: int | None = None
+    ws_urls: tuple[str, ...] = ()
+    server_pids: tuple[int, ...] = ()
     db_pid: int | None = None
+    broker_pid: int | None = None
     progress: bool = False
     inject_loss: bool = False
 
@@ -58,6 +62,11 @@ class LoadConfig:
     @property
     def sending(self) -> bool:
         return self.idle == 0
+
+    @property
+    def socket_urls(self) -> tuple[str, ...]:
+        """The base URLs sockets connect to, socket ``i`` to the ``i % len``-th."""
+        return self.ws_urls or (self.url,)
 
     def resolved(self) -> LoadConfig:
         """Apply the scenario flags (``idle``, ``fanout``) and check the combination."""
@@ -91,6 +100,9 @@ class LoadConfig:
             raise ConfigError("--procs and --sockets-per-user: at least 1")
         if self.duration <= 0 or self.warmup < 0:
             raise ConfigError("--duration must be positive, --warmup not negative")
+        for url in (self.url, *self.ws_urls):
+            if not url.startswith(("http://", "https://")):
+                raise ConfigError(f"--url and --ws-url: a base http(s) URL, not {url!r}")
 
 
 @dataclass(frozen=True, slots=True)
@@ -104,13 +116,15 @@ class Account:
 
 @dataclass(frozen=True, slots=True)
 class SocketPlan:
-    """One socket to open: whose it is, what it joins, and whether it sends."""
+    """One socket to open: whose it is, what it joins, whether it sends, and to which node
+    (an index into :attr:`LoadConfig.socket_urls`)."""
 
     index: int
     user_id: int
     token: str
     conversations: tuple[int, ...]
     sends: bool
+    node: int = 0
 
 
 def group_members(users: int, groups: int, group_size: int) -> list[list[int]]:
@@ -121,7 +135,8 @@ def group_members(users: int, groups: int, group_size: int) -> list[list[int]]:
 def socket_plans(
     config: LoadConfig, accounts: list[Account], conversations: list[int]
 ) -> list[SocketPlan]:
-    """Every socket of the run; the first ``senders`` sockets (default: all) send."""
+    """Every socket of the run; the first ``senders`` sockets (default: all) send, and socket
+    ``i`` goes to node ``i % nodes`` (so senders and members are spread evenly too)."""
     joined: list[list[int]] = [[] for _ in accounts]
     members = group_members(len(accounts), len(conversations), config.group_size)
     for conversation_id, indexes in zip(conversations, members, strict=True):
@@ -129,11 +144,16 @@ def socket_plans(
             joined[index].append(conversation_id)
     plans: list[SocketPlan] = []
     senders = config.senders
+    nodes = len(config.socket_urls)
     for _copy in range(config.sockets_per_user):
         for account, convs in zip(accounts, joined, strict=True):
             index = len(plans)
             sends = config.sending and bool(convs) and (senders is None or index < senders)
-            plans.append(SocketPlan(index, account.user_id, account.token, tuple(convs), sends))
+            plans.append(
+                SocketPlan(
+                    index, account.user_id, account.token, tuple(convs), sends, index % nodes
+                )
+            )
     return plans
 
 

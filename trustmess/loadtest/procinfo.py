@@ -1,26 +1,33 @@
 """Readings from ``/proc``: CPU time and RSS of the server, its database, and the whole machine.
 
-The database is a process tree (postmaster plus one backend per connection), so its CPU is
-summed over the postmaster and every descendant alive at the time of the sample.
+The server may be several processes (``--workers``, or several nodes on this machine): their
+CPU and RSS are summed. The database is a process tree (postmaster plus one backend per
+connection), so its CPU is summed over the postmaster and every descendant alive at the time of
+the sample.
 """
 
 from __future__ import annotations
 
 import os
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeVar
+
+N = TypeVar("N", int, float)
 
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 
 
 @dataclass(frozen=True, slots=True)
 class CpuSample:
-    """Cumulative CPU seconds: the server, the database tree, and the machine's totals split
-    into process time (user + system), interrupt time (softirq: loopback networking is largely
-    done there), time stolen by the hypervisor, and everything."""
+    """Cumulative CPU seconds: the server processes, the database tree, the broker (Redis), and
+    the machine's totals split into process time (user + system), interrupt time (softirq:
+    loopback networking is largely done there), time stolen by the hypervisor, and everything."""
 
     server_s: float | None
     database_s: float | None
+    broker_s: float | None
     machine_process_s: float
     machine_irq_s: float
     machine_steal_s: float
@@ -44,14 +51,42 @@ def process_cpu_s(pid: int) -> float | None:
     return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
 
 
-def tree_cpu_s(root: int) -> float | None:
-    """CPU seconds of ``root`` and all its living descendants."""
+def _summed(pids: Sequence[int], reading: Callable[[int], N | None]) -> N | None:
+    """``reading`` summed over ``pids``; None when there are none or any is gone (a sum
+    missing one process would make the window's difference meaningless)."""
+    total: N | None = None
+    for pid in pids:
+        value = reading(pid)
+        if value is None:
+            return None
+        total = value if total is None else total + value
+    return total
+
+
+def processes_cpu_s(pids: Sequence[int]) -> float | None:
+    """User + system CPU seconds summed over ``pids`` (see _summed)."""
+    return _summed(pids, process_cpu_s)
+
+
+def parent_pids() -> dict[int, int]:
+    """pid → parent pid of every process visible in /proc."""
     parents: dict[int, int] = {}
     for entry in os.scandir("/proc"):
         if entry.name.isdigit():
             fields = _stat_fields(int(entry.name))
             if fields is not None:
                 parents[int(entry.name)] = int(fields[1])
+    return parents
+
+
+def child_pids(pid: int) -> list[int]:
+    """The living direct children of ``pid``, in pid order."""
+    return sorted(child for child, parent in parent_pids().items() if parent == pid)
+
+
+def tree_cpu_s(root: int) -> float | None:
+    """CPU seconds of ``root`` and all its living descendants."""
+    parents = parent_pids()
     if root not in parents:
         return None
     children: dict[int, list[int]] = {}
@@ -87,9 +122,17 @@ def rss_bytes(pid: int) -> int | None:
     return None
 
 
-def cpu_sample(server_pid: int | None, db_pid: int | None) -> CpuSample:
+def processes_rss_bytes(pids: Sequence[int]) -> int | None:
+    """RSS summed over ``pids`` (see _summed)."""
+    return _summed(pids, rss_bytes)
+
+
+def cpu_sample(
+    server_pids: Sequence[int], db_pid: int | None, broker_pid: int | None = None
+) -> CpuSample:
     return CpuSample(
-        None if server_pid is None else process_cpu_s(server_pid),
+        processes_cpu_s(server_pids) if server_pids else None,
         None if db_pid is None else tree_cpu_s(db_pid),
+        None if broker_pid is None else process_cpu_s(broker_pid),
         *machine_cpu_s(),
     )

@@ -40,13 +40,18 @@ def result_json(result: RunResult) -> dict[str, Any]:
     replies, deliveries = window["replies"], window["deliveries"]
     frames = window["frames_in"] + window["frames_out"]
     tester_cpu = sum(worker.cpu_window_s for worker in workers)
-    server: dict[str, Any] = {"pid": config.server_pid}
+    pids = config.server_pids
+    server: dict[str, Any] = {"pid": pids[0] if pids else None}
+    if len(pids) > 1:
+        server["pids"] = list(pids)  # CPU and RSS below are sums over all of them
     database: dict[str, Any] = {"pid": config.db_pid}
+    broker: dict[str, Any] = {"pid": config.broker_pid}
     machine: dict[str, Any] = {"cpus": os.cpu_count()}
     if result.cpu is not None:
         start, end = result.cpu
         server_cpu = _delta(start.server_s, end.server_s)
         db_cpu = _delta(start.database_s, end.database_s)
+        broker_cpu = _delta(start.broker_s, end.broker_s)
         process = end.machine_process_s - start.machine_process_s
         irq = end.machine_irq_s - start.machine_irq_s
         steal = end.machine_steal_s - start.machine_steal_s
@@ -60,20 +65,32 @@ def result_json(result: RunResult) -> dict[str, Any]:
             "cpu_us_per_delivery": _per(server_cpu, deliveries),
         }
         database |= {"cpu_s": db_cpu, "cpu_us_per_message": _per(db_cpu, replies)}
+        broker |= {"cpu_s": broker_cpu, "cpu_us_per_message": _per(broker_cpu, replies)}
         if total:
             machine["busy_percent"] = round((process + irq + steal) / total * 100, 1)
             machine["softirq_percent"] = round(irq / total * 100, 1)
             machine["steal_percent"] = round(steal / total * 100, 1)
-        # Process CPU time not spent by the server, its database or the tester: other load on
-        # the machine, which the numbers above then share the cores with.
-        ours = tester_cpu + (server_cpu or 0.0) + (db_cpu or 0.0)
+        # Process CPU time not spent by the server, its database, the broker or the tester:
+        # other load on the machine, which the numbers above then share the cores with.
+        ours = tester_cpu + (server_cpu or 0.0) + (db_cpu or 0.0) + (broker_cpu or 0.0)
         machine["other_cpu_s"] = round(max(0.0, process - ours), 2)
     rss = result.rss
     server["rss_bytes"] = dict(rss)
     connected = sum(worker.connected for worker in workers)
     if rss.get("before") and rss.get("end") and connected:
         server["rss_per_socket_bytes"] = round((rss["end"] - rss["before"]) / connected)  # type: ignore[operator]
-    return {
+    sockets: dict[str, Any] = {
+        "planned": len(result.provisioned.accounts) * config.sockets_per_user,
+        "connected": connected,
+        "connect_errors": dict(connect_errors),
+        "connect_us": summarize(merge(w.connect_us for w in workers)),
+    }
+    if len(config.socket_urls) > 1:
+        sockets["per_node"] = {
+            url: sum(w.connected_per_node[node] for w in workers)
+            for node, url in enumerate(config.socket_urls)
+        }
+    data: dict[str, Any] = {
         "config": {k: v for k, v in dataclasses.asdict(config).items() if k != "password"},
         "setup": {
             "users": len(result.provisioned.accounts),
@@ -82,12 +99,7 @@ def result_json(result: RunResult) -> dict[str, Any]:
             "seconds": round(result.provisioned.seconds, 2),
             "http_429": result.http_429,
         },
-        "sockets": {
-            "planned": len(result.provisioned.accounts) * config.sockets_per_user,
-            "connected": connected,
-            "connect_errors": dict(connect_errors),
-            "connect_us": summarize(merge(w.connect_us for w in workers)),
-        },
+        "sockets": sockets,
         "window_s": seconds,
         "totals": dict(totals),
         "window": dict(window),
@@ -113,6 +125,9 @@ def result_json(result: RunResult) -> dict[str, Any]:
         "machine": machine,
         "verification": result.verification.to_json(),
     }
+    if config.broker_pid is not None:
+        data["broker"] = broker
+    return data
 
 
 def _ms(summary: dict[str, float], key: str) -> str:
@@ -147,12 +162,17 @@ def summary_text(data: dict[str, Any]) -> str:
     )
     verification = data["verification"]
     checked = verification["checked"]
+    per_node: dict[str, int] = sockets.get("per_node", {})
+    nodes = f"  nodes {len(per_node)}" if per_node else ""
+    spread = f" ({' + '.join(f'{n:,}' for n in per_node.values())})" if per_node else ""
+    pids = server.get("pids", [])
+    processes = f"{len(pids)} processes: " if pids else ""
     lines = [
-        f"TrustMess load test: {config['url']}  {mode}  procs {tester['procs']}",
+        f"TrustMess load test: {config['url']}  {mode}  procs {tester['procs']}{nodes}",
         f"setup      {setup['users']:,} users ({setup['users_created']:,} new), "
         f"{setup['groups']:,} groups of {config['group_size']} in {setup['seconds']} s; "
         f"HTTP 429: {setup['http_429']}",
-        f"sockets    {sockets['connected']:,}/{sockets['planned']:,} connected, "
+        f"sockets    {sockets['connected']:,}/{sockets['planned']:,} connected{spread}, "
         f"connect p50 {_ms(sockets['connect_us'], 'p50')} ms p99 "
         f"{_ms(sockets['connect_us'], 'p99')} ms; failures: {_codes(sockets['connect_errors'])}",
         f"window     {data['window_s']:g} s after {config['warmup']:g} s warm-up: "
@@ -163,7 +183,7 @@ def summary_text(data: dict[str, Any]) -> str:
         _latency_row("send→delivery", data["latency_us"]["send_to_delivery"]),
         f"errors     {_codes(data['errors'])}",
         f"closes     {_codes(data['close_codes'])}",
-        f"server     CPU {_num(server.get('cpu_percent_of_core'), '% of a core')}, "
+        f"server     {processes}CPU {_num(server.get('cpu_percent_of_core'), '% of a core')}, "
         f"{_num(server.get('cpu_us_per_message'), ' µs/message')}, "
         f"{_num(server.get('cpu_us_per_delivery'), ' µs/delivery')}",
     ]
@@ -178,6 +198,9 @@ def summary_text(data: dict[str, Any]) -> str:
     database = data["database"]
     if database.get("cpu_s") is not None:
         lines.append(f"database   {_num(database.get('cpu_us_per_message'), ' µs CPU/message')}")
+    broker = data.get("broker", {})
+    if broker.get("cpu_s") is not None:
+        lines.append(f"broker     {_num(broker.get('cpu_us_per_message'), ' µs CPU/message')}")
     lines += [
         f"tester     {tester['cpu_s']:.1f} s CPU for {tester['frames']:,} frames: "
         f"{_num(tester['cpu_us_per_frame'], ' µs/frame')}; machine busy "

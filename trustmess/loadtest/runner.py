@@ -21,7 +21,7 @@ from typing import Any
 from trustmess.loadtest.config import LoadConfig, group_members, socket_plans, split
 from trustmess.loadtest.httpapi import Api
 from trustmess.loadtest.link import Link, PipeLink, queue_pair
-from trustmess.loadtest.procinfo import CpuSample, cpu_sample, rss_bytes
+from trustmess.loadtest.procinfo import CpuSample, cpu_sample, processes_rss_bytes
 from trustmess.loadtest.provision import Provisioned, provision
 from trustmess.loadtest.verify import Verification, verify
 from trustmess.loadtest.worker import SECOND, WorkerPlan, WorkerResult, run_worker, sleep_until
@@ -148,22 +148,27 @@ async def _workers(plans: list[WorkerPlan]) -> AsyncIterator[list[Link]]:
             link.close()
 
 
+def ws_url(base_url: str) -> str:
+    """``http://host:port`` → ``ws://host:port/ws`` (``https`` → ``wss``)."""
+    return "ws" + base_url.rstrip("/").removeprefix("http") + "/ws"
+
+
 def _worker_plans(config: LoadConfig, provisioned: Provisioned) -> list[WorkerPlan]:
     sockets = socket_plans(config, provisioned.accounts, provisioned.conversations)
     senders = sum(s.sends for s in sockets) or 1
-    ws_url = "ws" + config.url.rstrip("/").removeprefix("http") + "/ws"
+    ws_urls = tuple(ws_url(url) for url in config.socket_urls)
     tag = f"{os.getpid():x}{time.time_ns() // 1_000_000 % (1 << 32):x}"
     rate = config.rate or 0.0
     parts = [part for part in split(sockets, config.procs) if part]
     return [
-        WorkerPlan(n, config, ws_url, part, tag, rate * sum(s.sends for s in part) / senders)
+        WorkerPlan(n, config, ws_urls, part, tag, rate * sum(s.sends for s in part) / senders)
         for n, part in enumerate(parts)
     ]
 
 
 async def _server_rss(config: LoadConfig, api: Api) -> int | None:
-    if config.server_pid is not None:
-        return rss_bytes(config.server_pid)
+    if config.server_pids:
+        return processes_rss_bytes(config.server_pids)
     with contextlib.suppress(Exception):
         return await api.metrics_rss()
     return None
@@ -172,13 +177,14 @@ async def _server_rss(config: LoadConfig, api: Api) -> int | None:
 async def _window_cpu(config: LoadConfig, start_ns: int) -> tuple[CpuSample, CpuSample]:
     window_start = start_ns + int(config.warmup * SECOND)
     await sleep_until(window_start)
-    first = cpu_sample(config.server_pid, config.db_pid)
+    first = cpu_sample(config.server_pids, config.db_pid, config.broker_pid)
     await sleep_until(window_start + int(config.duration * SECOND))
-    return first, cpu_sample(config.server_pid, config.db_pid)
+    return first, cpu_sample(config.server_pids, config.db_pid, config.broker_pid)
 
 
 async def run_load(config: LoadConfig) -> RunResult:
-    """Run the whole test against ``config.url`` and return what was measured and checked."""
+    """Run the whole test against ``config.url`` (sockets: ``config.socket_urls``) and return
+    what was measured and checked."""
     config = config.resolved()
     api = Api(config.url)
     try:

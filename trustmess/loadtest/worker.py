@@ -31,7 +31,7 @@ SECOND = 1_000_000_000
 class WorkerPlan:
     number: int
     config: LoadConfig
-    ws_url: str
+    ws_urls: tuple[str, ...]  # socket plan ``node`` indexes this
     sockets: list[SocketPlan]
     tag: str
     rate: float  # this process's share of --rate (open loop)
@@ -41,6 +41,7 @@ class WorkerPlan:
 class WorkerResult:
     number: int
     connected: int
+    connected_per_node: list[int]
     connect_errors: dict[str, int]
     connect_us: array[int]
     reply_us: array[int]
@@ -107,6 +108,9 @@ async def _run(plan: WorkerPlan, link: Link) -> None:
     result = WorkerResult(
         number=plan.number,
         connected=len(live),
+        connected_per_node=[
+            sum(c.plan.node == node for c in live) for node in range(len(plan.ws_urls))
+        ],
         connect_errors=dict(connect_errors),
         connect_us=run.connect_us,
         reply_us=run.reply_us,
@@ -132,7 +136,7 @@ async def _connect_all(
     async def open_one(client: SocketClient) -> None:
         async with semaphore:
             try:
-                await client.open(plan.ws_url, plan.config.first_frame_auth)
+                await client.open(plan.ws_urls[client.plan.node], plan.config.first_frame_auth)
             except Exception as exc:
                 status = getattr(getattr(exc, "response", None), "status_code", None)
                 reason = str(exc) if isinstance(exc, JoinRefused) else type(exc).__name__
