@@ -1,4 +1,5 @@
-"""Render bench/RESULTS.md: the machine, the exact commands, each scenario's numbers and targets."""
+"""Render bench/RESULTS.md: the machine, the exact commands, each scenario's numbers and targets,
+and the scale-out comparison (several processes against one)."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from importlib import metadata
 from typing import Any
 
 import asyncpg
+import redis
 
 PACKAGES = ("aiohttp", "asyncpg", "websockets", "orjson", "uvloop")
 
@@ -40,7 +42,7 @@ async def _postgres_version(dsn: str) -> str:
         await conn.close()
 
 
-def machine_info(dsn: str) -> dict[str, str]:
+def machine_info(dsn: str | None, redis_url: str | None) -> dict[str, str]:
     info = {
         "CPUs (nproc)": str(os.cpu_count()),
         "CPU model": _first("/proc/cpuinfo", "model name"),
@@ -54,10 +56,25 @@ def machine_info(dsn: str) -> dict[str, str]:
         except metadata.PackageNotFoundError:
             info[package] = "not installed"
     try:
-        info["PostgreSQL"] = asyncio.run(_postgres_version(dsn))
+        info["PostgreSQL"] = (
+            "unknown (no server ran)" if dsn is None else asyncio.run(_postgres_version(dsn))
+        )
     except Exception as exc:
         info["PostgreSQL"] = f"unknown ({type(exc).__name__})"
+    try:
+        info["Redis"] = "not used" if redis_url is None else _redis_version(redis_url)
+    except Exception as exc:
+        info["Redis"] = f"unknown ({type(exc).__name__})"
     return info
+
+
+def _redis_version(url: str) -> str:
+    """The version the scale-out scenarios' Redis reports about itself."""
+    client = redis.Redis.from_url(url, socket_timeout=5)
+    try:
+        return str(client.info("server")["redis_version"])
+    finally:
+        client.close()
 
 
 def lookup(data: dict[str, Any], path: str) -> Any:
@@ -99,15 +116,20 @@ def _details(run: dict[str, Any]) -> list[str]:
     data = run["data"]
     tester = data.get("tester", {})
     server = data.get("server", {})
+    redis = ""
+    if "broker" in data:
+        redis = f", Redis CPU: {_fmt(lookup(data, 'broker.cpu_us_per_message'))} µs per message"
     extra = [
         f"- machine {run.get('busy_before', 0):.0%} busy just before the start; other processes "
         f"used {run.get('other_load', 0):.0%} of it during the window (attempt "
         f"{run.get('attempt', 1)} of {run.get('attempts', 1)} kept: the least disturbed)",
-        f"- server CPU: {_fmt(server.get('cpu_us_per_message'))} µs per persisted message or "
-        f"{_fmt(server.get('cpu_us_per_delivery'))} µs per delivery (the same CPU time divided "
-        f"two ways), {_fmt(server.get('cpu_percent_of_core'))}% of one core over the window",
-        f"- database CPU: {_fmt(lookup(data, 'database.cpu_us_per_message'))} µs per message; "
-        f"machine busy {_fmt(lookup(data, 'machine.busy_percent'))}% of all cores (softirq "
+        f"- server CPU{_processes(server)}: {_fmt(server.get('cpu_us_per_message'))} µs per "
+        f"persisted message or {_fmt(server.get('cpu_us_per_delivery'))} µs per delivery (the "
+        f"same CPU time divided two ways), {_fmt(server.get('cpu_percent_of_core'))}% of one "
+        "core over the window",
+        f"- database CPU: {_fmt(lookup(data, 'database.cpu_us_per_message'))} µs per message"
+        f"{redis}; machine busy {_fmt(lookup(data, 'machine.busy_percent'))}% of all cores "
+        "(softirq "
         f"{_fmt(lookup(data, 'machine.softirq_percent'))}%, stolen by the hypervisor "
         f"{_fmt(lookup(data, 'machine.steal_percent'))}%, other processes "
         f"{_fmt(lookup(data, 'machine.other_cpu_s'))} CPU-seconds)",
@@ -117,8 +139,79 @@ def _details(run: dict[str, Any]) -> list[str]:
     return extra
 
 
+def _processes(server: dict[str, Any]) -> str:
+    pids = server.get("pids")
+    return f" (summed over {len(pids)} processes)" if pids else ""
+
+
+# (row label, scenario key) of the scale-out table; the first row is the reference.
+SCALE_OUT = [
+    ("single process (scenario 1)", "throughput"),
+    ("`--workers 2` + Redis", "workers2"),
+    ("3 nodes + Redis", "nodes3"),
+]
+
+
+def scale_out(runs: list[dict[str, Any]], skipped: list[tuple[Any, str]], cpus: str) -> list[str]:
+    """The "Scale-out" section: scenario 1 against the same load on several processes."""
+    by_key = {run["scenario"].key: run for run in runs}
+    why_skipped = {scenario.key: reason for scenario, reason in skipped}
+    keys = [key for _, key in SCALE_OUT[1:]]
+    if not any(key in by_key or key in why_skipped for key in keys):
+        return []
+    reference = lookup(by_key.get("throughput", {}).get("data", {}), "rates.messages_per_s")
+    lines = [
+        "## Scale-out",
+        "",
+        "Scenario 1's load (the same flags) against one server process, against "
+        "`serve --workers 2` (two processes on one port, the kernel spreading the sockets) and "
+        "against three `serve` processes sharing node 1's database (the load tester spreads the "
+        "sockets over them with `--ws-url`); the processes share events through Redis. Server "
+        "CPU is summed over every server process (the supervisor included); Redis's own CPU is "
+        "shown apart.",
+        "",
+        f"On this {cpus}-core machine, shared with PostgreSQL, Redis and the load tester, more "
+        "server processes cannot add CPU: the ratio shows what the bus costs (every event "
+        "serialised for Redis and read back by each process, the per-conversation sequencer), "
+        "not the scaling one gets with more cores or machines.",
+        "",
+        "| setup | persisted msg/s | deliveries/s | p50 / p99 send→delivery (ms) "
+        "| server CPU µs/message | database CPU µs/message | Redis CPU µs/message "
+        "| msg/s vs single process |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for label, key in SCALE_OUT:
+        if key in why_skipped:
+            lines.append(f"| {label} | skipped: {why_skipped[key]} | | | | | | |")
+            continue
+        run = by_key.get(key)
+        if run is None:
+            lines.append(f"| {label} | not run | | | | | | |")
+            continue
+        data = run["data"]
+        rate = lookup(data, "rates.messages_per_s")
+        p50 = lookup(data, "latency_us.send_to_delivery.p50")
+        p99 = lookup(data, "latency_us.send_to_delivery.p99")
+        latency = " / ".join(_fmt(None if v is None else v / 1000) for v in (p50, p99))
+        ratio = f"{rate / reference:.2f}x" if rate is not None and reference else "n/a"
+        verified = "" if judge(run)[0][3] == "MET" else " (verification FAILED)"
+        cells = [
+            label + verified,
+            _fmt(rate),
+            _fmt(lookup(data, "rates.deliveries_per_s")),
+            latency,
+            _fmt(lookup(data, "server.cpu_us_per_message")),
+            _fmt(lookup(data, "database.cpu_us_per_message")),
+            _fmt(lookup(data, "broker.cpu_us_per_message")) if "broker" in data else "n/a",
+            ratio,
+        ]
+        lines.append("| " + " | ".join(cells) + " |")
+    return [*lines, ""]
+
+
 def render(
     runs: list[dict[str, Any]],
+    skipped: list[tuple[Any, str]],
     machine: dict[str, str],
     env: dict[str, str],
     profile_md: str | None,
@@ -130,7 +223,8 @@ def render(
         "",
         f"Generated by `python bench/run.py{' --quick' if quick else ''}` on "
         f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())} in {elapsed:.0f} s. Server, "
-        "PostgreSQL and load tester share the machine below; one server process.",
+        "PostgreSQL and load tester share the machine below; one server process except in the "
+        "scale-out scenarios.",
         "",
         "## Machine",
         "",
@@ -147,8 +241,11 @@ def render(
         " ".join(f"{k}={v}" for k, v in sorted(env.items()) if k != "TRUSTMESS_PORT"),
         "```",
         "",
-        "The baseline scenario adds `TRUSTMESS_GROUP_COMMIT=false`. Every other setting is the "
-        "default (heartbeat 30 s, group commit up to 256 rows, no commit window).",
+        "The baseline scenario adds `TRUSTMESS_GROUP_COMMIT=false`; the scale-out scenarios add "
+        "`TRUSTMESS_BROKER` (a local `redis-server --save '' --appendonly no`, or "
+        "`TRUSTMESS_BENCH_REDIS_URL`) and start their processes as shown in their sections. "
+        "Every other setting is the default (heartbeat 30 s, group commit up to 1,024 rows, no "
+        "commit window).",
         "",
         "## Summary",
         "",
@@ -158,14 +255,20 @@ def render(
     for run in runs:
         for what, target, measured, verdict in judge(run):
             lines.append(f"| {run['scenario'].key} | {what} | {target} | {measured} | {verdict} |")
+    for scenario, reason in skipped:
+        lines.append(f"| {scenario.key} | skipped | | {reason} | |")
+    lines += ["", *scale_out(runs, skipped, machine.get("CPUs (nproc)", "?"))]
+    for scenario, reason in skipped:
+        lines += [f"## {scenario.title}", "", f"Skipped: {reason}.", ""]
     for run in runs:
-        lines += ["", f"## {run['scenario'].title}", "", "```sh", run["command"], "```", ""]
+        lines += [f"## {run['scenario'].title}", "", "```sh", *run["server_commands"]]
+        lines += [run["command"], "```", ""]
         lines += [
             f"- **{verdict}**: {what} {target}, measured {measured}"
             for what, target, measured, verdict in judge(run)
         ]
         lines += _details(run)
-        lines += ["", "```text", run["summary"], "```"]
+        lines += ["", "```text", run["summary"], "```", ""]
     if profile_md is not None:
-        lines += ["", "## Server profile under scenario 1 (py-spy)", "", profile_md]
-    return "\n".join(lines) + "\n"
+        lines += ["## Server profile under scenario 1 (py-spy)", "", profile_md]
+    return "\n".join(lines).rstrip("\n") + "\n"

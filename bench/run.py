@@ -3,9 +3,12 @@
     python bench/run.py            # full run (a few minutes), writes bench/RESULTS.md
     python bench/run.py --quick    # tiny versions of every scenario, a smoke check
     python bench/run.py --profile  # also py-spy the server under scenario 1
+    python bench/run.py --only workers2 --only nodes3   # some scenarios only
 
 Scenarios 1-3 share one server (their users are created once), the idle scenario gets a fresh
-server so its RSS baseline is clean, and the baseline scenario a server with group commit off.
+server so its RSS baseline is clean, the baseline scenario a server with group commit off, and
+the two scale-out scenarios their own processes joined by a Redis (``TRUSTMESS_BENCH_REDIS_URL``,
+else a ``redis-server`` started here; without either they are skipped).
 ``TRUSTMESS_DATABASE_URL`` in the environment makes every server use that database instead of an
 embedded one (its CPU is then not measured).
 """
@@ -30,83 +33,120 @@ from typing import Any
 
 import pyspy
 import results
-from server import BENCH_ENV, ROOT, BenchServer
+from server import BENCH_ENV, ROOT, BenchCluster, BenchRedis, RedisUnavailable, ServerSetup
+
+Target = tuple[str, str, str, float, float]
 
 
 @dataclass(frozen=True)
 class Scenario:
     key: str
+    server: str  # a key of SERVERS; consecutive scenarios on the same one share it
     title: str
     args: list[str]
     quick_args: list[str]
-    server: str = "main"  # which server the scenario runs on
     # (what, JSON path in the load tester's result, "<=" or ">=", limit, divisor for display)
-    targets: list[tuple[str, str, str, float, float]] = field(default_factory=list)
+    targets: list[Target] = field(default_factory=list)
 
 
 TOPOLOGY = ["--users", "1000", "--groups", "200", "--group-size", "5"]
 QUICK_TOPOLOGY = ["--users", "40", "--groups", "8", "--group-size", "5"]
 QUICK_TIMING = ["--duration", "2", "--warmup", "0.5"]
 FANOUT_TIMING = ["--arrival", "fixed", "--duration", "15", "--warmup", "3"]
-THROUGHPUT = ["--window", "2", "--duration", "20", "--warmup", "5"]
+THROUGHPUT = [*TOPOLOGY, "--window", "2", "--duration", "20", "--warmup", "5"]
+QUICK_THROUGHPUT = [*QUICK_TOPOLOGY, "--window", "2", *QUICK_TIMING]
+LATENCY = [*TOPOLOGY, "--rate", "2000", "--arrival", "poisson", "--duration", "20", "--warmup", "3"]
+QUICK_LATENCY = [*QUICK_TOPOLOGY, "--rate", "200", *QUICK_TIMING]
+# Fixed arrivals: the target is exactly 60 x 1,000 deliveries/s, which a Poisson process would
+# undershoot by chance in half the runs.
+FANOUT = ["--users", "1000", "--fanout", "--senders", "5", "--rate", "60", *FANOUT_TIMING]
+QUICK_FANOUT = ["--users", "50", "--fanout", "--senders", "5", "--rate", "20", *QUICK_TIMING]
+IDLE = ["--idle", "10000", "--duration", "35", "--warmup", "0", "--connect-concurrency", "100"]
+QUICK_IDLE = ["--idle", "200", "--duration", "2", "--warmup", "0"]
 
+CPU_PER_MESSAGE: Target = (
+    "server CPU per persisted message (µs)",
+    "server.cpu_us_per_message",
+    "<=",
+    50,
+    1,
+)
+MESSAGES: Target = ("persisted messages/s", "rates.messages_per_s", ">=", 10_000, 1)
+P50: Target = ("p50 send→delivery (ms)", "latency_us.send_to_delivery.p50", "<=", 5, 1000)
+P99: Target = ("p99 send→delivery (ms)", "latency_us.send_to_delivery.p99", "<=", 25, 1000)
+FANOUT_P99: Target = ("p99 send→delivery (ms)", "latency_us.send_to_delivery.p99", "<=", 100, 1000)
+DELIVERIES: Target = ("deliveries/s", "rates.deliveries_per_s", ">=", 60_000, 1)
+RSS: Target = ("server RSS per socket (KiB)", "server.rss_per_socket_bytes", "<=", 20, 1024)
+
+SERVERS = {
+    "main": ServerSetup(),
+    "idle": ServerSetup(),
+    "baseline": ServerSetup(env={"TRUSTMESS_GROUP_COMMIT": "false"}),
+    "workers2": ServerSetup(workers=2),
+    "nodes3": ServerSetup(nodes=3),
+}
 SCENARIOS = [
     Scenario(
         "throughput",
+        "main",
         "1. Throughput: 1,000 sockets, 200 groups of 5, closed loop",
-        [*TOPOLOGY, *THROUGHPUT],
-        [*QUICK_TOPOLOGY, "--window", "2", *QUICK_TIMING],
-        targets=[
-            ("server CPU per persisted message (µs)", "server.cpu_us_per_message", "<=", 50, 1),
-            ("persisted messages/s", "rates.messages_per_s", ">=", 10_000, 1),
-        ],
+        THROUGHPUT,
+        QUICK_THROUGHPUT,
+        [CPU_PER_MESSAGE, MESSAGES],
     ),
     Scenario(
         "latency",
+        "main",
         "2. Latency: same topology, open loop at 2,000 messages/s",
-        [*TOPOLOGY, "--rate", "2000", "--arrival", "poisson", "--duration", "20", "--warmup", "3"],
-        [*QUICK_TOPOLOGY, "--rate", "200", *QUICK_TIMING],
-        targets=[
-            ("p50 send→delivery (ms)", "latency_us.send_to_delivery.p50", "<=", 5, 1000),
-            ("p99 send→delivery (ms)", "latency_us.send_to_delivery.p99", "<=", 25, 1000),
-        ],
+        LATENCY,
+        QUICK_LATENCY,
+        [P50, P99],
     ),
     Scenario(
         "fanout",
+        "main",
         "3. Fan-out: one group of 1,000 members, 5 senders at 60 messages/s",
-        # Fixed arrivals: the target is exactly 60 x 1,000 deliveries/s, which a Poisson
-        # process would undershoot by chance in half the runs.
-        ["--users", "1000", "--fanout", "--senders", "5", "--rate", "60", *FANOUT_TIMING],
-        ["--users", "50", "--fanout", "--senders", "5", "--rate", "20", *QUICK_TIMING],
-        targets=[
-            ("deliveries/s", "rates.deliveries_per_s", ">=", 60_000, 1),
-            ("p99 send→delivery (ms)", "latency_us.send_to_delivery.p99", "<=", 100, 1000),
-        ],
+        FANOUT,
+        QUICK_FANOUT,
+        [DELIVERIES, FANOUT_P99],
     ),
     Scenario(
         "idle",
+        "idle",
         "4. Idle: 10,000 authenticated, joined sockets, heartbeats on (30 s)",
-        ["--idle", "10000", "--duration", "35", "--warmup", "0", "--connect-concurrency", "100"],
-        ["--idle", "200", "--duration", "2", "--warmup", "0"],
-        server="idle",
-        targets=[("server RSS per socket (KiB)", "server.rss_per_socket_bytes", "<=", 20, 1024)],
+        IDLE,
+        QUICK_IDLE,
+        [RSS],
     ),
     Scenario(
         "baseline",
+        "baseline",
         "5. Baseline: scenario 1 with group commit off (one transaction per message)",
-        [*TOPOLOGY, *THROUGHPUT],
-        [*QUICK_TOPOLOGY, "--window", "2", *QUICK_TIMING],
-        server="baseline",
-        targets=[
-            ("server CPU per persisted message (µs)", "server.cpu_us_per_message", "<=", 50, 1)
-        ],
+        THROUGHPUT,
+        QUICK_THROUGHPUT,
+        [CPU_PER_MESSAGE],
+    ),
+    Scenario(
+        "workers2",
+        "workers2",
+        "6. Scale-out: scenario 1 on `serve --workers 2` with Redis",
+        THROUGHPUT,
+        QUICK_THROUGHPUT,
+    ),
+    Scenario(
+        "nodes3",
+        "nodes3",
+        "7. Scale-out: scenario 1 on 3 nodes sharing one database and Redis",
+        THROUGHPUT,
+        QUICK_THROUGHPUT,
     ),
 ]
 # A scenario is rerun when other processes took more than this share of the machine during its
 # window, as long as the whole benchmark has run for less than the budget.
 QUIET_SHARE = 0.10
 RETRY_BUDGET_S = 240.0
-SERVER_ENV = {"main": {}, "idle": {}, "baseline": {"TRUSTMESS_GROUP_COMMIT": "false"}}
+# Flags whose values are this machine's (URLs, pids): shown as placeholders in RESULTS.md.
+PLACEHOLDER_FLAGS = ("--url", "--ws-url", "--server-pid", "--db-pid", "--broker-pid")
 
 
 def machine_busy(seconds: float = 2.0) -> float:
@@ -139,7 +179,7 @@ def wait_for_quiet(limit_s: float = 30.0, threshold: float = 0.25) -> float:
 
 def run_scenario(
     scenario: Scenario,
-    server: BenchServer,
+    cluster: BenchCluster,
     procs: int,
     quick: bool,
     workdir: Path,
@@ -148,10 +188,19 @@ def run_scenario(
     """Run the load tester once; ``on_go`` is called when it starts sending (warm-up begins)."""
     out = workdir / f"{scenario.key}.json"
     args = scenario.quick_args if quick else scenario.args
-    command = [sys.executable, "-m", "trustmess.loadtest", "--url", server.url, "--prefix", "bench"]
-    command += [*args, "--procs", str(procs), "--server-pid", str(server.pid), "--json", str(out)]
-    if server.db_pid is not None:
-        command += ["--db-pid", str(server.db_pid)]
+    command = [sys.executable, "-m", "trustmess.loadtest", "--url", cluster.url]
+    for url in cluster.ws_urls:
+        command += ["--ws-url", url]
+    command += ["--prefix", "bench", *args, "--procs", str(procs)]
+    pids = cluster.pids  # read from /proc once: the command and its placeholders must agree
+    for pid in pids:
+        command += ["--server-pid", str(pid)]
+    if cluster.db_pid is not None:
+        command += ["--db-pid", str(cluster.db_pid)]
+    if cluster.broker_pid is not None:
+        command += ["--broker-pid", str(cluster.broker_pid)]
+    shown = shown_command(command, cluster, pids)
+    command += ["--json", str(out)]
     print(f"== {scenario.title}\n$ {shlex.join(command[1:])}", flush=True)
     started = time.monotonic()
     process = subprocess.Popen(
@@ -167,11 +216,10 @@ def run_scenario(
     exit_code = process.wait()
     print(stdout or "".join(errors), flush=True)
     data: dict[str, Any] = json.loads(out.read_text()) if out.exists() else {}
-    shown = ["python -m trustmess.loadtest --url $URL --prefix bench", shlex.join(args)]
-    shown += [f"--procs {procs} --server-pid $SERVER_PID --db-pid $POSTMASTER_PID"]
     return {
         "scenario": scenario,
-        "command": " ".join(shown),
+        "server_commands": cluster.commands(),
+        "command": shown,
         "exit_code": exit_code,
         "summary": stdout.strip() or "".join(errors).strip(),
         "data": data,
@@ -179,24 +227,37 @@ def run_scenario(
     }
 
 
-def profile_throughput(server: BenchServer, procs: int, workdir: Path) -> str:
+def shown_command(command: list[str], cluster: BenchCluster, pids: list[int]) -> str:
+    """The load tester's command for RESULTS.md: this machine's URLs and pids as placeholders."""
+    names = cluster.url_names()
+    names |= {str(pid): name for pid, name in zip(pids, cluster.pid_names(len(pids)), strict=True)}
+    names |= {str(cluster.db_pid): "$POSTMASTER_PID", str(cluster.broker_pid): "$REDIS_PID"}
+    words = ["python", *command[1:]]
+    shown = [
+        names.get(word, word) if before in PLACEHOLDER_FLAGS else shlex.quote(word)
+        for before, word in zip(["", *words[:-1]], words, strict=True)
+    ]
+    return " ".join(shown)
+
+
+def profile_throughput(cluster: BenchCluster, procs: int, workdir: Path) -> str:
     """Scenario 1 once more, with py-spy on the server for exactly the measured window."""
     if pyspy.py_spy() is None:
         return "_py-spy not installed: `pip install py-spy`_"
     raw = workdir / "server-profile.txt"
     warmup, duration = 3.0, 15.0
     args = [*TOPOLOGY, "--window", "2", "--duration", str(duration), "--warmup", str(warmup)]
-    scenario = Scenario("profile", SCENARIOS[0].title, args, [])
+    scenario = Scenario("profile", "main", SCENARIOS[0].title, args, [])
     recorders: list[subprocess.Popen[bytes]] = []
 
     def record() -> None:
-        recorder = pyspy.start_recording(server.pid, duration, raw)
+        recorder = pyspy.start_recording(cluster.pids[0], duration, raw)
         if recorder is not None:
             recorders.append(recorder)
 
     wait_for_quiet()
     run_scenario(
-        scenario, server, procs, False, workdir, lambda: threading.Timer(warmup, record).start()
+        scenario, cluster, procs, False, workdir, lambda: threading.Timer(warmup, record).start()
     )
     for recorder in recorders:
         recorder.wait()
@@ -216,7 +277,11 @@ def other_load(run: dict[str, Any]) -> float:
 
 
 def run_quietest(
-    scenario: Scenario, server: BenchServer, args: argparse.Namespace, workdir: Path, retry: bool
+    scenario: Scenario,
+    cluster: BenchCluster,
+    args: argparse.Namespace,
+    workdir: Path,
+    retry: bool,
 ) -> dict[str, Any]:
     """Run once; while other work on the machine took a noticeable share of the CPU during
     the window, run again (up to ``--attempts``) and keep the least disturbed run."""
@@ -224,7 +289,7 @@ def run_quietest(
     attempts = args.attempts if retry else 1
     for attempt in range(1, attempts + 1):
         busy_before = machine_busy(0.5) if args.quick else wait_for_quiet()
-        run = run_scenario(scenario, server, args.procs, args.quick, workdir)
+        run = run_scenario(scenario, cluster, args.procs, args.quick, workdir)
         run |= {"busy_before": busy_before, "attempt": attempt, "other_load": other_load(run)}
         if best is None or run["other_load"] < best["other_load"]:
             best = run
@@ -242,7 +307,12 @@ def main() -> int:
     parser.add_argument("--quick", action="store_true", help="tiny scenarios (smoke check)")
     parser.add_argument("--procs", type=int, default=2, help="load-test processes")
     parser.add_argument("--profile", action="store_true", help="py-spy the server (scenario 1)")
-    parser.add_argument("--only", action="append", help="run only this scenario (repeatable)")
+    parser.add_argument(
+        "--only",
+        action="append",
+        choices=[scenario.key for scenario in SCENARIOS],
+        help="run only this scenario (repeatable)",
+    )
     parser.add_argument(
         "--attempts", type=int, default=3, help="runs of a scenario disturbed by other load"
     )
@@ -257,28 +327,47 @@ def main() -> int:
     database_url = os.environ.get("TRUSTMESS_DATABASE_URL")
     workdir = Path(tempfile.mkdtemp(prefix="trustmess-bench-out-", dir="/tmp"))
     runs: list[dict[str, Any]] = []
-    servers: dict[str, BenchServer] = {}
+    skipped: list[tuple[Scenario, str]] = []
+    cluster: BenchCluster | None = None
+    cluster_key = ""  # the SERVERS key ``cluster`` was started for
+    redis: BenchRedis | None = None
+    no_redis: str | None = None  # why there is no Redis, once that is known
+    dsn: str | None = None
     profile_md: str | None = None
     started = time.monotonic()
     try:
         for scenario in SCENARIOS:
             if args.only and scenario.key not in args.only:
                 continue
-            if scenario.server not in servers:
-                for old in servers.values():
-                    old.stop()
-                servers = {scenario.server: BenchServer(SERVER_ENV[scenario.server], database_url)}
-            server = servers[scenario.server]
+            setup = SERVERS[scenario.server]
+            if setup.needs_broker and redis is None and no_redis is None:
+                try:
+                    redis = BenchRedis()
+                except RedisUnavailable as exc:
+                    no_redis = str(exc)
+            if setup.needs_broker and redis is None:
+                assert no_redis is not None
+                print(f"== {scenario.title}\n   skipped: {no_redis}", flush=True)
+                skipped.append((scenario, no_redis))
+                continue
+            if cluster is None or cluster_key != scenario.server:
+                if cluster is not None:
+                    cluster.stop()
+                    cluster = None
+                cluster = BenchCluster(setup, database_url, redis if setup.needs_broker else None)
+                cluster_key, dsn = scenario.server, cluster.dsn
             retry = not args.quick and time.monotonic() - started < RETRY_BUDGET_S
-            runs.append(run_quietest(scenario, server, args, workdir, retry))
+            runs.append(run_quietest(scenario, cluster, args, workdir, retry))
             if args.profile and scenario.key == "throughput" and not args.quick:
-                profile_md = profile_throughput(server, args.procs, workdir)
-        machine = results.machine_info(server.dsn)
+                profile_md = profile_throughput(cluster, args.procs, workdir)
+        machine = results.machine_info(dsn, None if redis is None else redis.url)
     finally:
-        for old in servers.values():
-            old.stop()
+        if cluster is not None:
+            cluster.stop()
+        if redis is not None:
+            redis.stop()
     elapsed = time.monotonic() - started
-    text = results.render(runs, machine, BENCH_ENV, profile_md, args.quick, elapsed)
+    text = results.render(runs, skipped, machine, BENCH_ENV, profile_md, args.quick, elapsed)
     out = args.out or (None if args.quick else ROOT / "bench" / "RESULTS.md")
     if out is not None:
         out.write_text(text)
