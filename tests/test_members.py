@@ -334,3 +334,28 @@ async def test_added_member_is_told(client, make_user, connect) -> None:
     event = await carol_socket.recv_type("conversation")
     assert event["id"] == group["id"]
     assert [m["id"] for m in event["members"]] == [alice.id, bob.id, carol.id]
+
+
+async def test_each_member_is_told_its_own_read_marker_and_unread_count(
+    client, make_user, connect, insert_messages, db
+) -> None:
+    alice, bob, carol = await make_user(), await make_user(), await make_user()
+    group = await create(client, alice, [bob.id])
+    cid = group["id"]
+    await insert_messages(cid, alice.id, 3)
+    await db.execute(
+        "UPDATE conversation_members SET last_read_seq = 1 WHERE conversation_id = $1 "
+        "AND user_id = $2",
+        cid,
+        bob.id,
+    )
+    alice_socket, bob_socket = await connect(alice), await connect(bob)
+    assert (await add(client, alice, cid, [carol.id])).status == 200
+    for_alice = await alice_socket.recv_type("conversation")
+    for_bob = await bob_socket.recv_type("conversation")
+    # Alice sent all three (none unread for her); Bob read one of them.
+    assert (for_bob["read_seq"], for_bob["unread"]) == (1, 2)
+    assert for_alice["unread"] == 0
+    assert for_alice["members"] == for_bob["members"] and len(for_bob["members"]) == 3
+    own_view = await client.get(f"/conversations/{cid}", headers=bob.headers)
+    assert for_bob == {"type": "conversation", **(await own_view.json())}

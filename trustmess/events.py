@@ -14,7 +14,11 @@ from aiohttp import web
 
 from trustmess.appkeys import ACTIVE_USERS, GATEWAY, HUB, POOL, READ_MARKERS
 from trustmess.errors import CloseCode
-from trustmess.store.conversations import get_conversation_for, member_ids, non_members_among
+from trustmess.store.conversations import (
+    get_conversation_for_members,
+    member_ids,
+    non_members_among,
+)
 from trustmess.store.users import disabled_among
 
 
@@ -23,15 +27,15 @@ async def conversation_changed(app: web.Application, conversation_id: int) -> No
     connections (each member sees its own read_seq and unread count)."""
     hub = app[HUB]
     hub.publish_control({"op": "conversation_changed", "conversation_id": conversation_id})
-    local_only = app[GATEWAY].settings.broker == "local"
+    gateway = app[GATEWAY]
     async with app[POOL].acquire() as conn:
-        for user_id in await member_ids(conn, conversation_id):
+        user_ids = await member_ids(conn, conversation_id)
+        if gateway.settings.broker == "local":
             # With one process we know who is online; across nodes every member is told.
-            if local_only and not app[GATEWAY].user_connections(user_id):
-                continue
-            conversation = await get_conversation_for(conn, conversation_id, user_id)
-            if conversation is not None:
-                hub.publish_user(user_id, {"type": "conversation", **conversation.to_json()})
+            user_ids = [u for u in user_ids if gateway.user_connections(u)]
+        views = await get_conversation_for_members(conn, conversation_id, user_ids)
+    for user_id, conversation in views:
+        hub.publish_user(user_id, {"type": "conversation", **conversation.to_json()})
 
 
 async def member_removed(app: web.Application, conversation_id: int, user_id: int) -> None:

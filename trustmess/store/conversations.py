@@ -3,7 +3,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import TypeAlias
 
@@ -103,6 +103,32 @@ async def get_conversation_for(
     """The conversation as ``user_id`` sees it; None when it is not a member."""
     row = await conn.fetchrow(ONE_FOR_USER, user_id, conversation_id)
     return None if row is None else _conversation_from_row(row)
+
+
+async def get_conversation_for_members(
+    conn: DbConnection, conversation_id: int, user_ids: list[int]
+) -> list[tuple[int, Conversation]]:
+    """The conversation as each of ``user_ids`` sees it (members among them only), in two
+    queries whatever their number: only ``read_seq`` and ``unread`` differ between members."""
+    if not user_ids:
+        return []
+    rows = await conn.fetch(
+        "SELECT m.user_id, m.last_read_seq, (SELECT count(*) FROM messages x "
+        "  WHERE x.conversation_id = m.conversation_id AND x.seq > m.last_read_seq "
+        "  AND x.sender_id <> m.user_id) AS unread "
+        "FROM conversation_members m WHERE m.conversation_id = $1 AND m.user_id = ANY($2)",
+        conversation_id,
+        user_ids,
+    )
+    if not rows:
+        return []
+    base = await get_conversation_for(conn, conversation_id, rows[0]["user_id"])
+    if base is None:  # membership changed between the two reads
+        return []
+    return [
+        (row["user_id"], replace(base, read_seq=row["last_read_seq"], unread=row["unread"]))
+        for row in rows
+    ]
 
 
 async def conversations_page(
