@@ -6,10 +6,7 @@ SIGKILL) and checks that no PostgreSQL process outlives it and that data survive
 
 from __future__ import annotations
 
-import os
-import shutil
 import signal
-import tempfile
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
@@ -17,17 +14,13 @@ import aiohttp
 import asyncpg
 import pytest
 
-from tests.serverproc import Server, postgres_pids, start_server
+from tests.serverproc import Server, embedded_data_dir, postgres_pids, start_server
 
 
 @pytest.fixture
 def data_dir() -> Iterator[Path]:
-    # Under /tmp, not pytest's private tmp: the embedded server runs as another user.
-    path = Path(tempfile.mkdtemp(prefix="trustmess-cli-", dir="/tmp"))
-    yield path
-    for pid in postgres_pids(path):
-        os.kill(pid, signal.SIGKILL)
-    shutil.rmtree(path, ignore_errors=True)
+    with embedded_data_dir("trustmess-cli-") as path:
+        yield path
 
 
 async def start(data_dir: Path) -> Server:

@@ -12,12 +12,10 @@ from __future__ import annotations
 import asyncio
 import os
 import re
-import shutil
 import signal
 import socket
 import subprocess
 import sys
-import tempfile
 import time
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -32,6 +30,7 @@ from tests.serverproc import (
     WORKERS_LISTENING,
     Server,
     child_pids,
+    embedded_data_dir,
     eventually,
     pid_alive,
     postgres_pids,
@@ -156,12 +155,8 @@ async def test_a_worker_that_cannot_start_stops_the_server(
 
 @pytest.fixture
 def data_dir() -> Iterator[Path]:
-    # Under /tmp, not pytest's private tmp: the embedded server runs as another user.
-    path = Path(tempfile.mkdtemp(prefix="trustmess-workers-", dir="/tmp"))
-    yield path
-    for pid in postgres_pids(path):
-        os.kill(pid, signal.SIGKILL)
-    shutil.rmtree(path, ignore_errors=True)
+    with embedded_data_dir("trustmess-workers-") as path:
+        yield path
 
 
 @pytest.fixture

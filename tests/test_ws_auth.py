@@ -9,6 +9,14 @@ import pytest
 from tests.conftest import JWT_SECRET, SocketClient
 from trustmess.auth import issue_access_token
 
+# A raw upgrade request, for checks made before the server accepts the WebSocket.
+UPGRADE = {
+    "Upgrade": "websocket",
+    "Connection": "Upgrade",
+    "Sec-WebSocket-Version": "13",
+    "Sec-WebSocket-Key": "dGhlIHNhbXBsZSBub25jZQ==",
+}
+
 
 async def test_header_auth_gets_hello(make_user, client) -> None:
     alice = await make_user()
@@ -29,10 +37,7 @@ async def test_bad_header_token_is_401_before_upgrade(client) -> None:
         "/ws",
         headers={
             "Authorization": "Bearer nope",
-            "Upgrade": "websocket",
-            "Connection": "Upgrade",
-            "Sec-WebSocket-Version": "13",
-            "Sec-WebSocket-Key": "dGhlIHNhbXBsZSBub25jZQ==",
+            **UPGRADE,
         },
     )
     assert resp.status == 401
@@ -126,10 +131,7 @@ async def test_foreign_origin_refused_own_origin_allowed(make_user, client, make
         "/ws",
         headers={
             **headers,
-            "Upgrade": "websocket",
-            "Connection": "Upgrade",
-            "Sec-WebSocket-Version": "13",
-            "Sec-WebSocket-Key": "dGhlIHNhbXBsZSBub25jZQ==",
+            **UPGRADE,
         },
     )
     assert resp.status == 403 and (await resp.json())["error"]["code"] == "forbidden"
