@@ -13,7 +13,8 @@ import orjson
 import pytest
 
 from tests.conftest import SocketClient
-from trustmess.appkeys import GATEWAY
+from trustmess.appkeys import GATEWAY, WRITER
+from trustmess.store.messages import NewMessage
 
 BAD_FRAMES = [
     ("not json", "bad_frame", None),
@@ -260,3 +261,24 @@ async def test_compression_is_negotiated_only_when_enabled(make_user, make_clien
     sock = SocketClient(ws)
     assert (await sock.recv())["type"] == "hello"
     assert (await sock.request({"type": "ping"}))["type"] == "reply"
+
+
+async def test_a_burst_bigger_than_the_frame_limit_is_not_a_slow_consumer(
+    make_user, make_group, make_client, connect
+) -> None:
+    """One group commit can hand a socket more frames at once than ws_queue_frames; a peer
+    that reads them is not slow. (Frames are written out in slices; the byte limit, counted
+    in the transport's buffer, is what catches a peer that does not read.)"""
+    client = await make_client(ws_queue_frames=50)
+    alice, bob = await make_user(), await make_user()
+    cid = await make_group(alice, bob)
+    b = await connect(bob, test_client=client)
+    await b.request({"type": "join", "conversation_id": cid})
+    writer = client.app[WRITER]
+    sends = [
+        writer.submit(NewMessage(cid, alice.id, f"m{n}", f"body {n}", None)) for n in range(300)
+    ]
+    await asyncio.gather(*sends)
+    assert writer.batches < 10, "the messages did not arrive in a few big batches"
+    seqs = [(await b.recv_type("message"))["seq"] for _ in range(300)]
+    assert seqs == list(range(1, 301))

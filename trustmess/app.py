@@ -81,6 +81,7 @@ async def _realtime(app: web.Application) -> AsyncIterator[None]:
         yield
     finally:
         await gateway.heartbeat.close()
+        gateway.expiry.close()
         await writer.close()
         await markers.close()
         await hub.close()

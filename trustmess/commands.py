@@ -7,7 +7,6 @@ ApiError, which the router turns into an ``error`` frame.
 
 from __future__ import annotations
 
-import asyncio
 import time
 from typing import Any
 
@@ -17,7 +16,7 @@ from trustmess import frames
 from trustmess.appkeys import ACTIVE_USERS, GATEWAY, HUB, POOL, READ_MARKERS, SETTINGS
 from trustmess.auth import decode_access_token, unauthenticated
 from trustmess.connection import Connection, JoinState
-from trustmess.errors import ApiError, CloseCode, not_found
+from trustmess.errors import ApiError, not_found
 from trustmess.events import publish_read
 from trustmess.messaging import submit_message
 from trustmess.models import SendResult, format_ts
@@ -141,15 +140,5 @@ async def reauth(app: web.Application, conn: Connection, cmd: frames.Auth) -> Re
         raise unauthenticated("token belongs to another user")
     if not await app[ACTIVE_USERS].is_active(claims.user_id):
         raise unauthenticated("account disabled")
-    schedule_expiry(conn, claims.expires_at)
+    app[GATEWAY].expiry.watch(conn, claims.expires_at)
     return {"user_id": conn.user_id, "expires_in": max(0, claims.expires_at - int(time.time()))}
-
-
-def schedule_expiry(conn: Connection, expires_at: float) -> None:
-    """Close with 4002 when the access token expires."""
-    if conn.expiry_handle is not None:
-        conn.expiry_handle.cancel()
-    delay = max(0.0, expires_at - time.time())
-    conn.expiry_handle = asyncio.get_running_loop().call_later(
-        delay, conn.close_soon, CloseCode.TOKEN_EXPIRED, "access token expired"
-    )

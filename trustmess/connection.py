@@ -16,7 +16,6 @@ import asyncio
 import contextlib
 import logging
 import struct
-from collections import deque
 from dataclasses import dataclass, field
 
 from aiohttp import WSMsgType, web
@@ -27,6 +26,7 @@ from trustmess.ratelimit import TokenBucket
 log = logging.getLogger(__name__)
 
 ABORT_AFTER_S = 5.0
+BURST_FRAMES = 64  # frames queued in one loop iteration before they are written at once
 
 
 @dataclass(slots=True)
@@ -67,6 +67,36 @@ class WriteBatcher:
 class Connection:
     """An authenticated WebSocket as the gateway and the hub see it."""
 
+    # Slots, and the events and writer task only when needed: 10,000 idle sockets should
+    # cost little more than aiohttp's own state for them.
+    __slots__ = (
+        "__weakref__",
+        "_batcher",
+        "_burst",
+        "_close_done",
+        "_closed",
+        "_closer",
+        "_flush_scheduled",
+        "_max_bytes",
+        "_max_frames",
+        "_queue",
+        "_queued_bytes",
+        "_wakeup",
+        "_writer",
+        "abuse_since",
+        "closing",
+        "expires_at",
+        "heard",
+        "joined",
+        "last_rejected",
+        "rate",
+        "session_id",
+        "silent_sweeps",
+        "transport",
+        "user_id",
+        "ws",
+    )
+
     def __init__(
         self,
         ws: web.WebSocketResponse,
@@ -88,21 +118,23 @@ class Connection:
         self.session_id = session_id
         self.rate = rate
         self.joined: dict[int, JoinState] = {}
-        self.expiry_handle: asyncio.TimerHandle | None = None
+        self.expires_at = float("inf")  # of the access token (see expiry.py)
         self.abuse_since: float | None = None
         self.last_rejected = 0.0
         self.closing = False
         # Liveness, for the process-wide heartbeat (heartbeat.py).
         self.heard = True
         self.silent_sweeps = 0
-        self._queue: deque[bytes] = deque()
+        self._queue: list[bytes] = []
         self._queued_bytes = 0
         self._max_frames = queue_frames
+        self._burst = max(1, min(BURST_FRAMES, queue_frames // 2))
         self._max_bytes = queue_bytes
-        self._wakeup = asyncio.Event()
+        self._wakeup: asyncio.Event | None = None  # the writer task's, with compression
         self._writer: asyncio.Task[None] | None = None
         self._closer: asyncio.Task[None] | None = None
-        self._closed = asyncio.Event()
+        self._close_done = False
+        self._closed: asyncio.Event | None = None  # made by the first wait_closed
 
     def __repr__(self) -> str:
         return f"<Connection user={self.user_id} session={self.session_id}>"
@@ -126,7 +158,12 @@ class Connection:
         self._queue.append(payload)
         self._queued_bytes += len(payload)
         if batcher is None:
-            self._wakeup.set()
+            if self._wakeup is not None:
+                self._wakeup.set()
+        elif len(self._queue) >= self._burst:
+            # A burst (a big batch for one socket) leaves now; what the peer has not read yet
+            # then counts in the transport's buffer, against the byte limit.
+            self.write_queued()
         elif not self._flush_scheduled:
             self._flush_scheduled = True
             batcher.add(self)
@@ -163,7 +200,7 @@ class Connection:
         self._queued_bytes = 0
         if self.transport is not None:
             self.transport.abort()
-        self._closed.set()
+        self._mark_closed()
 
     def write_queued(self) -> None:
         """Write every queued (already framed) frame to the transport in one call."""
@@ -211,18 +248,24 @@ class Connection:
 
     def start_writer(self) -> None:
         if self._batcher is None:
-            self._writer = asyncio.create_task(self._write_loop())
+            self._wakeup = asyncio.Event()
+            if self._queue:
+                self._wakeup.set()
+            self._writer = asyncio.create_task(self._write_loop(self._wakeup))
 
-    async def _write_loop(self) -> None:
+    async def _write_loop(self, wakeup: asyncio.Event) -> None:
         ws = self.ws
         try:
             while True:
-                await self._wakeup.wait()
-                self._wakeup.clear()
+                await wakeup.wait()
+                wakeup.clear()
                 while self._queue:
-                    payload = self._queue.popleft()
-                    self._queued_bytes -= len(payload)
-                    await ws.send_frame(payload, WSMsgType.TEXT)
+                    batch, self._queue = self._queue, []
+                    for payload in batch:
+                        if self.closing:
+                            return
+                        self._queued_bytes -= len(payload)
+                        await ws.send_frame(payload, WSMsgType.TEXT)
         except (ConnectionError, RuntimeError):
             # The peer went away; the reader loop notices and cleans up.
             pass
@@ -266,14 +309,23 @@ class Connection:
         still sends, and unread data makes the kernel reset the connection, so the peer never
         sees our close frame (1006 instead of, say, 1001).
         """
+        if self._close_done:
+            return
+        if self._closed is None:
+            self._closed = asyncio.Event()
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._closed.wait(), within_s)
+
+    def _mark_closed(self) -> None:
+        self._close_done = True
+        if self._closed is not None:
+            self._closed.set()
 
     async def _close(self, code: int, reason: str) -> None:
         try:
             await self._close_handshake(code, reason)
         finally:
-            self._closed.set()
+            self._mark_closed()
 
     async def _close_handshake(self, code: int, reason: str) -> None:
         log.debug("closing %r with %d: %s", self, code, reason)

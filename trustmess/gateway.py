@@ -11,6 +11,7 @@ import asyncpg
 
 from trustmess.connection import Connection, WriteBatcher
 from trustmess.errors import CloseCode
+from trustmess.expiry import TokenExpiry
 from trustmess.heartbeat import Heartbeat
 from trustmess.hub import Hub
 from trustmess.settings import Settings
@@ -132,6 +133,7 @@ class Gateway:
         self.connections: set[Connection] = set()
         self.batcher = WriteBatcher()
         self.heartbeat = Heartbeat(self.connections, settings.ws_heartbeat_s)
+        self.expiry = TokenExpiry()
         self.accepting = True
 
     def register(self, conn: Connection) -> None:

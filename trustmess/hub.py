@@ -85,7 +85,8 @@ class LocalHub:
 
     def __init__(self) -> None:
         self._rooms: dict[int, set[Subscriber]] = {}
-        self._users: dict[int, set[Subscriber]] = {}
+        # A user has few sockets here (usually one): a list costs less than a set.
+        self._users: dict[int, list[Subscriber]] = {}
         self._control: ControlHandler | None = None
         self.published = 0
         self.deliveries = 0
@@ -122,8 +123,9 @@ class LocalHub:
         self.add_user(subscriber)
 
     def add_user(self, subscriber: Subscriber) -> bool:
-        conns = self._users.setdefault(subscriber.user_id, set())
-        conns.add(subscriber)
+        conns = self._users.setdefault(subscriber.user_id, [])
+        if subscriber not in conns:
+            conns.append(subscriber)
         return len(conns) == 1
 
     def unregister_user(self, subscriber: Subscriber) -> None:
@@ -133,7 +135,8 @@ class LocalHub:
         conns = self._users.get(subscriber.user_id)
         if conns is None:
             return False
-        conns.discard(subscriber)
+        if subscriber in conns:
+            conns.remove(subscriber)
         if conns:
             return False
         del self._users[subscriber.user_id]

@@ -17,7 +17,6 @@ from aiohttp import WSMsgType, web
 from trustmess import frames
 from trustmess.appkeys import ACTIVE_USERS, GATEWAY, HUB, METRICS, SETTINGS
 from trustmess.auth import AccessClaims, decode_access_token
-from trustmess.commands import schedule_expiry
 from trustmess.connection import ABORT_AFTER_S, Connection
 from trustmess.errors import ApiError, CloseCode, ErrorCode
 from trustmess.http.authn import authenticate
@@ -88,6 +87,25 @@ def _over_limit(conn: Connection, settings: Settings) -> bool:
 @routes.get("/ws")
 async def websocket(request: web.Request) -> web.StreamResponse:
     """Upgrade to the TrustMess socket protocol (see protocol/README.md)."""
+    opened = await _open(request)
+    if not isinstance(opened, Connection):
+        return opened  # refused after the upgrade (first-frame auth)
+    # Everything the opening needed (headers, claims, the hello) died with _open's frame:
+    # what this frame keeps for the connection's lifetime is all an idle socket costs us.
+    conn, app = opened, request.app
+    try:
+        await _read_loop(app, conn, app[SETTINGS])
+        if conn.closing:
+            await conn.wait_closed(ABORT_AFTER_S + 1)
+    finally:
+        app[GATEWAY].unregister(conn)
+        await conn.stop_writer()
+        app[METRICS].closes[conn.ws.close_code or CloseCode.ABNORMAL] += 1
+    return conn.ws
+
+
+async def _open(request: web.Request) -> Connection | web.WebSocketResponse:
+    """Checks, upgrade, authentication, registration and ``hello``."""
     app = request.app
     settings, gateway = app[SETTINGS], app[GATEWAY]
     if not gateway.accepting:
@@ -132,7 +150,7 @@ async def websocket(request: web.Request) -> web.StreamResponse:
     gateway.register(conn)
     app[METRICS].connections_opened += 1
     conn.start_writer()
-    schedule_expiry(conn, claims.expires_at)
+    gateway.expiry.watch(conn, claims.expires_at)
     hello: dict[str, object] = {
         "type": "hello",
         "user_id": conn.user_id,
@@ -147,17 +165,7 @@ async def websocket(request: web.Request) -> web.StreamResponse:
     if ref is not None:
         hello["ref"] = ref
     conn.send(frames.encode(hello))
-    try:
-        await _read_loop(app, conn, settings)
-        if conn.closing:
-            await conn.wait_closed(ABORT_AFTER_S + 1)
-    finally:
-        if conn.expiry_handle is not None:
-            conn.expiry_handle.cancel()
-        gateway.unregister(conn)
-        await conn.stop_writer()
-        app[METRICS].closes[ws.close_code or CloseCode.ABNORMAL] += 1
-    return ws
+    return conn
 
 
 async def _read_loop(app: web.Application, conn: Connection, settings: Settings) -> None:
