@@ -13,7 +13,7 @@ from typing import Any
 import asyncpg
 import redis
 
-PACKAGES = ("aiohttp", "asyncpg", "websockets", "orjson", "uvloop")
+PACKAGES = ("aiohttp", "asyncpg", "websockets", "orjson", "uvloop", "redis", "hiredis")
 
 
 def _first(path: str, prefix: str) -> str:
