@@ -209,6 +209,24 @@ def scale_out(runs: list[dict[str, Any]], skipped: list[tuple[Any, str]], cpus: 
     return [*lines, ""]
 
 
+def group_commit_ratio(runs: list[dict[str, Any]]) -> list[str]:
+    """One line comparing scenario 1 with the baseline (group commit off), if both ran."""
+    by_key = {run["scenario"].key: run["data"] for run in runs}
+    if "throughput" not in by_key or "baseline" not in by_key:
+        return []
+    paths = ("rates.messages_per_s", "server.cpu_us_per_message")
+    grouped = [lookup(by_key["throughput"], path) for path in paths]
+    single = [lookup(by_key["baseline"], path) for path in paths]
+    if None in grouped or None in single or not single[0] or not grouped[1]:
+        return []
+    return [
+        f"Group commit against the baseline (one transaction per message): "
+        f"{grouped[0] / single[0]:.1f}x the messages/s, {single[1] / grouped[1]:.1f}x less "
+        "server CPU per message.",
+        "",
+    ]
+
+
 def render(
     runs: list[dict[str, Any]],
     skipped: list[tuple[Any, str]],
@@ -257,7 +275,8 @@ def render(
             lines.append(f"| {run['scenario'].key} | {what} | {target} | {measured} | {verdict} |")
     for scenario, reason in skipped:
         lines.append(f"| {scenario.key} | skipped | | {reason} | |")
-    lines += ["", *scale_out(runs, skipped, machine.get("CPUs (nproc)", "?"))]
+    lines += ["", *group_commit_ratio(runs)]
+    lines += [*scale_out(runs, skipped, machine.get("CPUs (nproc)", "?"))]
     for scenario, reason in skipped:
         lines += [f"## {scenario.title}", "", f"Skipped: {reason}.", ""]
     for run in runs:

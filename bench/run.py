@@ -57,9 +57,11 @@ THROUGHPUT = [*TOPOLOGY, "--window", "2", "--duration", "20", "--warmup", "5"]
 QUICK_THROUGHPUT = [*QUICK_TOPOLOGY, "--window", "2", *QUICK_TIMING]
 LATENCY = [*TOPOLOGY, "--rate", "2000", "--arrival", "poisson", "--duration", "20", "--warmup", "3"]
 QUICK_LATENCY = [*QUICK_TOPOLOGY, "--rate", "200", *QUICK_TIMING]
-# Fixed arrivals: the target is exactly 60 x 1,000 deliveries/s, which a Poisson process would
-# undershoot by chance in half the runs.
-FANOUT = ["--users", "1000", "--fanout", "--senders", "5", "--rate", "60", *FANOUT_TIMING]
+# 62 messages/s, not 60: deliveries/s counts what arrives inside the window, so an offered load
+# of exactly 60,000/s measures a hair above or below it by where the window's edges fall
+# (59,933 in one run with every delivery made). 3% more load shows >= 60,000 sustained. Fixed
+# arrivals for the same reason: a Poisson process would undershoot by chance.
+FANOUT = ["--users", "1000", "--fanout", "--senders", "5", "--rate", "62", *FANOUT_TIMING]
 QUICK_FANOUT = ["--users", "50", "--fanout", "--senders", "5", "--rate", "20", *QUICK_TIMING]
 IDLE = ["--idle", "10000", "--duration", "35", "--warmup", "0", "--connect-concurrency", "100"]
 QUICK_IDLE = ["--idle", "200", "--duration", "2", "--warmup", "0"]
@@ -105,7 +107,7 @@ SCENARIOS = [
     Scenario(
         "fanout",
         "main",
-        "3. Fan-out: one group of 1,000 members, 5 senders at 60 messages/s",
+        "3. Fan-out: one group of 1,000 members, 5 senders at 62 messages/s",
         FANOUT,
         QUICK_FANOUT,
         [DELIVERIES, FANOUT_P99],
@@ -124,7 +126,7 @@ SCENARIOS = [
         "5. Baseline: scenario 1 with group commit off (one transaction per message)",
         THROUGHPUT,
         QUICK_THROUGHPUT,
-        [CPU_PER_MESSAGE],
+        [],  # a comparison, not a target: the summary gives the ratio to scenario 1
     ),
     Scenario(
         "workers2",
