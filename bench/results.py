@@ -136,6 +136,13 @@ def _details(run: dict[str, Any]) -> list[str]:
         f"- load tester: {_fmt(tester.get('cpu_us_per_frame'))} µs CPU per frame over "
         f"{_fmt(tester.get('frames'))} frames ({tester.get('procs')} processes)",
     ]
+    if "repeats" in run:
+        what, values = run["repeats"]
+        extra.insert(
+            0,
+            f"- the median of {len(values)} runs by {what}; in the runs, in order: "
+            + ", ".join(_fmt(value) for value in values),
+        )
     return extra
 
 
