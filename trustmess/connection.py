@@ -72,6 +72,7 @@ class Connection:
     __slots__ = (
         "__weakref__",
         "_batcher",
+        "_buffered",
         "_burst",
         "_close_done",
         "_closed",
@@ -127,6 +128,7 @@ class Connection:
         self.silent_sweeps = 0
         self._queue: list[bytes] = []
         self._queued_bytes = 0
+        self._buffered = 0
         self._max_frames = queue_frames
         self._burst = max(1, min(BURST_FRAMES, queue_frames // 2))
         self._max_bytes = queue_bytes
@@ -147,9 +149,13 @@ class Connection:
             return
         batcher = self._batcher
         if batcher is not None:
-            assert self.transport is not None
             payload = _framed(payload)
-            unsent = self._queued_bytes + len(payload) + self.transport.get_write_buffer_size()
+            # _buffered: the transport's unsent bytes after our last write. It can only have
+            # shrunk since, so it is re-read from the transport before a close, not per frame.
+            unsent = self._queued_bytes + len(payload) + self._buffered
+            if unsent > self._max_bytes and self.transport is not None:
+                self._buffered = self.transport.get_write_buffer_size()
+                unsent = self._queued_bytes + len(payload) + self._buffered
         else:
             unsent = self._queued_bytes + len(payload)
         if len(self._queue) >= self._max_frames or unsent > self._max_bytes:
@@ -210,6 +216,7 @@ class Connection:
             return
         if not (self.closing or transport is None or transport.is_closing()):
             transport.write(queue[0] if len(queue) == 1 else b"".join(queue))
+            self._buffered = transport.get_write_buffer_size()
         queue.clear()
         self._queued_bytes = 0
 
