@@ -117,9 +117,12 @@ def _leave(ref: Ref, data: dict[str, Any]) -> Command:
     return Leave(ref, require_int(data, "conversation_id", lo=1))
 
 
+_MESSAGE_FIELDS = frozenset({"type", "ref", "conversation_id", "client_msg_id", "body", "reply_to"})
+_MESSAGE_REQUIRED = ("conversation_id", "client_msg_id", "body")
+
+
 def _message(ref: Ref, data: dict[str, Any]) -> Command:
-    allowed = {"type", "ref", "conversation_id", "client_msg_id", "body", "reply_to"}
-    check_fields(data, allowed, ("conversation_id", "client_msg_id", "body"))
+    check_fields(data, _MESSAGE_FIELDS, _MESSAGE_REQUIRED)
     return SendMessage(
         ref,
         require_int(data, "conversation_id", lo=1),

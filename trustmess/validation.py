@@ -21,9 +21,11 @@ def check_fields(
     data: Mapping[str, Any], allowed: Collection[str], required: Collection[str] = ()
 ) -> None:
     """Reject unknown fields and missing required ones."""
-    for name in data:
-        if name not in allowed:
-            raise invalid(name, "unknown field")
+    # With a set, the common case (nothing unknown) is one comparison done in C.
+    if not (isinstance(allowed, set | frozenset) and data.keys() <= allowed):
+        for name in data:
+            if name not in allowed:
+                raise invalid(name, "unknown field")
     for name in required:
         if name not in data:
             raise invalid(name, "is required")
@@ -137,4 +139,7 @@ def message_body(data: Mapping[str, Any], name: str = "body") -> str:
 
 
 def client_msg_id(data: Mapping[str, Any], name: str = "client_msg_id") -> str:
+    value = data.get(name)
+    if type(value) is str and CLIENT_MSG_ID.fullmatch(value):
+        return value  # the common case; the pattern bounds the length and excludes NUL
     return require_str(data, name, min_len=1, max_len=64, pattern=CLIENT_MSG_ID)

@@ -21,7 +21,7 @@ from trustmess.connection import ABORT_AFTER_S, Connection
 from trustmess.errors import ApiError, CloseCode, ErrorCode
 from trustmess.http.authn import authenticate
 from trustmess.ratelimit import TokenBucket
-from trustmess.router import dispatch
+from trustmess.router import dispatch, dispatch_now
 from trustmess.settings import Settings
 
 routes = web.RouteTableDef()
@@ -72,9 +72,7 @@ def _whole(value: float) -> float | int:
 
 
 def _over_limit(conn: Connection, settings: Settings) -> bool:
-    """Spend a command token; True (and track abuse) when the connection is over its rate."""
-    if conn.rate.take():
-        return False
+    """The connection found no command token: track abuse; always True."""
     now = time.monotonic()
     if conn.abuse_since is None or now - conn.last_rejected > 1.0:
         conn.abuse_since = now
@@ -178,7 +176,7 @@ async def _read_loop(app: web.Application, conn: Connection, settings: Settings)
             break
         if msg.type == WSMsgType.TEXT:
             command = frames.decode(msg.data)
-            if _over_limit(conn, settings):
+            if not conn.rate.take() and _over_limit(conn, settings):
                 ref = command.ref
                 metrics.errors[ErrorCode.RATE_LIMITED] += 1
                 conn.send(frames.error(ref, ErrorCode.RATE_LIMITED, "too many commands"))
@@ -187,7 +185,8 @@ async def _read_loop(app: web.Application, conn: Connection, settings: Settings)
                 metrics.errors[command.code] += 1
                 conn.send(frames.error_from(command))
                 continue
-            await dispatch(app, conn, command)
+            if not dispatch_now(app, conn, command):
+                await dispatch(app, conn, command)
         elif msg.type == WSMsgType.PING:
             conn.pong(msg.data)
         elif msg.type == WSMsgType.PONG:
