@@ -213,10 +213,10 @@ class RawSocket:
         return cls(reader, writer)
 
     def send_text(self, payload: bytes) -> None:
-        mask = os.urandom(4)
-        masked = bytes(byte ^ mask[i % 4] for i, byte in enumerate(payload))
-        assert len(payload) < 126
-        self.writer.write(bytes([0x81, 0x80 | len(payload)]) + mask + masked)
+        self.writer.write(masked_frame(0x1, payload))
+
+    def send_pings(self, count: int, payload: bytes) -> None:
+        self.writer.write(masked_frame(0x9, payload) * count)
 
     async def close_code(self) -> int:
         """Read frames until the close frame; return its code."""
@@ -232,6 +232,34 @@ class RawSocket:
                 if first & 0x0F == 0x8:
                     self.writer.close()
                     return int.from_bytes(payload[:2], "big")
+
+
+def masked_frame(opcode: int, payload: bytes) -> bytes:
+    """One final client-to-server frame of under 126 bytes."""
+    mask = os.urandom(4)
+    masked = bytes(byte ^ mask[i % 4] for i, byte in enumerate(payload))
+    assert len(payload) < 126
+    return bytes([0x80 | opcode, 0x80 | len(payload)]) + mask + masked
+
+
+async def test_a_ping_flood_from_a_peer_that_does_not_read_is_closed_4009(
+    make_user, make_client
+) -> None:
+    """Pongs count against the outbound byte limit like any frame: a peer that sends pings
+    and never reads the answers cannot make the server buffer without bound."""
+    client = await make_client(ws_queue_bytes=64 * 1024)
+    alice, bob = await make_user(), await make_user()
+    flooder = await RawSocket.open(client.host, client.port, alice.headers)
+    gateway = client.app[GATEWAY]
+    flooder.send_pings(40_000, b"p" * 125)  # 5 MB of pongs to answer
+    assert await flooder.close_code() == 4009
+    async with asyncio.timeout(10):
+        while gateway.user_connections(alice.id):
+            await asyncio.sleep(0.05)
+    # Everyone else is served as before.
+    other = await client.ws_connect("/ws", headers=bob.headers)
+    assert (await SocketClient(other).recv())["type"] == "hello"
+    await other.close()
 
 
 async def test_client_that_stops_answering_pings_is_dropped(make_user, make_client) -> None:

@@ -4,6 +4,7 @@ got a reply is in the database (no reply for an uncommitted message, nothing ack
 from __future__ import annotations
 
 import asyncio
+import os
 
 import aiohttp
 import orjson
@@ -11,6 +12,7 @@ from aiohttp import WSMsgType
 
 from tests.conftest import JWT_SECRET
 from tests.serverproc import start_server
+from trustmess.appkeys import GATEWAY
 
 
 async def test_sigterm_closes_1001_and_loses_no_acknowledged_message(
@@ -86,3 +88,26 @@ async def test_sigterm_closes_1001_and_loses_no_acknowledged_message(
     assert acked <= stored, f"{len(acked - stored)} acknowledged messages were lost"
     seqs = [row["seq"] for row in await db.fetch("SELECT seq FROM messages ORDER BY seq")]
     assert seqs == list(range(1, len(seqs) + 1))
+
+
+async def test_a_graceful_close_with_compression_sends_everything_queued(
+    make_client, make_user
+) -> None:
+    """With compression a writer task sends the queue; what it has taken but not sent yet
+    must still count as unsent, or a shutdown's flush cuts it off."""
+    client = await make_client(ws_compression=True, ws_queue_bytes=8 << 20)
+    alice = await make_user()
+    ws = await client.ws_connect("/ws", headers=alice.headers, compress=15)
+    assert orjson.loads((await ws.receive(timeout=5)).data)["type"] == "hello"
+    (conn,) = client.app[GATEWAY].user_connections(alice.id)
+    # Big, incompressible frames: aiohttp compresses them in an executor, so each send yields.
+    bodies = [os.urandom(24_000).hex() for _ in range(40)]
+    for n, body in enumerate(bodies):
+        conn.send(orjson.dumps({"type": "event", "n": n, "body": body}))
+    closing = asyncio.create_task(conn.close(1001, "going away", flush_s=10))
+    got = []
+    async with asyncio.timeout(20):
+        async for msg in ws:
+            got.append(orjson.loads(msg.data)["n"])
+    await closing
+    assert got == list(range(40)) and ws.close_code == 1001

@@ -58,10 +58,7 @@ class WriteBatcher:
     def _flush(self) -> None:
         dirty, self._dirty = self._dirty, []
         for conn in dirty:
-            try:
-                conn.write_queued()
-            except Exception:
-                log.exception("writing to %r failed", conn)
+            conn.write_queued()
 
 
 class Connection:
@@ -77,6 +74,7 @@ class Connection:
         "_close_done",
         "_closed",
         "_closer",
+        "_control",
         "_flush_scheduled",
         "_max_bytes",
         "_max_frames",
@@ -85,6 +83,7 @@ class Connection:
         "_wakeup",
         "_writer",
         "abuse_since",
+        "busy",
         "closing",
         "expires_at",
         "heard",
@@ -123,8 +122,10 @@ class Connection:
         self.abuse_since: float | None = None
         self.last_rejected = 0.0
         self.closing = False
-        # Liveness, for the process-wide heartbeat (heartbeat.py).
+        # Liveness, for the process-wide heartbeat (heartbeat.py). ``busy``: a command is
+        # being awaited, so the reader loop is not taking the peer's pongs meanwhile.
         self.heard = True
+        self.busy = False
         self.silent_sweeps = 0
         self._queue: list[bytes] = []
         self._queued_bytes = 0
@@ -135,6 +136,7 @@ class Connection:
         self._wakeup: asyncio.Event | None = None  # the writer task's, with compression
         self._writer: asyncio.Task[None] | None = None
         self._closer: asyncio.Task[None] | None = None
+        self._control: asyncio.Task[None] | None = None  # a ping or pong, with compression
         self._close_done = False
         self._closed: asyncio.Event | None = None  # made by the first wait_closed
 
@@ -168,8 +170,9 @@ class Connection:
                 self._wakeup.set()
         elif len(self._queue) >= self._burst:
             # A burst (a big batch for one socket) leaves now; what the peer has not read yet
-            # then counts in the transport's buffer, against the byte limit.
-            self.write_queued()
+            # then counts in the transport's buffer, against the byte limit. (So in this mode
+            # the queue never holds more than a burst: the byte limit is the one that bites.)
+            self._write()
         elif not self._flush_scheduled:
             self._flush_scheduled = True
             batcher.add(self)
@@ -186,12 +189,27 @@ class Connection:
         if self.closing:
             return
         if self._batcher is None:
-            # aiohttp frames (and never compresses) control frames itself.
+            # aiohttp frames (and never compresses) control frames itself. One at a time: a
+            # peer flooding pings gets a pong for the latest only (RFC 6455 5.5.3 allows it),
+            # not a task per ping.
+            if self._control is not None and not self._control.done():
+                return
             send = self.ws.ping if opcode == 0x9 else self.ws.pong
-            task = asyncio.get_running_loop().create_task(send(data))
-            task.add_done_callback(_ignore_failure)
+            self._control = asyncio.get_running_loop().create_task(send(data))
+            self._control.add_done_callback(_ignore_failure)
             return
-        self._queue.append(bytes((0x80 | opcode, len(data))) + data)
+        frame = bytes((0x80 | opcode, len(data))) + data
+        # Control frames count against the byte limit too: a peer that floods pings and
+        # never reads our pongs is as slow as one that never reads messages.
+        unsent = self._queued_bytes + len(frame) + self._buffered
+        if unsent > self._max_bytes and self.transport is not None:
+            self._buffered = self.transport.get_write_buffer_size()
+            unsent = self._queued_bytes + len(frame) + self._buffered
+        if unsent > self._max_bytes:
+            self.close_soon(CloseCode.TOO_SLOW, "outbound queue overflow")
+            return
+        self._queue.append(frame)
+        self._queued_bytes += len(frame)
         if not self._flush_scheduled:
             self._flush_scheduled = True
             self._batcher.add(self)
@@ -209,15 +227,30 @@ class Connection:
         self._mark_closed()
 
     def write_queued(self) -> None:
-        """Write every queued (already framed) frame to the transport in one call."""
+        """The batcher's callback: write what was queued during this loop iteration."""
         self._flush_scheduled = False
+        self._write()
+
+    def _write(self) -> None:
+        """Write every queued (already framed) frame to the transport in one call."""
         queue, transport = self._queue, self.transport
         if not queue:
             return
-        if not (self.closing or transport is None or transport.is_closing()):
-            transport.write(queue[0] if len(queue) == 1 else b"".join(queue))
-            self._buffered = transport.get_write_buffer_size()
+        try:
+            if not (self.closing or transport is None or transport.is_closing()):
+                transport.write(queue[0] if len(queue) == 1 else b"".join(queue))
+                self._buffered = transport.get_write_buffer_size()
+        except Exception:
+            # Never into the caller: that may be a fan-out with other recipients to serve.
+            log.exception("writing to %r failed", self)
         queue.clear()
+        self._queued_bytes = 0
+
+    def detach(self) -> None:
+        """The socket is finished (the peer closed, or it failed): send nothing more, since
+        nothing may follow a close frame."""
+        self.closing = True
+        self._queue.clear()
         self._queued_bytes = 0
 
     def deliver(self, conversation_id: int, seq: int | None, payload: bytes) -> None:
@@ -271,8 +304,8 @@ class Connection:
                     for payload in batch:
                         if self.closing:
                             return
-                        self._queued_bytes -= len(payload)
                         await ws.send_frame(payload, WSMsgType.TEXT)
+                        self._queued_bytes -= len(payload)  # sent: no longer counts for flush
         except (ConnectionError, RuntimeError):
             # The peer went away; the reader loop notices and cleans up.
             pass
@@ -280,13 +313,15 @@ class Connection:
     async def flush(self, within_s: float) -> None:
         """Give the writer up to ``within_s`` seconds to send what is queued (shutdown only)."""
         deadline = asyncio.get_running_loop().time() + within_s
-        while self._unsent() and asyncio.get_running_loop().time() < deadline:  # noqa: ASYNC110
+        while self._unsent() > 0 and asyncio.get_running_loop().time() < deadline:  # noqa: ASYNC110
             await asyncio.sleep(0.01)
 
     def _unsent(self) -> int:
+        """Bytes not yet handed to the kernel: queued here (with compression, including the
+        batch the writer task has taken but not sent yet), then in the transport."""
         direct = self._batcher is not None and self.transport is not None
         buffered = self.transport.get_write_buffer_size() if direct and self.transport else 0
-        return len(self._queue) + buffered
+        return self._queued_bytes + buffered
 
     # --- closing --------------------------------------------------------------------------
 

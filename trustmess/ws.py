@@ -96,6 +96,7 @@ async def websocket(request: web.Request) -> web.StreamResponse:
         if conn.closing:
             await conn.wait_closed(ABORT_AFTER_S + 1)
     finally:
+        conn.detach()
         app[GATEWAY].unregister(conn)
         await conn.stop_writer()
         app[METRICS].closes[conn.ws.close_code or CloseCode.ABNORMAL] += 1
@@ -186,7 +187,11 @@ async def _read_loop(app: web.Application, conn: Connection, settings: Settings)
                 conn.send(frames.error_from(command))
                 continue
             if not dispatch_now(app, conn, command):
-                await dispatch(app, conn, command)
+                conn.busy = True  # pongs wait unread meanwhile: not a silence (heartbeat.py)
+                try:
+                    await dispatch(app, conn, command)
+                finally:
+                    conn.busy = False
         elif msg.type == WSMsgType.PING:
             conn.pong(msg.data)
         elif msg.type == WSMsgType.PONG:
