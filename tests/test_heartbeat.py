@@ -67,3 +67,23 @@ async def test_a_sweep_pings_silent_sockets_and_drops_those_that_stay_silent(
             await asyncio.sleep(0.01)
     assert heartbeat.dropped == 1
     await chatty.close()
+
+
+async def test_a_socket_awaiting_a_command_is_not_silent(make_client, make_user) -> None:
+    """While the reader loop awaits a command (say, a join behind a busy pool), the peer's
+    pongs wait unread: the sweep must not count that as silence and drop a live client."""
+    client = await make_client(ws_heartbeat_s=3600.0)  # sweeps driven by hand below
+    alice = await make_user()
+    ws = await client.ws_connect("/ws", headers=alice.headers)
+    assert (await SocketClient(ws).recv())["type"] == "hello"
+    gateway = client.app[GATEWAY]
+    (conn,) = gateway.user_connections(alice.id)
+    heartbeat = gateway.heartbeat
+    conn.busy = True
+    for _ in range(5):
+        heartbeat.sweep()
+    assert heartbeat.dropped == 0 and not conn.closing
+    conn.busy = False
+    for _ in range(3):
+        heartbeat.sweep()
+    assert heartbeat.dropped == 1 and conn.closing

@@ -4,7 +4,8 @@ aiohttp's own heartbeat schedules a callback for every chunk a socket receives (
 ping timer back) and keeps timers per socket. Here the reader loop only sets ``conn.heard``;
 every ``interval_s`` (half the configured heartbeat) one sweep looks at all connections: a
 connection silent for two sweeps gets a ping, and one still silent a sweep after its ping is
-dropped (its peer is gone, so no close handshake is attempted).
+dropped (its peer is gone, so no close handshake is attempted). A connection whose reader
+is awaiting a command (``busy``) is not silent: its pongs are waiting to be read.
 """
 
 from __future__ import annotations
@@ -49,7 +50,7 @@ class Heartbeat:
 
     def sweep(self) -> None:
         for conn in list(self._connections):
-            if conn.heard:
+            if conn.heard or conn.busy:
                 conn.heard = False
                 conn.silent_sweeps = 0
                 continue
