@@ -38,6 +38,8 @@ from tests.serverproc import (
 )
 from trustmess.settings import Settings
 from trustmess.workers import (
+    LINE_LIMIT,
+    LISTENING_MARK,
     RESTARTS_PER_MINUTE,
     Supervisor,
     Worker,
@@ -76,6 +78,26 @@ def test_restart_backoff_doubles_and_caps_restarts_per_minute() -> None:
     assert delays[:3] == [0.5, 1.0, 2.0]
     # The sixth restart within a minute waits until the first one is a minute old.
     assert delays[-1] > 50
+
+
+async def test_a_log_line_over_the_reader_limit_does_not_stop_the_forwarding(capfdbinary) -> None:
+    """A worker's record is one line, tracebacks included; one longer than the pipe reader's
+    limit must not end the forwarding (the worker would then block on a full stderr pipe)."""
+    script = (
+        "import sys; w = sys.stderr.write; "
+        f"w('x' * {2 * LINE_LIMIT} + '\\n'); w('after {LISTENING_MARK.decode()}x\\n')"
+    )
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-c", script, stderr=asyncio.subprocess.PIPE, limit=LINE_LIMIT
+    )
+    worker = Worker(1, process=process)
+    supervisor = Supervisor(Settings(), {})
+    async with asyncio.timeout(30):
+        await supervisor.forward_stderr(worker, process)
+        assert await process.wait() == 0
+    assert worker.listening.is_set()
+    forwarded = capfdbinary.readouterr().err
+    assert b"was cut here" in forwarded and b"[worker 1] after listening" in forwarded
 
 
 def test_worker_lines_are_labelled_in_the_log_format() -> None:

@@ -42,6 +42,8 @@ STARTUP_TIMEOUT_S = 60.0
 SHUTDOWN_TIMEOUT_S = 20.0
 RESTARTS_PER_MINUTE = 5
 LISTENING_MARK = b"listening on http://"
+# A record is one line (tracebacks included); asyncio.StreamReader refuses longer lines.
+LINE_LIMIT = 1 << 20
 PR_SET_PDEATHSIG = 1
 
 
@@ -223,6 +225,7 @@ class Supervisor:
             env=self.env,
             stdin=asyncio.subprocess.DEVNULL,
             stderr=asyncio.subprocess.PIPE,
+            limit=LINE_LIMIT,
             # Own process group: a terminal's Ctrl-C reaches only the parent, which forwards it
             # once (a second SIGINT in the middle of a child's shutdown would cut it short).
             process_group=0,
@@ -237,7 +240,13 @@ class Supervisor:
     async def forward_stderr(self, worker: Worker, process: asyncio.subprocess.Process) -> None:
         assert process.stderr is not None
         out = sys.stderr.buffer
-        async for line in process.stderr:
+        while True:
+            try:
+                line = await process.stderr.readline()
+            except ValueError:  # a line over LINE_LIMIT: asyncio dropped its head
+                line = b"(a log line over %d bytes was cut here)\n" % LINE_LIMIT
+            if not line:
+                break
             labelled = label_worker_line(line, worker.number, process.pid, self.settings.log_format)
             # Keep reading even if our own stderr is gone: a child must never block on it.
             with contextlib.suppress(OSError, ValueError):
