@@ -112,19 +112,21 @@ async def get_conversation_for_members(
     queries whatever their number: only ``read_seq`` and ``unread`` differ between members."""
     if not user_ids:
         return []
-    rows = await conn.fetch(
-        "SELECT m.user_id, m.last_read_seq, (SELECT count(*) FROM messages x "
-        "  WHERE x.conversation_id = m.conversation_id AND x.seq > m.last_read_seq "
-        "  AND x.sender_id <> m.user_id) AS unread "
-        "FROM conversation_members m WHERE m.conversation_id = $1 AND m.user_id = ANY($2)",
-        conversation_id,
-        user_ids,
-    )
-    if not rows:
-        return []
-    base = await get_conversation_for(conn, conversation_id, rows[0]["user_id"])
-    if base is None:  # membership changed between the two reads
-        return []
+    # One snapshot for both reads: the shared view and each member's counts agree, and the
+    # member the shared view is read for is still one.
+    async with conn.transaction(isolation="repeatable_read", readonly=True):
+        rows = await conn.fetch(
+            "SELECT m.user_id, m.last_read_seq, (SELECT count(*) FROM messages x "
+            "  WHERE x.conversation_id = m.conversation_id AND x.seq > m.last_read_seq "
+            "  AND x.sender_id <> m.user_id) AS unread "
+            "FROM conversation_members m WHERE m.conversation_id = $1 AND m.user_id = ANY($2)",
+            conversation_id,
+            user_ids,
+        )
+        if not rows:
+            return []
+        base = await get_conversation_for(conn, conversation_id, rows[0]["user_id"])
+    assert base is not None  # a member in this snapshot
     return [
         (row["user_id"], replace(base, read_seq=row["last_read_seq"], unread=row["unread"]))
         for row in rows
