@@ -15,6 +15,7 @@ import contextlib
 import random
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
+from urllib.parse import urlsplit
 
 import aiohttp
 import orjson
@@ -23,6 +24,7 @@ from aiohttp import WSMsgType
 
 from tests.conftest import JWT_SECRET, RedisProcess, SocketClient, User
 from tests.serverproc import Server, start_server
+from tests.test_broker_outbox import publish_denied, redis_user
 from trustmess.broker_redis import channel_prefix
 
 StartNodes = Callable[..., Awaitable[list[Server]]]
@@ -76,6 +78,14 @@ async def join(sock: SocketClient, cid: int, **extra: Any) -> dict[str, Any]:
     assert reply["type"] == "reply", reply
     data: dict[str, Any] = reply["data"]
     return data
+
+
+async def joined_socket(
+    session: aiohttp.ClientSession, node: Server, user: User, cid: int
+) -> SocketClient:
+    sock = await open_socket(session, node, user)
+    await join(sock, cid)
+    return sock
 
 
 async def message_seqs(sock: SocketClient, through: int, timeout: float = 10.0) -> list[int]:
@@ -532,6 +542,143 @@ async def test_killed_node_loses_no_acknowledged_message(
         else:
             assert device.close_codes == [], f"a survivor's client was disconnected: {device!r}"
     await assert_nothing_acknowledged_was_lost(devices, db)
+
+
+class RedisRelay:
+    """A TCP relay between a node and Redis that a test can cut (connections closed, new ones
+    refused) or black-hole (connections stay open and bytes vanish: a partition, no reset)."""
+
+    def __init__(self, redis_url: str) -> None:
+        parts = urlsplit(redis_url)
+        self.target = (parts.hostname or "127.0.0.1", parts.port or 6379)
+        self.path = parts.path
+        self.mode = "pass"
+        self.server: asyncio.Server | None = None
+        self.writers: set[asyncio.StreamWriter] = set()
+
+    @property
+    def url(self) -> str:
+        assert self.server is not None
+        port = self.server.sockets[0].getsockname()[1]
+        return f"redis://127.0.0.1:{port}{self.path}"
+
+    async def start(self) -> None:
+        self.server = await asyncio.start_server(self._accept, "127.0.0.1", 0)
+
+    def cut(self) -> None:
+        self.mode = "cut"
+        self._close_all()
+
+    def blackhole(self) -> None:
+        self.mode = "blackhole"
+
+    def heal(self) -> None:
+        # Black-holed connections lost bytes mid-stream: they are useless now.
+        self._close_all()
+        self.mode = "pass"
+
+    def close(self) -> None:
+        self._close_all()
+        if self.server is not None:
+            self.server.close()
+
+    def _close_all(self) -> None:
+        for writer in self.writers:
+            writer.close()
+        self.writers.clear()
+
+    async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        if self.mode == "cut":
+            writer.close()
+            return
+        try:
+            up_reader, up_writer = await asyncio.open_connection(*self.target)
+        except OSError:
+            writer.close()
+            return
+        self.writers |= {writer, up_writer}
+        await asyncio.gather(
+            self._pump(reader, up_writer), self._pump(up_reader, writer), return_exceptions=True
+        )
+        for w in (writer, up_writer):
+            w.close()
+            self.writers.discard(w)
+
+    async def _pump(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            while data := await reader.read(65536):
+                if self.mode == "pass":
+                    writer.write(data)
+                    await writer.drain()
+        finally:
+            writer.close()
+
+
+@pytest.fixture
+async def redis_relay(redis_url: str) -> AsyncIterator[RedisRelay]:
+    relay = RedisRelay(redis_url)
+    await relay.start()
+    yield relay
+    relay.close()
+
+
+async def test_a_message_whose_publish_failed_still_reaches_the_other_node(
+    redis_process: RedisProcess | None, redis_url: str, start_nodes, make_user, make_group
+) -> None:
+    """Node A commits and acknowledges a message but its PUBLISH fails (once Redis takes
+    PUBLISH away from A's user). No later message follows: B must still get it, once A can
+    publish again, not only when a later seq would reveal the gap."""
+    if redis_process is None:
+        pytest.skip("creates a Redis ACL user: needs the tests' own redis-server")
+    async with redis_user(redis_url) as (url_a, admin):
+        [node_a] = await start_nodes(1, broker=url_a)
+        [node_b] = await start_nodes(1)
+        alice, bob = await make_user(), await make_user()
+        cid = await make_group(alice, bob)
+        async with aiohttp.ClientSession() as session:
+            a = await joined_socket(session, node_a, alice, cid)
+            b = await joined_socket(session, node_b, bob, cid)
+            await admin.execute_command("ACL", "SETUSER", urlsplit(url_a).username, "-publish")
+            assert (await a.request(message(cid, "m1")))["data"]["seq"] == 1
+            await publish_denied(admin, url_a)
+            await admin.execute_command("ACL", "SETUSER", urlsplit(url_a).username, "+publish")
+            event = await b.recv_type("message", timeout=10)
+            assert (event["seq"], event["client_msg_id"]) == (1, "m1")
+
+
+async def test_a_message_sent_while_its_node_is_cut_off_reaches_the_other_node(
+    redis_relay: RedisRelay, start_nodes, make_user, make_group
+) -> None:
+    """Node A alone loses Redis for a moment (B never notices, so B never catches up from
+    PostgreSQL): what A committed meanwhile reaches B once A is back."""
+    [node_a] = await start_nodes(1, broker=redis_relay.url, broker_grace_s="300")
+    [node_b] = await start_nodes(1)
+    alice, bob = await make_user(), await make_user()
+    cid = await make_group(alice, bob)
+    async with aiohttp.ClientSession() as session:
+        a = await joined_socket(session, node_a, alice, cid)
+        b = await joined_socket(session, node_b, bob, cid)
+        redis_relay.cut()
+        await wait_ready(node_a, timeout=20, status=503)
+        assert (await a.request(message(cid, "m1")))["data"]["seq"] == 1
+        redis_relay.heal()
+        await wait_ready(node_a, timeout=20)
+        event = await b.recv_type("message", timeout=10)
+        assert (event["seq"], event["client_msg_id"]) == (1, "m1")
+
+
+async def test_a_silent_redis_link_is_noticed_and_replaced(
+    redis_relay: RedisRelay, start_nodes
+) -> None:
+    """A partition without a reset: the node's sockets to Redis stay open and nothing comes
+    back. The node must count the bus as lost (unready, then the grace-period close) within
+    seconds, and reconnect once the link heals."""
+    [node] = await start_nodes(1, broker=redis_relay.url, broker_grace_s="300")
+    await wait_ready(node, timeout=20)
+    redis_relay.blackhole()
+    await wait_ready(node, timeout=15, status=503)
+    redis_relay.heal()
+    await wait_ready(node, timeout=20)
 
 
 def test_channel_names_carry_the_redis_database() -> None:

@@ -11,11 +11,15 @@ every node delivers each conversation in seq order with no gap. When Redis is un
 node keeps serving and persisting; after ``grace_s`` its sockets are closed with 1001 so their
 clients resume (``join`` with ``since``) on a node that can see everybody's messages.
 
-While the bus is down, message events are not queued (receivers read what they missed from
-PostgreSQL when it is back) and typing is dropped (stale by then); every other event (read
-markers, per-user events, control operations) waits in the outbox and goes out on reconnect.
-Events other nodes published meanwhile are lost to this one, so on reconnect it also calls
-``on_reconnect``, which re-checks its sockets against PostgreSQL (see events.resync).
+While the bus is down, or a publish fails, every event but typing (stale by then) waits in
+the outbox, in order, and goes out on reconnect: a message event sent late still reaches nodes
+that would otherwise notice the gap only at the conversation's next message, and resending
+is harmless (receivers drop seqs they delivered). The outbox is bounded; past the bound the
+oldest events go. Control operations have an outbox of their own, so no amount of other
+traffic pushes them out. Events other nodes published meanwhile are lost to this one, so on
+reconnect it also calls ``on_reconnect``, which re-checks its sockets against PostgreSQL (see
+events.resync). A link that goes silent without a reset (a partition) counts as lost once no
+answer to a PING came for ``LINK_DEAD_S``.
 """
 
 from __future__ import annotations
@@ -25,12 +29,15 @@ import contextlib
 import logging
 import time
 import uuid
+from collections import deque
 from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any
 from urllib.parse import urlsplit
 
 import orjson
 import redis.asyncio as aioredis
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
 
 from trustmess.hub import ControlHandler, LocalHub, Subscriber
 from trustmess.sequencer import FetchRange, Sequencer
@@ -38,6 +45,16 @@ from trustmess.sequencer import FetchRange, Sequencer
 log = logging.getLogger(__name__)
 
 BACKOFF_MAX_S = 5.0
+# The listener wakes this often and, when it heard nothing meanwhile, PINGs over the pub/sub
+# connection; with no answer for LINK_DEAD_S the link counts as lost.
+LINK_CHECK_S = 1.0
+LINK_DEAD_S = 3.0
+OUTBOX_EVENTS = 100_000
+OUTBOX_BYTES = 64 << 20  # message events can be large (a full frame each)
+CONTROL_OUTBOX_EVENTS = 10_000
+
+# (order of publication, channel, bus message, typing?)
+_Outgoing = tuple[int, str, bytes, bool]
 
 
 def channel_prefix(url: str) -> str:
@@ -59,6 +76,8 @@ class RedisHub(LocalHub):
         grace_s: float = 5.0,
         on_outage: Callable[[], Awaitable[None]] | None = None,
         on_reconnect: Callable[[], Coroutine[Any, Any, None]] | None = None,
+        outbox_events: int = OUTBOX_EVENTS,
+        control_outbox_events: int = CONTROL_OUTBOX_EVENTS,
     ) -> None:
         super().__init__()
         self.node = uuid.uuid4().hex[:12]
@@ -69,8 +88,14 @@ class RedisHub(LocalHub):
         self._grace_s = grace_s
         self._on_outage = on_outage
         self._on_reconnect = on_reconnect
-        # (channel, bus message, kept while the bus is down?)
-        self._outbox: asyncio.Queue[tuple[str, bytes, bool]] = asyncio.Queue(maxsize=100_000)
+        self._outbox: deque[_Outgoing] = deque()
+        self._outbox_bytes = 0
+        self._outbox_events = outbox_events
+        self._control_outbox: deque[_Outgoing] = deque()
+        self._control_outbox_events = control_outbox_events
+        self._outbox_ready = asyncio.Event()
+        self._sent_order = 0
+        self._overflowed = 0  # events pushed out of the outbox since the last report
         self._ready: dict[str, asyncio.Future[None]] = {}
         self._client: aioredis.Redis | None = None
         self._pubsub: Any = None
@@ -215,53 +240,107 @@ class RedisHub(LocalHub):
         else:
             self.deliver(conversation_id, None, payload, skip_user, skip)
         channel = self._conversation_channel(conversation_id)
-        self._send(channel, [seq, skip_user], payload, keep=seq is None and not volatile)
+        self._send(channel, [seq, skip_user], payload, volatile=volatile)
 
     def publish_user(self, user_id: int, event: dict[str, Any]) -> None:
         payload = orjson.dumps(event)
         self.deliver_user(user_id, payload)
-        self._send(self._user_channel(user_id), [None, None], payload, keep=True)
+        self._send(self._user_channel(user_id), [None, None], payload)
 
     def publish_control(self, op: dict[str, Any]) -> None:
         super().publish_control(op)
-        self._send(self._control_channel, [None, None], orjson.dumps(op), keep=True)
+        self._send(self._control_channel, [None, None], orjson.dumps(op))
 
-    def _send(self, channel: str, header: list[Any], payload: bytes, *, keep: bool) -> None:
-        if not keep and not self._connected.is_set():
+    def _send(
+        self, channel: str, header: list[Any], payload: bytes, *, volatile: bool = False
+    ) -> None:
+        if volatile and not self._connected.is_set():
             self.bus_dropped += 1
             return
         line = orjson.dumps([self.node, time.time(), *header])
-        try:
-            self._outbox.put_nowait((channel, line + b"\n" + payload, keep))
-        except asyncio.QueueFull:
+        self._sent_order += 1
+        self._enqueue((self._sent_order, channel, line + b"\n" + payload, volatile))
+        self._outbox_ready.set()
+
+    def _enqueue(self, item: _Outgoing) -> None:
+        """Append to the outbox; past its bound the oldest events go."""
+        if item[1] == self._control_channel:
+            self._control_outbox.append(item)
+            while len(self._control_outbox) > self._control_outbox_events:
+                lost = self._control_outbox.popleft()
+                self.bus_dropped += 1
+                log.error("bus control outbox full: dropped %s", lost[2].partition(b"\n")[2])
+            return
+        self._outbox.append(item)
+        self._outbox_bytes += len(item[2])
+        self._trim_outbox()
+
+    def _trim_outbox(self) -> None:
+        while len(self._outbox) > self._outbox_events or self._outbox_bytes > OUTBOX_BYTES:
+            self._outbox_bytes -= len(self._outbox.popleft()[2])
             self.bus_dropped += 1
+            if not self._overflowed:
+                log.warning("bus outbox full: dropping its oldest events")
+            self._overflowed += 1
+
+    def _take_batch(self, limit: int) -> list[_Outgoing]:
+        """The oldest events of both outboxes, in the order they were published."""
+        batch: list[_Outgoing] = []
+        outbox, control = self._outbox, self._control_outbox
+        while len(batch) < limit and (outbox or control):
+            if control and (not outbox or control[0][0] < outbox[0][0]):
+                batch.append(control.popleft())
+            else:
+                item = outbox.popleft()
+                self._outbox_bytes -= len(item[2])
+                batch.append(item)
+        return batch
+
+    def _put_back(self, batch: list[_Outgoing]) -> None:
+        """A batch that failed goes back in front, in order, except typing (stale by then).
+
+        Sending it again is harmless even if part of it went out: receivers drop message
+        events they delivered, and the other events are idempotent.
+        """
+        for item in reversed(batch):
+            if item[1] == self._control_channel:
+                self._control_outbox.appendleft(item)
+            elif item[3]:
+                self.bus_dropped += 1
+            else:
+                self._outbox.appendleft(item)
+                self._outbox_bytes += len(item[2])
+        self._trim_outbox()
 
     async def _publish_loop(self) -> None:
-        retry: list[tuple[str, bytes, bool]] = []
+        failing = False
         while True:
-            batch = retry or [await self._outbox.get()]
-            while not self._outbox.empty() and len(batch) < 512:
-                batch.append(self._outbox.get_nowait())
-            retry = []
             await self._connected.wait()
-            client = self._client
-            if client is None:
-                retry = batch
+            batch = self._take_batch(512)
+            if not batch:
+                self._outbox_ready.clear()
+                await self._outbox_ready.wait()
                 continue
             try:
-                async with client.pipeline(transaction=False) as pipe:
-                    for channel, data, _ in batch:
+                if self._client is None:
+                    raise aioredis.ConnectionError("no redis client")
+                async with self._client.pipeline(transaction=False) as pipe:
+                    for _, channel, data, _ in batch:
                         pipe.publish(channel, data)
                     await pipe.execute()
-                self.bus_published += len(batch)
-            except (aioredis.RedisError, OSError):
-                # Message events: receivers fill the gap from PostgreSQL (or their sockets
-                # are closed after the grace period). The rest is sent again on reconnect;
-                # it is idempotent, so a batch that was half sent does no harm.
-                retry = [item for item in batch if item[2]]
-                self.bus_dropped += len(batch) - len(retry)
+            except (aioredis.RedisError, OSError) as exc:
+                self._put_back(batch)
+                if not failing:
+                    log.warning("publishing to redis failed, will retry: %s", exc)
+                failing = True
                 # Until the listener notices the outage, don't spin on a dead connection.
                 await asyncio.sleep(0.1)
+                continue
+            failing = False
+            self.bus_published += len(batch)
+            if self._overflowed:
+                log.warning("bus outbox overflowed: %d events dropped", self._overflowed)
+                self._overflowed = 0
 
     # --- receiving -----------------------------------------------------------------------
 
@@ -284,7 +363,16 @@ class RedisHub(LocalHub):
         if self._client is not None:
             with contextlib.suppress(Exception):
                 await self._client.aclose()
-        self._client = aioredis.Redis.from_url(self._url, socket_connect_timeout=2)
+        self._client = aioredis.Redis.from_url(
+            self._url,
+            socket_connect_timeout=2,
+            socket_timeout=5,
+            socket_keepalive=True,
+            health_check_interval=5,
+            # No silent reconnect inside redis-py: a pub/sub connection it re-made would have
+            # missed events, and only a reconnect here catches up on them.
+            retry=Retry(NoBackoff(), 0),
+        )
         self._pubsub = self._client.pubsub()
         await self._pubsub.subscribe(*self._wanted_channels())
         was_down = self._down_since is not None
@@ -296,10 +384,20 @@ class RedisHub(LocalHub):
             if self._on_reconnect is not None:
                 task = asyncio.get_running_loop().create_task(self._on_reconnect())
                 task.add_done_callback(_log_failure)
+        loop = asyncio.get_running_loop()
+        heard = loop.time()
         while True:
-            message = await self._pubsub.get_message(timeout=None)
+            message = await self._pubsub.get_message(timeout=LINK_CHECK_S)
+            now = loop.time()
             if message is not None:
-                self._receive(message)
+                heard = now
+                if message["type"] != "pong":
+                    self._receive(message)
+            elif now - heard > LINK_DEAD_S:
+                # A half-open link (a partition without a reset) would just read nothing.
+                raise aioredis.ConnectionError(f"no answer from redis for {now - heard:.1f} s")
+            else:
+                await self._pubsub.ping(b"tm-alive")
 
     def _receive(self, message: dict[str, Any]) -> None:
         channel = message["channel"].decode()
