@@ -4,12 +4,17 @@ answer matches its stored row, and one bad row does not lose or mis-answer the r
 from __future__ import annotations
 
 import asyncio
+from collections.abc import AsyncIterator
+from urllib.parse import parse_qs, urlsplit
 
+import asyncpg
 import pytest
 
 from trustmess.appkeys import WRITER
 from trustmess.errors import ApiError
-from trustmess.store.messages import NewMessage
+from trustmess.models import Message
+from trustmess.store.messages import NewMessage, append_messages
+from trustmess.writer import MessageWriter, WriterClosed
 
 
 async def test_concurrent_batches_are_gapless_and_answers_match_rows(
@@ -90,6 +95,27 @@ async def test_resubmitting_a_stored_message_is_a_duplicate_across_batches(
     assert again.message.body == "hello" and again.message.seq == 1
 
 
+async def test_a_resend_of_a_row_nobody_heard_of_publishes_it(
+    client, make_user, make_group, db, connect
+) -> None:
+    """A row stored by an attempt whose answer (and so whose publish) was lost: the client's
+    resend finds it as a duplicate, and that is when its receivers get it."""
+    alice, bob = await make_user(), await make_user()
+    cid = await make_group(alice, bob)
+    b = await connect(bob)
+    await b.request({"type": "join", "conversation_id": cid})
+    [stored] = await append_messages(db, [NewMessage(cid, alice.id, "lost", "hello", None)])
+    assert stored.status == "new"
+    again = await client.app[WRITER].submit(NewMessage(cid, alice.id, "lost", "hello", None))
+    assert again.duplicate
+    event = await b.recv_type("message", timeout=5)
+    assert (event["seq"], event["client_msg_id"]) == (1, "lost")
+    # A duplicate the receiver already has is not delivered twice.
+    await client.app[WRITER].submit(NewMessage(cid, alice.id, "lost", "hello", None))
+    await client.app[WRITER].submit(NewMessage(cid, alice.id, "next", "after", None))
+    assert (await b.recv_type("message", timeout=5))["client_msg_id"] == "next"
+
+
 async def test_a_failing_answer_does_not_disturb_the_rest_of_its_batch(
     client, make_user, make_group, caplog
 ) -> None:
@@ -124,3 +150,237 @@ async def test_messages_queued_behind_a_failing_batch_keep_submission_order(
     assert isinstance(results[1], ApiError)
     seqs = [r.message.seq for r in results if not isinstance(r, BaseException)]
     assert seqs == [1, 2, 3, 4, 5]
+
+
+async def test_a_row_the_writer_cannot_answer_costs_only_its_senders(
+    client, make_user, make_group, db, database_url, caplog
+) -> None:
+    alice = await make_user()
+    doomed, other = await make_group(alice), await make_group(alice)
+    writer = client.app[WRITER]
+    deleter = await asyncpg.connect(database_url)
+    try:
+        deleting = deleter.transaction()
+        await deleting.start()
+        await deleter.execute("DELETE FROM conversations WHERE id = $1", doomed)
+        lost = writer.submit(NewMessage(doomed, alice.id, "x", "into the void", None))
+        # The batch sees the conversation and its member, then waits for the deleter's lock on
+        # it and finds it gone: a "new" row that nothing was stored for.
+        await _until_waiting_for_a_lock(db)
+        await deleting.commit()
+    finally:
+        await deleter.close()
+    with pytest.raises(ApiError) as failed:
+        await asyncio.wait_for(lost, 5)
+    assert failed.value.code == "internal"
+    assert "answering message" in caplog.text
+    later = await asyncio.wait_for(writer.submit(NewMessage(other, alice.id, "y", "on", None)), 5)
+    assert later.message.seq == 1 and not later.duplicate
+
+
+class _Fatal(BaseException):
+    """Gets past every ``except Exception``, as nothing should reach the writer task."""
+
+
+async def test_a_dead_writer_fails_its_callers_instead_of_leaving_them_waiting(
+    client, make_user, make_group, caplog
+) -> None:
+    alice = await make_user()
+    cid = await make_group(alice)
+    writer = client.app[WRITER]
+    queued: list[asyncio.Future[object]] = []
+
+    def fatal(outcome: object) -> None:
+        # Queued while the writer is answering: still in the queue when the task ends.
+        queued.append(writer.submit(NewMessage(cid, alice.id, "x3", "third", None)))
+        raise _Fatal
+
+    writer.submit_with(NewMessage(cid, alice.id, "x1", "first", None), fatal)
+    same_batch = writer.submit(NewMessage(cid, alice.id, "x2", "second", None))
+    with pytest.raises(ApiError) as unanswered:
+        await asyncio.wait_for(same_batch, 5)
+    assert unanswered.value.code == "internal"
+    with pytest.raises(ApiError):
+        await asyncio.wait_for(queued[0], 5)
+    with pytest.raises(WriterClosed):
+        writer.submit(NewMessage(cid, alice.id, "x4", "fourth", None))
+    assert "message writer stopped" in caplog.text
+
+
+@pytest.mark.parametrize("batch", [1, 3])
+async def test_a_batch_stored_just_before_its_connection_dropped_is_answered_and_published(
+    relayed_writer, make_user, make_group, db, batch
+) -> None:
+    relay, writer, published = relayed_writer
+    alice = await make_user()
+    cid = await make_group(alice)
+    await asyncio.wait_for(writer.submit(NewMessage(cid, alice.id, "w", "warm-up", None)), 5)
+    relay.cut_after_commit()
+    sent = [writer.submit(NewMessage(cid, alice.id, f"m{n}", "body", None)) for n in range(batch)]
+    results = await asyncio.wait_for(asyncio.gather(*sent), 10)
+    assert relay.cut.is_set(), "the connection was not cut"
+    assert await db.fetchval("SELECT count(*) FROM messages") == batch + 1
+    assert [r.message.seq for r in results] == list(range(2, batch + 2))
+    # Nobody heard of the lost attempt's rows: they are published after all.
+    assert [m.seq for m in published] == list(range(1, batch + 2))
+
+
+async def test_a_database_outage_fails_a_batch_at_once_not_row_by_row(
+    relayed_writer, make_user, make_group
+) -> None:
+    relay, writer, published = relayed_writer
+    alice = await make_user()
+    cid = await make_group(alice)
+    await asyncio.wait_for(writer.submit(NewMessage(cid, alice.id, "w", "warm-up", None)), 5)
+    relay.go_down()
+    opened = relay.connections
+    sent = [writer.submit(NewMessage(cid, alice.id, f"m{n}", "body", None)) for n in range(50)]
+    outcomes = await asyncio.wait_for(asyncio.gather(*sent, return_exceptions=True), 10)
+    assert relay.connections - opened <= 2, "the batch was retried row by row"
+    for outcome in outcomes:
+        assert isinstance(outcome, ApiError), outcome
+        # internal: "may or may not have taken effect; resend with the same client_msg_id".
+        assert (outcome.status, outcome.code) == (503, "internal")
+    relay.come_up()
+    again = await asyncio.wait_for(writer.submit(NewMessage(cid, alice.id, "m0", "body", None)), 5)
+    assert again.message.seq == 2 and not again.duplicate
+    assert [m.seq for m in published] == [1, 2]
+
+
+async def _until_waiting_for_a_lock(db: asyncpg.Connection, timeout: float = 5.0) -> None:
+    async with asyncio.timeout(timeout):
+        while not await db.fetchval(
+            "SELECT count(*) FROM pg_stat_activity "
+            "WHERE datname = current_database() AND wait_event_type = 'Lock'"
+        ):
+            await asyncio.sleep(0.01)
+
+
+class PostgresRelay:
+    """A TCP relay between a pool and the test database that a test breaks on purpose.
+
+    ``go_down`` cuts every open connection and drops new ones at once (counted in
+    ``connections``) until ``come_up``; ``cut_after_commit`` lets the next statement commit,
+    then cuts its connection before the client reads the outcome. Message framing is only
+    followed while a cut is armed, so arm it between statements.
+    """
+
+    def __init__(self, dsn: str) -> None:
+        parts = urlsplit(dsn)
+        query = parse_qs(parts.query)
+        self._host = query.get("host", [parts.hostname or "localhost"])[0]
+        self._port = parts.port or int(query.get("port", ["5432"])[0])
+        self._server: asyncio.Server | None = None
+        self._links: set[tuple[asyncio.StreamWriter, asyncio.StreamWriter]] = set()
+        self._handlers: set[asyncio.Task[None]] = set()
+        self._armed = False
+        self.cut = asyncio.Event()
+        self.down = False
+        self.connections = 0
+
+    async def start(self) -> int:
+        """Listen on a loopback port; returns it."""
+        self._server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
+        port: int = self._server.sockets[0].getsockname()[1]
+        return port
+
+    def cut_after_commit(self) -> None:
+        self._armed = True
+
+    def go_down(self) -> None:
+        self.down = True
+        for link in tuple(self._links):
+            _abort(*link)
+
+    def come_up(self) -> None:
+        self.down = False
+
+    async def close(self) -> None:
+        assert self._server is not None
+        self._server.close()
+        self.go_down()
+        await asyncio.gather(*self._handlers, return_exceptions=True)
+        await self._server.wait_closed()
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.connections += 1
+        if self.down:
+            writer.transport.abort()
+            return
+        task = asyncio.current_task()
+        assert task is not None
+        self._handlers.add(task)
+        if self._host.startswith("/"):
+            up = await asyncio.open_unix_connection(f"{self._host}/.s.PGSQL.{self._port}")
+        else:
+            up = await asyncio.open_connection(self._host, self._port)
+        link = (writer, up[1])
+        self._links.add(link)
+        try:
+            await asyncio.gather(self._forward(reader, up[1]), self._backward(up[0], writer))
+        finally:
+            _abort(*link)
+            self._links.discard(link)
+            self._handlers.discard(task)
+
+    async def _forward(self, source: asyncio.StreamReader, sink: asyncio.StreamWriter) -> None:
+        while data := await _read(source):
+            sink.write(data)
+        sink.transport.abort()
+
+    async def _backward(self, source: asyncio.StreamReader, sink: asyncio.StreamWriter) -> None:
+        pending = b""
+        completed = False
+        while data := await _read(source):
+            if not self._armed:
+                sink.write(data)
+                continue
+            # Whole server messages (type byte, int32 length): pass them on up to the
+            # statement's CommandComplete; its ReadyForQuery means it committed: cut there.
+            pending += data
+            while len(pending) >= 5 and len(pending) >= 1 + int.from_bytes(pending[1:5]):
+                end = 1 + int.from_bytes(pending[1:5])
+                message, pending = pending[:end], pending[end:]
+                completed = completed or message[:1] == b"C"
+                if completed and message[:1] == b"Z":
+                    self._armed = False
+                    self.cut.set()
+                    sink.transport.abort()
+                    return
+                if not completed:
+                    sink.write(message)
+        sink.transport.abort()
+
+
+async def _read(source: asyncio.StreamReader) -> bytes:
+    try:
+        return await source.read(65536)
+    except ConnectionError:
+        return b""
+
+
+def _abort(*writers: asyncio.StreamWriter) -> None:
+    for writer in writers:
+        writer.transport.abort()
+
+
+@pytest.fixture
+async def relayed_writer(
+    database_url: str,
+) -> AsyncIterator[tuple[PostgresRelay, MessageWriter, list[Message]]]:
+    """A writer of its own, on a one-connection pool that reaches the database through a
+    ``PostgresRelay``; the list collects what it publishes."""
+    relay = PostgresRelay(database_url)
+    port = await relay.start()
+    pool = await asyncpg.create_pool(
+        database_url, host="127.0.0.1", port=port, ssl=False, min_size=1, max_size=1
+    )
+    published: list[Message] = []
+    writer = MessageWriter(pool, published.append)
+    writer.start()
+    try:
+        yield relay, writer, published
+    finally:
+        await writer.close()
+        await pool.close()
+        await relay.close()

@@ -6,8 +6,12 @@ events are published, so a sender's reply leaves in the same write as the batch'
 the HTTP path awaits a future (``submit``). One task sends batches to the database one after
 another, each only once the previous one committed, and publishes each batch before the
 next, so events for a conversation leave this process in seq order; the next batch is
-already in the database while the previous one is being answered. A batch that fails is
-retried message by message, so one bad row cannot lose or mis-answer the others.
+already in the database while the previous one is being answered. A batch that fails on its
+data is retried message by message, so one bad row cannot lose or mis-answer the others; one
+that loses its connection is tried once more as a whole, then refused with a retryable error
+(the client resends under the same client_msg_id). Rows a failed attempt stored come back from
+the retry, or from the client's resend, as duplicates, and duplicates are published too
+(receivers drop seqs they already have), so such a row reaches its receivers after all.
 """
 
 from __future__ import annotations
@@ -35,7 +39,7 @@ Answer = Callable[[SendResult | ApiError], None]
 @dataclass(slots=True)
 class _Pending:
     message: NewMessage
-    answer: Answer
+    answer: Answer | None  # None once answered: every sender is answered exactly once
 
 
 @dataclass(slots=True)
@@ -68,17 +72,19 @@ class MessageWriter:
         self._queue: asyncio.Queue[_Pending | None] = asyncio.Queue()
         self._task: asyncio.Task[None] | None = None
         self._closed = False
+        self._closed_reason = "the message writer is shutting down"
         self.batches = 0
         self.persisted = 0
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._run(), name="message-writer")
+        self._task.add_done_callback(self._stopped)
 
     def submit_with(self, message: NewMessage, answer: Answer) -> None:
         """Queue ``message``; ``answer`` is called from the writer after commit (never raises
         into it: its exceptions are logged)."""
         if self._closed:
-            raise WriterClosed
+            raise WriterClosed(self._closed_reason)
         self._queue.put_nowait(_Pending(message, answer))
 
     def submit(self, message: NewMessage) -> asyncio.Future[SendResult]:
@@ -99,36 +105,64 @@ class MessageWriter:
     async def _run(self) -> None:
         # Two stages overlap: while batch N's answers are published, batch N+1 (everything
         # queued meanwhile) is already in the database. N+1 is sent only once N has committed,
-        # so seqs follow submission order, and a failed batch is retried row by row before
-        # anything queued after it is stored.
+        # so seqs follow submission order, and a failed batch is recovered (``_recover``)
+        # before anything queued after it is stored.
         stopping = False
+        done: _Batch | None = None
         inflight: _Batch | None = None
-        while True:
-            if inflight is None:
-                first = None if stopping else await self._queue.get()
-                if first is None:
-                    return
-                if self._window_s > 0:
-                    await asyncio.sleep(self._window_s)
-                batch, stopping = self._take(first)
-                inflight = self._launch(batch)
-            done, inflight = inflight, None
-            try:
-                results = await done.task
-            except Exception:
-                await self._retry(done.groups)
-                continue
-            if not stopping and not self._queue.empty():
-                first = self._queue.get_nowait()
-                if first is None:
-                    stopping = True
-                else:
+        try:
+            while True:
+                if inflight is None:
+                    first = None if stopping else await self._queue.get()
+                    if first is None:
+                        return
+                    if self._window_s > 0:
+                        await asyncio.sleep(self._window_s)
                     batch, stopping = self._take(first)
                     inflight = self._launch(batch)
-                    await asyncio.sleep(0)  # let it reach the database before we answer
-            self.batches += 1
-            for group, result in zip(done.groups, results, strict=True):
-                self._answer(group, result)
+                done, inflight = inflight, None
+                try:
+                    results = await done.task
+                except Exception as error:
+                    await self._recover(done.groups, error)
+                    continue
+                if not stopping and not self._queue.empty():
+                    first = self._queue.get_nowait()
+                    if first is None:
+                        stopping = True
+                    else:
+                        batch, stopping = self._take(first)
+                        inflight = self._launch(batch)
+                        await asyncio.sleep(0)  # let it reach the database before we answer
+                self.batches += 1
+                for group, result in zip(done.groups, results, strict=True):
+                    self._answer(group, result)
+        except BaseException:
+            # Nothing above lets an Exception out; whatever does (cancellation, a callback's
+            # BaseException) must not leave the batches in hand unanswered.
+            self._closed = True
+            stopped = ApiError(500, ErrorCode.INTERNAL, "message writer stopped")
+            for held in (done, inflight):
+                if held is not None:
+                    held.task.cancel()
+                    for group in held.groups:
+                        _answer_all(group, stopped)
+            raise
+
+    def _stopped(self, task: asyncio.Task[None]) -> None:
+        """Done-callback: a writer task that ended other than by ``close`` refuses what is
+        queued and every later submit, instead of leaving them waiting forever."""
+        error = None if task.cancelled() else task.exception()
+        if error is None and not task.cancelled():
+            return
+        log.error("message writer stopped", exc_info=error)
+        self._closed = True
+        self._closed_reason = "the message writer stopped after an error"
+        stopped = ApiError(500, ErrorCode.INTERNAL, "message writer stopped")
+        while not self._queue.empty():
+            item = self._queue.get_nowait()
+            if item is not None:
+                _call(item, stopped)
 
     def _take(self, first: _Pending) -> tuple[list[_Pending], bool]:
         """``first`` and whatever else is queued (up to batch_max); True if told to stop."""
@@ -152,25 +186,50 @@ class MessageWriter:
 
     async def _store(self, rows: list[NewMessage]) -> list[AppendResult]:
         async with self._pool.acquire() as conn:
-            return await append_messages(conn, rows)
+            results = await append_messages(conn, rows)
+        if len(results) != len(rows):
+            raise RuntimeError(f"{len(rows)} messages stored, {len(results)} results")
+        return results
 
-    async def _retry(self, groups: list[list[_Pending]]) -> None:
-        """A batch failed: store its messages one by one, so one bad row sinks only itself."""
-        if len(groups) == 1:
-            log.exception("storing a message failed")
-            _answer_all(groups[0], ApiError(500, ErrorCode.INTERNAL, "message not stored"))
+    async def _recover(self, groups: list[list[_Pending]], error: Exception) -> None:
+        """A batch failed, perhaps after it committed: find out what became of its messages.
+
+        Whatever a retry returns is published, duplicates included (see ``_answer``): they may
+        be rows the failed attempt stored without anybody hearing of it.
+        """
+        if _lost_connection(error):
+            # The database (or the way to it) is gone: one more try of the whole batch, which
+            # also looks up what the lost attempt stored, instead of one wait per row.
+            log.warning("a batch of %d lost its connection (%r); retrying it", len(groups), error)
+            try:
+                results = await self._store([group[0].message for group in groups])
+            except Exception:
+                log.exception("storing a batch of %d failed again; refusing it", len(groups))
+                for group in groups:
+                    _answer_all(group, _database_unavailable())
+                return
+            self.batches += 1
+            for group, result in zip(groups, results, strict=True):
+                self._answer(group, result)
             return
-        log.warning("a batch of %d failed; retrying one by one", len(groups), exc_info=True)
-        for group in groups:
+        # A row the database refused: store the messages one by one, so it sinks only itself.
+        log.warning("a batch of %d failed; retrying one by one", len(groups), exc_info=error)
+        for index, group in enumerate(groups):
             try:
                 [result] = await self._store([group[0].message])
-            except Exception:
-                await self._retry([group])
+            except Exception as again:
+                if _lost_connection(again):
+                    await self._recover(groups[index:], again)
+                    return
+                log.exception("storing a message failed")
+                _answer_all(group, ApiError(500, ErrorCode.INTERNAL, "message not stored"))
                 continue
             self.batches += 1
             self._answer(group, result)
 
     def _answer(self, group: list[_Pending], result: AppendResult) -> None:
+        """Publish the stored row (new or duplicate), then answer its senders; never raises,
+        so one row cannot stop the writer."""
         first = group[0].message
         if result.status == "not_member":
             _answer_all(group, not_found("conversation not found"))
@@ -178,35 +237,76 @@ class MessageWriter:
         if result.status == "bad_reply_to":
             _answer_all(group, invalid("reply_to", "must be an existing seq of the conversation"))
             return
-        assert result.id is not None and result.seq is not None and result.created_at is not None
-        message = Message(
-            id=result.id,
-            conversation_id=first.conversation_id,
-            seq=result.seq,
-            sender_id=first.sender_id,
-            body=result.body,
-            reply_to=result.reply_to,
-            client_msg_id=first.client_msg_id,
-            created_at=result.created_at,
-        )
+        try:
+            if result.id is None or result.seq is None or result.created_at is None:
+                raise ValueError(f"a {result.status!r} result without a stored row")
+            message = Message(
+                id=result.id,
+                conversation_id=first.conversation_id,
+                seq=result.seq,
+                sender_id=first.sender_id,
+                body=result.body,
+                reply_to=result.reply_to,
+                client_msg_id=first.client_msg_id,
+                created_at=result.created_at,
+            )
+        except Exception:
+            log.exception(
+                "answering message %r of conversation %d failed",
+                first.client_msg_id,
+                first.conversation_id,
+            )
+            _answer_all(group, ApiError(500, ErrorCode.INTERNAL, "internal error"))
+            return
         if result.status == "new":
             self.persisted += 1
-            try:
-                self._publish(message)
-            except Exception:
-                log.exception("publishing message %s failed", message.id)
+        # Duplicates are published too: one may be a row stored by an attempt whose answer
+        # was lost with its connection, which nobody has seen yet. Receivers drop seqs they
+        # already have, so for everybody else it costs a frame that goes nowhere.
+        try:
+            self._publish(message)
+        except Exception:
+            log.exception("publishing message %s failed", message.id)
         duplicate = result.status == "duplicate"
         for pending in group:
-            _call(pending.answer, SendResult(message, duplicate))
+            _call(pending, SendResult(message, duplicate))
             duplicate = True
+
+
+def _database_unavailable() -> ApiError:
+    """The database could not be reached, or the connection broke mid-statement: the message
+    may or may not be stored, which is what ``internal`` tells a client (resending is safe);
+    503 tells an HTTP client to retry."""
+    return ApiError(
+        503, ErrorCode.INTERNAL, "database unavailable; resend with the same client_msg_id"
+    )
+
+
+def _lost_connection(error: BaseException) -> bool:
+    """A failure of the connection rather than of the data: the batch as a whole failed."""
+    if isinstance(error, asyncpg.InterfaceError):
+        # Except asyncpg's DataError (also a ValueError): a value the driver cannot encode.
+        return not isinstance(error, ValueError)
+    return isinstance(
+        error,
+        asyncpg.PostgresConnectionError  # includes ConnectionDoesNotExistError
+        | asyncpg.AdminShutdownError  # the server is shutting down or restarting
+        | asyncpg.CrashShutdownError
+        | asyncpg.CannotConnectNowError
+        | OSError
+        | TimeoutError,  # command_timeout, or a connect that timed out
+    )
 
 
 def _answer_all(group: list[_Pending], outcome: SendResult | ApiError) -> None:
     for pending in group:
-        _call(pending.answer, outcome)
+        _call(pending, outcome)
 
 
-def _call(answer: Answer, outcome: SendResult | ApiError) -> None:
+def _call(pending: _Pending, outcome: SendResult | ApiError) -> None:
+    answer, pending.answer = pending.answer, None
+    if answer is None:
+        return
     try:
         answer(outcome)
     except Exception:
