@@ -5,10 +5,11 @@
     python bench/run.py --profile  # also py-spy the server under scenario 1
     python bench/run.py --only workers2 --only nodes3   # some scenarios only
 
-Scenarios 1-3 share one server (their users are created once), the idle scenario gets a fresh
-server so its RSS baseline is clean, the baseline scenario a server with group commit off, and
-the two scale-out scenarios their own processes joined by a Redis (``TRUSTMESS_BENCH_REDIS_URL``,
-else a ``redis-server`` started here; without either they are skipped).
+Scenarios 1-3 share one server (their users are created once), the idle scenario gets fresh
+servers for every run so its RSS baseline is clean, the baseline scenario a server with group
+commit off, and the two scale-out scenarios their own processes joined by a Redis
+(``TRUSTMESS_BENCH_REDIS_URL``, else a ``redis-server`` started here; without either they are
+skipped).
 ``TRUSTMESS_DATABASE_URL`` in the environment makes every server use that database instead of an
 embedded one (its CPU is then not measured).
 """
@@ -82,7 +83,8 @@ RSS: Target = ("server RSS per socket (KiB)", "server.rss_per_socket_bytes", "<=
 
 SERVERS = {
     "main": ServerSetup(),
-    "idle": ServerSetup(),
+    # Fresh servers for every run: a run's RSS baseline must not hold the previous run's sockets.
+    "idle": ServerSetup(fresh_per_run=True),
     "baseline": ServerSetup(env={"TRUSTMESS_GROUP_COMMIT": "false"}),
     "workers2": ServerSetup(workers=2),
     "nodes3": ServerSetup(nodes=3),
@@ -280,7 +282,7 @@ def other_load(run: dict[str, Any]) -> float:
 
 def run_quietest(
     scenario: Scenario,
-    cluster: BenchCluster,
+    servers: Callable[[], BenchCluster],
     args: argparse.Namespace,
     workdir: Path,
     retry: bool,
@@ -291,7 +293,7 @@ def run_quietest(
     attempts = args.attempts if retry else 1
     for attempt in range(1, attempts + 1):
         busy_before = machine_busy(0.5) if args.quick else wait_for_quiet()
-        run = run_scenario(scenario, cluster, args.procs, args.quick, workdir)
+        run = run_scenario(scenario, servers(), args.procs, args.quick, workdir)
         run |= {"busy_before": busy_before, "attempt": attempt, "other_load": other_load(run)}
         if best is None or run["other_load"] < best["other_load"]:
             best = run
@@ -306,7 +308,7 @@ def run_quietest(
 
 def run_median(
     scenario: Scenario,
-    cluster: BenchCluster,
+    servers: Callable[[], BenchCluster],
     args: argparse.Namespace,
     workdir: Path,
     retry: bool,
@@ -317,21 +319,58 @@ def run_median(
     The same code measured 47-88 us of server CPU per message in single runs an hour apart
     on this (virtual) machine: one run is an anecdote, the spread is part of the result.
     """
-    runs = [run_quietest(scenario, cluster, args, workdir, retry) for _ in range(args.repeat)]
+    runs = [run_quietest(scenario, servers, args, workdir, retry) for _ in range(args.repeat)]
     if len(runs) == 1:
         return runs[0]
-    what, path = (
-        (scenario.targets[0][0], scenario.targets[0][1])
+    what, path, scale = (
+        (scenario.targets[0][0], scenario.targets[0][1], scenario.targets[0][4])
         if scenario.targets
-        else ("persisted messages/s", "rates.messages_per_s")
+        else ("persisted messages/s", "rates.messages_per_s", 1)
     )
-    measured = [(results.lookup(run["data"], path), index) for index, run in enumerate(runs)]
-    if any(value is None for value, _ in measured):
+    found = [(results.lookup(run["data"], path), index) for index, run in enumerate(runs)]
+    if any(value is None for value, _ in found):
         return runs[0]
+    measured = [(value / scale, index) for value, index in found]
     ordered = sorted(measured)
     median = runs[ordered[len(ordered) // 2][1]]
     median["repeats"] = (what, [value for value, _ in measured])
     return median
+
+
+class Servers:
+    """The servers the current scenario runs against: called before each run, it starts them
+    when the scenario needs other ones than the last, or fresh ones (``fresh_per_run``) once
+    they have served a run."""
+
+    def __init__(self, database_url: str | None) -> None:
+        self.database_url = database_url
+        self.cluster: BenchCluster | None = None
+        self.dsn: str | None = None
+        self._key = ""  # the SERVERS key ``cluster`` was started for
+        self._wanted = ""
+        self._broker: BenchRedis | None = None
+        self._used = False
+
+    def want(self, key: str, broker: BenchRedis | None) -> None:
+        self._wanted, self._broker = key, broker
+
+    def __call__(self) -> BenchCluster:
+        setup = SERVERS[self._wanted]
+        if (
+            self.cluster is None
+            or self._key != self._wanted
+            or (setup.fresh_per_run and self._used)
+        ):
+            self.stop()
+            self.cluster = BenchCluster(setup, self.database_url, self._broker)
+            self._key, self.dsn, self._used = self._wanted, self.cluster.dsn, False
+        self._used = True
+        return self.cluster
+
+    def stop(self) -> None:
+        if self.cluster is not None:
+            self.cluster.stop()
+            self.cluster = None
 
 
 def main() -> int:
@@ -363,11 +402,9 @@ def main() -> int:
     workdir = Path(tempfile.mkdtemp(prefix="trustmess-bench-out-", dir="/tmp"))
     runs: list[dict[str, Any]] = []
     skipped: list[tuple[Scenario, str]] = []
-    cluster: BenchCluster | None = None
-    cluster_key = ""  # the SERVERS key ``cluster`` was started for
+    servers = Servers(database_url)
     redis: BenchRedis | None = None
     no_redis: str | None = None  # why there is no Redis, once that is known
-    dsn: str | None = None
     profile_md: str | None = None
     started = time.monotonic()
     try:
@@ -385,20 +422,14 @@ def main() -> int:
                 print(f"== {scenario.title}\n   skipped: {no_redis}", flush=True)
                 skipped.append((scenario, no_redis))
                 continue
-            if cluster is None or cluster_key != scenario.server:
-                if cluster is not None:
-                    cluster.stop()
-                    cluster = None
-                cluster = BenchCluster(setup, database_url, redis if setup.needs_broker else None)
-                cluster_key, dsn = scenario.server, cluster.dsn
+            servers.want(scenario.server, redis if setup.needs_broker else None)
             retry = not args.quick and time.monotonic() - started < RETRY_BUDGET_S
-            runs.append(run_median(scenario, cluster, args, workdir, retry))
+            runs.append(run_median(scenario, servers, args, workdir, retry))
             if args.profile and scenario.key == "throughput" and not args.quick:
-                profile_md = profile_throughput(cluster, args.procs, workdir)
-        machine = results.machine_info(dsn, None if redis is None else redis.url)
+                profile_md = profile_throughput(servers(), args.procs, workdir)
+        machine = results.machine_info(servers.dsn, None if redis is None else redis.url)
     finally:
-        if cluster is not None:
-            cluster.stop()
+        servers.stop()
         if redis is not None:
             redis.stop()
     elapsed = time.monotonic() - started

@@ -135,6 +135,7 @@ class ServerSetup:
     env: dict[str, str] = field(default_factory=dict)
     workers: int = 1
     nodes: int = 1
+    fresh_per_run: bool = False  # new servers for each run of a scenario (``--repeat``)
 
     @property
     def needs_broker(self) -> bool:
