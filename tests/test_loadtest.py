@@ -14,6 +14,7 @@ import asyncio
 import dataclasses
 import json
 import os
+import resource
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -33,6 +34,7 @@ from trustmess.loadtest.procinfo import (
     processes_cpu_s,
     processes_rss_bytes,
     rss_bytes,
+    tree_cpu_s,
 )
 from trustmess.loadtest.report import result_json, summary_text
 from trustmess.loadtest.wsconn import FrameSocket
@@ -170,6 +172,23 @@ def test_server_cpu_and_rss_are_summed_over_several_pids(
     # A sum missing a process would make a window's CPU difference meaningless.
     assert processes_cpu_s([me, other]) is None
     assert processes_rss_bytes([me, other]) is None
+
+
+def test_a_tree_keeps_the_cpu_of_its_exited_children() -> None:
+    """The database's CPU is its process tree's; backends and autovacuum workers come and
+    go during a window, and one that exits must not take its CPU time out of the sum."""
+    me = os.getpid()
+    before = tree_cpu_s(me)
+    reaped_before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    burn = "import time\nend = time.process_time() + 0.3\nwhile time.process_time() < end: pass"
+    subprocess.run([sys.executable, "-c", burn], check=True)  # exits and is waited for
+    reaped = resource.getrusage(resource.RUSAGE_CHILDREN)
+    child_cpu = (reaped.ru_utime + reaped.ru_stime) - (
+        reaped_before.ru_utime + reaped_before.ru_stime
+    )
+    after = tree_cpu_s(me)
+    assert before is not None and after is not None and child_cpu >= 0.25
+    assert after - before >= child_cpu - 0.05
 
 
 async def test_ws_urls_spread_the_sockets_over_two_nodes(

@@ -84,8 +84,16 @@ def child_pids(pid: int) -> list[int]:
     return sorted(child for child, parent in parent_pids().items() if parent == pid)
 
 
+def reaped_children_cpu_s(pid: int) -> float:
+    """CPU seconds of ``pid``'s children that have exited and been waited for."""
+    fields = _stat_fields(pid)
+    return 0.0 if fields is None else (int(fields[13]) + int(fields[14])) / CLOCK_TICKS
+
+
 def tree_cpu_s(root: int) -> float | None:
-    """CPU seconds of ``root`` and all its living descendants."""
+    """CPU seconds of ``root`` and all its descendants, living or exited: a process that
+    ends (a PostgreSQL backend or autovacuum worker, say) has its time moved into its
+    parent's reaped-children count, so the total never goes backwards."""
     parents = parent_pids()
     if root not in parents:
         return None
@@ -95,7 +103,7 @@ def tree_cpu_s(root: int) -> float | None:
     total, todo = 0.0, [root]
     while todo:
         pid = todo.pop()
-        total += process_cpu_s(pid) or 0.0
+        total += (process_cpu_s(pid) or 0.0) + reaped_children_cpu_s(pid)
         todo.extend(children.get(pid, ()))
     return total
 
