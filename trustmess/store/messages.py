@@ -100,7 +100,10 @@ marks AS (
     FROM (SELECT conversation_id, sender_id, max(seq) AS seq FROM inserted GROUP BY 1, 2) x
     WHERE cm.conversation_id = x.conversation_id AND cm.user_id = x.sender_id
 )
-SELECT c.status,
+-- 'new' with nothing inserted: the conversation was deleted while this statement waited for
+-- its row lock (the member rows went with it).
+SELECT CASE WHEN c.status = 'new' AND n.id IS NULL THEN 'not_member' ELSE c.status END
+           AS status,
        coalesce(n.id, c.e_id) AS id,
        coalesce(n.seq, c.e_seq) AS seq,
        coalesce(c.e_body, c.body) AS body,
