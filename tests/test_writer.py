@@ -206,6 +206,20 @@ async def test_a_dead_writer_fails_its_callers_instead_of_leaving_them_waiting(
     assert "message writer stopped" in caplog.text
 
 
+async def test_closing_a_writer_that_dies_meanwhile_returns(client, make_user, make_group) -> None:
+    alice = await make_user()
+    cid = await make_group(alice)
+    writer = client.app[WRITER]
+
+    def fatal(outcome: object) -> None:
+        raise _Fatal
+
+    writer.submit_with(NewMessage(cid, alice.id, "z1", "first", None), fatal)
+    await asyncio.wait_for(writer.close(), 5)  # the task ends with _Fatal; close still returns
+    with pytest.raises(WriterClosed):
+        writer.submit(NewMessage(cid, alice.id, "z2", "second", None))
+
+
 @pytest.mark.parametrize("batch", [1, 3])
 async def test_a_batch_stored_just_before_its_connection_dropped_is_answered_and_published(
     relayed_writer, make_user, make_group, db, batch

@@ -100,7 +100,9 @@ class MessageWriter:
         self._closed = True
         self._queue.put_nowait(None)
         if self._task is not None:
-            await self._task
+            # asyncio.wait, not await: a task that died meanwhile has been logged and has failed
+            # its callers (``_stopped``); its exception must not break the shutdown that follows.
+            await asyncio.wait([self._task])
 
     async def _run(self) -> None:
         # Two stages overlap: while batch N's answers are published, batch N+1 (everything
