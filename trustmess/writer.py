@@ -199,21 +199,25 @@ class MessageWriter:
         Whatever a retry returns is published, duplicates included (see ``_answer``): they may
         be rows the failed attempt stored without anybody hearing of it.
         """
-        if _lost_connection(error):
-            # The database (or the way to it) is gone: one more try of the whole batch, which
-            # also looks up what the lost attempt stored, instead of one wait per row.
-            log.warning("a batch of %d lost its connection (%r); retrying it", len(groups), error)
+        if _lost_connection(error) or _transient(error):
+            # The database (or the way to it) is gone, or the batch lost a race (a deadlock
+            # with another node's batch or a read-marker flush): one more try of the whole
+            # batch, which also looks up what a lost attempt stored, instead of one per row.
+            log.warning("a batch of %d failed (%r); retrying it", len(groups), error)
             try:
                 results = await self._store([group[0].message for group in groups])
-            except Exception:
-                log.exception("storing a batch of %d failed again; refusing it", len(groups))
-                for group in groups:
-                    _answer_all(group, _database_unavailable())
+            except Exception as again:
+                if _lost_connection(again):
+                    log.exception("storing a batch of %d failed again; refusing it", len(groups))
+                    for group in groups:
+                        _answer_all(group, _database_unavailable())
+                    return
+                error = again
+            else:
+                self.batches += 1
+                for group, result in zip(groups, results, strict=True):
+                    self._answer(group, result)
                 return
-            self.batches += 1
-            for group, result in zip(groups, results, strict=True):
-                self._answer(group, result)
-            return
         # A row the database refused: store the messages one by one, so it sinks only itself.
         log.warning("a batch of %d failed; retrying one by one", len(groups), exc_info=error)
         for index, group in enumerate(groups):
@@ -282,6 +286,11 @@ def _database_unavailable() -> ApiError:
     return ApiError(
         503, ErrorCode.INTERNAL, "database unavailable; resend with the same client_msg_id"
     )
+
+
+def _transient(error: BaseException) -> bool:
+    """A failure of this attempt only (PostgreSQL chose it to break a deadlock)."""
+    return isinstance(error, asyncpg.DeadlockDetectedError | asyncpg.SerializationError)
 
 
 def _lost_connection(error: BaseException) -> bool:
