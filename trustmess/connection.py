@@ -154,13 +154,12 @@ class Connection:
             payload = _framed(payload)
             # _buffered: the transport's unsent bytes after our last write. It can only have
             # shrunk since, so it is re-read from the transport before a close, not per frame.
-            unsent = self._queued_bytes + len(payload) + self._buffered
-            if unsent > self._max_bytes and self.transport is not None:
-                self._buffered = self.transport.get_write_buffer_size()
-                unsent = self._queued_bytes + len(payload) + self._buffered
+            over = self._queued_bytes + len(
+                payload
+            ) + self._buffered > self._max_bytes and self._over_bytes(len(payload))
         else:
-            unsent = self._queued_bytes + len(payload)
-        if len(self._queue) >= self._max_frames or unsent > self._max_bytes:
+            over = self._queued_bytes + len(payload) > self._max_bytes
+        if over or len(self._queue) >= self._max_frames:
             self.close_soon(CloseCode.TOO_SLOW, "outbound queue overflow")
             return
         self._queue.append(payload)
@@ -201,11 +200,7 @@ class Connection:
         frame = bytes((0x80 | opcode, len(data))) + data
         # Control frames count against the byte limit too: a peer that floods pings and
         # never reads our pongs is as slow as one that never reads messages.
-        unsent = self._queued_bytes + len(frame) + self._buffered
-        if unsent > self._max_bytes and self.transport is not None:
-            self._buffered = self.transport.get_write_buffer_size()
-            unsent = self._queued_bytes + len(frame) + self._buffered
-        if unsent > self._max_bytes:
+        if self._over_bytes(len(frame)):
             self.close_soon(CloseCode.TOO_SLOW, "outbound queue overflow")
             return
         self._queue.append(frame)
@@ -214,14 +209,19 @@ class Connection:
             self._flush_scheduled = True
             self._batcher.add(self)
 
+    def _over_bytes(self, size: int) -> bool:
+        """Would ``size`` more bytes exceed the byte limit, counting what the transport holds
+        now (direct writes only)?"""
+        if self.transport is not None:
+            self._buffered = self.transport.get_write_buffer_size()
+        return self._queued_bytes + size + self._buffered > self._max_bytes
+
     def drop(self, reason: str) -> None:
         """The peer is gone: abort the connection without a close handshake (1006)."""
         if self.closing:
             return
         log.debug("dropping %r: %s", self, reason)
-        self.closing = True
-        self._queue.clear()
-        self._queued_bytes = 0
+        self.detach()
         if self.transport is not None:
             self.transport.abort()
         self._mark_closed()
@@ -247,8 +247,8 @@ class Connection:
         self._queued_bytes = 0
 
     def detach(self) -> None:
-        """The socket is finished (the peer closed, or it failed): send nothing more, since
-        nothing may follow a close frame."""
+        """Send nothing more: the socket is closing, or finished (the peer closed, or it
+        failed), and nothing may follow a close frame."""
         self.closing = True
         self._queue.clear()
         self._queued_bytes = 0
@@ -329,9 +329,7 @@ class Connection:
         """Close from a synchronous context (hub fan-out, timers)."""
         if self.closing:
             return
-        self.closing = True
-        self._queue.clear()
-        self._queued_bytes = 0
+        self.detach()
         self._closer = asyncio.get_running_loop().create_task(self._close(code, reason))
 
     async def close(self, code: int, reason: str, *, flush_s: float = 0.0) -> None:

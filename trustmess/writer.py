@@ -136,19 +136,16 @@ class MessageWriter:
                         batch, stopping = self._take(first)
                         inflight = self._launch(batch)
                         await asyncio.sleep(0)  # let it reach the database before we answer
-                self.batches += 1
-                for group, result in zip(done.groups, results, strict=True):
-                    self._answer(group, result)
+                self._answer_batch(done.groups, results)
         except BaseException:
             # Nothing above lets an Exception out; whatever does (cancellation, a callback's
             # BaseException) must not leave the batches in hand unanswered.
             self._closed = True
-            stopped = ApiError(500, ErrorCode.INTERNAL, "message writer stopped")
             for held in (done, inflight):
                 if held is not None:
                     held.task.cancel()
                     for group in held.groups:
-                        _answer_all(group, stopped)
+                        _answer_all(group, _writer_stopped())
             raise
 
     def _stopped(self, task: asyncio.Task[None]) -> None:
@@ -160,11 +157,10 @@ class MessageWriter:
         log.error("message writer stopped", exc_info=error)
         self._closed = True
         self._closed_reason = "the message writer stopped after an error"
-        stopped = ApiError(500, ErrorCode.INTERNAL, "message writer stopped")
         while not self._queue.empty():
             item = self._queue.get_nowait()
             if item is not None:
-                _call(item, stopped)
+                _call(item, _writer_stopped())
 
     def _take(self, first: _Pending) -> tuple[list[_Pending], bool]:
         """``first`` and whatever else is queued (up to batch_max); True if told to stop."""
@@ -214,9 +210,7 @@ class MessageWriter:
                     return
                 error = again
             else:
-                self.batches += 1
-                for group, result in zip(groups, results, strict=True):
-                    self._answer(group, result)
+                self._answer_batch(groups, results)
                 return
         # A row the database refused: store the messages one by one, so it sinks only itself.
         log.warning("a batch of %d failed; retrying one by one", len(groups), exc_info=error)
@@ -230,7 +224,12 @@ class MessageWriter:
                 log.exception("storing a message failed")
                 _answer_all(group, ApiError(500, ErrorCode.INTERNAL, "message not stored"))
                 continue
-            self.batches += 1
+            self._answer_batch([group], [result])
+
+    def _answer_batch(self, groups: list[list[_Pending]], results: list[AppendResult]) -> None:
+        """A stored batch (of one, in a row-by-row retry): publish and answer each row."""
+        self.batches += 1
+        for group, result in zip(groups, results, strict=True):
             self._answer(group, result)
 
     def _answer(self, group: list[_Pending], result: AppendResult) -> None:
@@ -277,6 +276,10 @@ class MessageWriter:
         for pending in group:
             _call(pending, SendResult(message, duplicate))
             duplicate = True
+
+
+def _writer_stopped() -> ApiError:
+    return ApiError(500, ErrorCode.INTERNAL, "message writer stopped")
 
 
 def _database_unavailable() -> ApiError:

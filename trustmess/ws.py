@@ -71,15 +71,14 @@ def _whole(value: float) -> float | int:
     return int(value) if value.is_integer() else value
 
 
-def _over_limit(conn: Connection, settings: Settings) -> bool:
-    """The connection found no command token: track abuse; always True."""
+def _note_rejected(conn: Connection, settings: Settings) -> None:
+    """The connection found no command token: close it when that has lasted too long."""
     now = time.monotonic()
     if conn.abuse_since is None or now - conn.last_rejected > 1.0:
         conn.abuse_since = now
     conn.last_rejected = now
     if now - conn.abuse_since >= settings.ws_abuse_s:
         conn.close_soon(CloseCode.RATE_LIMITED, "rate limit exceeded for too long")
-    return True
 
 
 @routes.get("/ws")
@@ -177,7 +176,8 @@ async def _read_loop(app: web.Application, conn: Connection, settings: Settings)
             break
         if msg.type == WSMsgType.TEXT:
             command = frames.decode(msg.data)
-            if not conn.rate.take() and _over_limit(conn, settings):
+            if not conn.rate.take():
+                _note_rejected(conn, settings)
                 ref = command.ref
                 metrics.errors[ErrorCode.RATE_LIMITED] += 1
                 conn.send(frames.error(ref, ErrorCode.RATE_LIMITED, "too many commands"))
