@@ -24,8 +24,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from trustmess.cluster.supervisor import die_with_parent, free_port
 from trustmess.loadtest.procinfo import child_pids
-from trustmess.workers import die_with_parent, free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 LISTENING = re.compile(r"listening on http://([\d.]+):(\d+)")

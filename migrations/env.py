@@ -10,8 +10,8 @@ from alembic import context
 from sqlalchemy.ext.asyncio import create_async_engine
 from sqlalchemy.pool import NullPool
 
-from trustmess.migrate import migration_lock
-from trustmess.schema import metadata
+from trustmess.runtime.migrate import migration_lock
+from trustmess.store.schema import metadata
 
 config = context.config
 target_metadata = metadata
@@ -48,7 +48,7 @@ def _run_with_dsn() -> None:
     if settings.database_url:
         asyncio.run(_run(settings.database_url))
         return
-    from trustmess.embedded import EmbeddedPostgres
+    from trustmess.runtime.embedded import EmbeddedPostgres
 
     embedded = EmbeddedPostgres(settings.data_dir / "pg")
     try:

@@ -30,10 +30,10 @@ from aiohttp.test_utils import TestClient
 
 from trustmess.app import create_app
 from trustmess.auth import _hash_password_sync, issue_access_token
-from trustmess.embedded import EmbeddedPostgres
-from trustmess.migrate import upgrade
+from trustmess.cluster.supervisor import die_with_parent, free_port
+from trustmess.runtime.embedded import EmbeddedPostgres
+from trustmess.runtime.migrate import upgrade
 from trustmess.settings import Settings
-from trustmess.workers import die_with_parent, free_port
 
 JWT_SECRET = "test-secret-" + "x" * 40
 TEST_PASSWORD = "correct horse battery"

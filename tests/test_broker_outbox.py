@@ -19,7 +19,7 @@ import pytest
 import redis.asyncio as aioredis
 
 from tests.conftest import RedisProcess
-from trustmess.broker_redis import RedisHub, channel_prefix
+from trustmess.cluster.redis_broker import RedisHub, channel_prefix
 
 CID = 900_001  # no other test uses this conversation's channel
 
@@ -150,7 +150,7 @@ async def test_events_of_a_failed_publish_go_out_again_before_later_ones(
 async def test_overflow_drops_the_oldest_events_but_no_control_operation(
     redis_url: str, caplog: pytest.LogCaptureFixture
 ) -> None:
-    caplog.set_level(logging.WARNING, logger="trustmess.broker_redis")
+    caplog.set_level(logging.WARNING, logger="trustmess.cluster.redis_broker")
     hub = RedisHub(redis_url, no_fetch, outbox_events=5)
     try:
         # A flood of read events fills the outbox; a control operation comes after it.

@@ -25,7 +25,7 @@ from aiohttp import WSMsgType
 from tests.conftest import JWT_SECRET, RedisProcess, SocketClient, User
 from tests.serverproc import Server, start_server
 from tests.test_broker_outbox import publish_denied, redis_user
-from trustmess.broker_redis import channel_prefix
+from trustmess.cluster.redis_broker import channel_prefix
 
 StartNodes = Callable[..., Awaitable[list[Server]]]
 

@@ -14,9 +14,9 @@ import sys
 import asyncpg
 import pytest
 
-from trustmess import createuser
 from trustmess.__main__ import main
 from trustmess.auth import _check_password_sync
+from trustmess.runtime import createuser
 
 PASSWORD = "a long enough password"
 

@@ -8,7 +8,7 @@ import time
 from typing import Any
 
 from trustmess.errors import CloseCode
-from trustmess.expiry import COMPACT_MIN, TokenExpiry
+from trustmess.gateway.expiry import COMPACT_MIN, TokenExpiry
 
 
 class Watched:

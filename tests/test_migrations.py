@@ -16,7 +16,7 @@ from alembic.script import ScriptDirectory
 
 from tests import conftest
 from tests.conftest import _admin, with_database
-from trustmess.migrate import MIGRATION_LOCK_KEY, alembic_config, check, downgrade, upgrade
+from trustmess.runtime.migrate import MIGRATION_LOCK_KEY, alembic_config, check, downgrade, upgrade
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -36,8 +36,7 @@ from tests.serverproc import (
     postgres_pids,
     start_server,
 )
-from trustmess.settings import Settings
-from trustmess.workers import (
+from trustmess.cluster.supervisor import (
     LINE_LIMIT,
     LISTENING_MARK,
     RESTARTS_PER_MINUTE,
@@ -46,6 +45,7 @@ from trustmess.workers import (
     label_worker_line,
     settings_env,
 )
+from trustmess.settings import Settings
 
 WORKER_LISTENING = re.compile(r"^\[worker (\d+)\] .* listening on http://")
 

@@ -11,10 +11,10 @@ import asyncpg
 import pytest
 
 from trustmess.appkeys import WRITER
+from trustmess.delivery.writer import MessageWriter, WriterClosed
 from trustmess.errors import ApiError
 from trustmess.models import Message
 from trustmess.store.messages import NewMessage, append_messages
-from trustmess.writer import MessageWriter, WriterClosed
 
 
 async def test_concurrent_batches_are_gapless_and_answers_match_rows(

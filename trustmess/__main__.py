@@ -12,9 +12,9 @@ from collections.abc import Callable, Coroutine, Iterator
 from typing import Any, NoReturn
 
 from trustmess import __version__
+from trustmess.cluster.supervisor import check_workers, supervise
 from trustmess.logs import configure_logging
 from trustmess.settings import Settings, SettingsError, env_name, resolve_jwt_secret, setting_fields
-from trustmess.workers import check_workers, supervise
 
 log = logging.getLogger("trustmess")
 
@@ -70,7 +70,7 @@ def database_url(settings: Settings) -> Iterator[str]:
     if settings.database_url is not None:
         yield settings.database_url
         return
-    from trustmess.embedded import EmbeddedPostgres
+    from trustmess.runtime.embedded import EmbeddedPostgres
 
     embedded = EmbeddedPostgres(settings.data_dir / "pg")
     log.info("starting embedded PostgreSQL, data in %s", embedded.pgdata)
@@ -120,18 +120,18 @@ def main(argv: list[str] | None = None) -> int:
             if command == "migrate" or (
                 command == "serve" and not getattr(args, "no_migrate", False)
             ):
-                from trustmess.migrate import upgrade
+                from trustmess.runtime.migrate import upgrade
 
                 upgrade(dsn)
                 log.info("database schema is up to date")
             if command == "serve" and settings.workers > 1 and not getattr(args, "worker", False):
                 return supervise(settings.replace(database_url=dsn))
             if command == "serve":
-                from trustmess.server import serve
+                from trustmess.runtime.server import serve
 
                 _run(serve(settings.replace(database_url=dsn)))
             elif command == "createuser":
-                from trustmess.createuser import create_user_command
+                from trustmess.runtime.createuser import create_user_command
 
                 return create_user_command(settings.replace(database_url=dsn), args)
     except KeyboardInterrupt:

@@ -7,22 +7,24 @@ from collections.abc import AsyncIterator
 import orjson
 from aiohttp import web
 
-from trustmess import appkeys, events, ws
-from trustmess.activeusers import ActiveUsers
-from trustmess.broker_redis import RedisHub
-from trustmess.db import create_pool
+from trustmess import appkeys
+from trustmess.cluster.redis_broker import RedisHub
+from trustmess.delivery import notifications
+from trustmess.delivery.hub import LocalHub
+from trustmess.delivery.readbuffer import ReadMarkerBuffer
+from trustmess.delivery.sending import message_publisher
+from trustmess.delivery.writer import MessageWriter
 from trustmess.errors import CloseCode
-from trustmess.gateway import Gateway
-from trustmess.http import accounts, conversations, health, messages, metrics
-from trustmess.http.errors import json_errors
-from trustmess.hub import LocalHub
-from trustmess.messaging import message_publisher
+from trustmess.gateway import endpoint
+from trustmess.gateway.ratelimit import KeyedRateLimiter
+from trustmess.gateway.registry import Gateway
+from trustmess.http import accounts, conversations, health, messages, prometheus
+from trustmess.http.middleware import json_errors
 from trustmess.metrics import Metrics
-from trustmess.ratelimit import KeyedRateLimiter
-from trustmess.readbuffer import ReadMarkerBuffer
+from trustmess.runtime.pool import create_pool
 from trustmess.settings import Settings
+from trustmess.store.activeusers import ActiveUsers
 from trustmess.store.history import messages_in_range
-from trustmess.writer import MessageWriter
 
 
 def create_app(settings: Settings) -> web.Application:
@@ -41,7 +43,7 @@ def create_app(settings: Settings) -> web.Application:
     app.cleanup_ctx.append(_database)
     app.cleanup_ctx.append(_realtime)
     app.on_shutdown.append(_close_sockets)
-    for module in (health, metrics, accounts, conversations, messages, ws):
+    for module in (health, prometheus, accounts, conversations, messages, endpoint):
         app.router.add_routes(module.routes)
     return app
 
@@ -62,7 +64,7 @@ async def _realtime(app: web.Application) -> AsyncIterator[None]:
     settings, pool = app[appkeys.SETTINGS], app[appkeys.POOL]
     hub = _make_hub(app)
     app[appkeys.HUB] = hub
-    hub.set_control_handler(lambda op: events.apply_control(app, op))
+    hub.set_control_handler(lambda op: notifications.apply_control(app, op))
     gateway = app[appkeys.GATEWAY] = Gateway(settings, hub, pool)
     markers = app[appkeys.READ_MARKERS] = ReadMarkerBuffer(
         pool, gateway.membership, settings.read_flush_ms / 1000
@@ -108,7 +110,7 @@ def _make_hub(app: web.Application) -> LocalHub:
         gap_timeout_s=settings.broker_gap_ms / 1000,
         grace_s=settings.broker_grace_s,
         on_outage=on_outage,
-        on_reconnect=lambda: events.resync(app),
+        on_reconnect=lambda: notifications.resync(app),
     )
 
 

@@ -5,14 +5,14 @@ from __future__ import annotations
 import asyncpg
 from aiohttp import web
 
-from trustmess.activeusers import ActiveUsers
-from trustmess.gateway import Gateway
-from trustmess.hub import LocalHub
+from trustmess.delivery.hub import LocalHub
+from trustmess.delivery.readbuffer import ReadMarkerBuffer
+from trustmess.delivery.writer import MessageWriter
+from trustmess.gateway.ratelimit import KeyedRateLimiter
+from trustmess.gateway.registry import Gateway
 from trustmess.metrics import Metrics
-from trustmess.ratelimit import KeyedRateLimiter
-from trustmess.readbuffer import ReadMarkerBuffer
 from trustmess.settings import Settings
-from trustmess.writer import MessageWriter
+from trustmess.store.activeusers import ActiveUsers
 
 SETTINGS = web.AppKey("settings", Settings)
 POOL = web.AppKey("pool", asyncpg.Pool)

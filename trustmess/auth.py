@@ -28,7 +28,7 @@ import bcrypt
 import jwt
 
 from trustmess.errors import ApiError, ErrorCode, invalid
-from trustmess.validation import require_str
+from trustmess.wire.validation import require_str
 
 JWT_ALGORITHMS = ["HS256"]
 ISSUER = "trustmess"

@@ -34,7 +34,7 @@ from trustmess.http.jsonio import json_response
 from trustmess.http.users import display_name_field, no_content, read_fields
 from trustmess.store import tokens, users
 from trustmess.store.users import Conn, Db, User
-from trustmess.validation import require_str
+from trustmess.wire.validation import require_str
 
 log = logging.getLogger(__name__)
 

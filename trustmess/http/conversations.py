@@ -23,8 +23,8 @@ from typing import Any
 
 from aiohttp import web
 
-from trustmess import events
 from trustmess.appkeys import POOL
+from trustmess.delivery import notifications
 from trustmess.errors import ApiError, ErrorCode, invalid, not_found
 from trustmess.http.authn import current_user_id
 from trustmess.http.jsonio import json_response, path_id, query_int, read_json_object
@@ -45,7 +45,7 @@ from trustmess.store.conversations import (
     unknown_or_inactive_users,
 )
 from trustmess.store.history import DbConnection
-from trustmess.validation import check_fields, get_str, require_id_list
+from trustmess.wire.validation import check_fields, get_str, require_id_list
 
 routes = web.RouteTableDef()
 
@@ -156,7 +156,7 @@ async def create_conversation(request: web.Request) -> web.Response:
             conversation_id, created = await create_group(conn, user_id, others, title), True
         conversation = await _conversation_for(conn, conversation_id, user_id)
     if created:
-        await events.conversation_changed(request.app, conversation_id)
+        await notifications.conversation_changed(request.app, conversation_id)
     return json_response(conversation.to_json(), status=201 if created else 200)
 
 
@@ -199,7 +199,7 @@ async def rename_conversation(request: web.Request) -> web.Response:
             await _lock_group(conn, conversation_id, user_id, if_direct=no_title)
             await set_title(conn, conversation_id, title)
         conversation = await _conversation_for(conn, conversation_id, user_id)
-    await events.conversation_changed(request.app, conversation_id)
+    await notifications.conversation_changed(request.app, conversation_id)
     return json_response(conversation.to_json())
 
 
@@ -224,7 +224,7 @@ async def add_conversation_members(request: web.Request) -> web.Response:
             added = await add_members(conn, conversation_id, new)
         conversation = await _conversation_for(conn, conversation_id, user_id)
     if added:
-        await events.conversation_changed(request.app, conversation_id)
+        await notifications.conversation_changed(request.app, conversation_id)
     return json_response(conversation.to_json())
 
 
@@ -244,6 +244,6 @@ async def remove_conversation_member(request: web.Request) -> web.Response:
             raise not_found("member not found")
         if role == "owner":
             await promote_longest_standing(conn, conversation_id)
-    await events.member_removed(request.app, conversation_id, target_id)
-    await events.conversation_changed(request.app, conversation_id)
+    await notifications.member_removed(request.app, conversation_id, target_id)
+    await notifications.conversation_changed(request.app, conversation_id)
     return web.Response(status=204)

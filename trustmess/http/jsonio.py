@@ -8,7 +8,7 @@ import orjson
 from aiohttp import web
 
 from trustmess.errors import ApiError, ErrorCode, invalid
-from trustmess.validation import BIGINT_MAX
+from trustmess.wire.validation import BIGINT_MAX
 
 MAX_BODY_BYTES = 64 * 1024
 

@@ -11,17 +11,17 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from trustmess import events
 from trustmess.appkeys import POOL
+from trustmess.delivery import notifications
+from trustmess.delivery.sending import send_message
 from trustmess.errors import invalid
 from trustmess.http.authn import current_user_id
 from trustmess.http.conversations import conversation_not_found, read_conversation_request
 from trustmess.http.jsonio import json_response, path_id, query_int
-from trustmess.messaging import send_message
 from trustmess.store.conversations import is_member
 from trustmess.store.history import latest_messages, messages_after, messages_before
 from trustmess.store.readmarkers import advance_read_marker
-from trustmess.validation import (
+from trustmess.wire.validation import (
     BIGINT_MAX,
     client_msg_id,
     get_int,
@@ -90,5 +90,5 @@ async def mark_read(request: web.Request) -> web.Response:
     async with request.app[POOL].acquire() as conn:
         read_seq, moved = await advance_read_marker(conn, conversation_id, user_id, seq)
     if moved:
-        await events.read_moved(request.app, conversation_id, user_id, read_seq)
+        await notifications.read_moved(request.app, conversation_id, user_id, read_seq)
     return json_response({"read_seq": read_seq})

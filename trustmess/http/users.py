@@ -13,7 +13,6 @@ from typing import Any
 
 from aiohttp import web
 
-from trustmess import events
 from trustmess.appkeys import ACTIVE_USERS, AUTH_LIMIT_BY_USERNAME, POOL, SETTINGS
 from trustmess.auth import (
     PASSWORD_MAX_CHARS,
@@ -22,11 +21,12 @@ from trustmess.auth import (
     require_new_password,
     verify_password,
 )
+from trustmess.delivery import notifications
 from trustmess.errors import ApiError, ErrorCode, invalid, not_found, rate_limited
 from trustmess.http.authn import current_user_id
 from trustmess.http.jsonio import json_response, path_id, query_int, read_json_object
 from trustmess.store import tokens, users
-from trustmess.validation import check_fields, get_bool, get_str, require_str
+from trustmess.wire.validation import check_fields, get_bool, get_str, require_str
 
 DISPLAY_NAME_MAX = 64
 BIO_MAX = 500
@@ -203,5 +203,5 @@ async def admin_update_user(request: web.Request) -> web.Response:
     if is_active is not None:
         request.app[ACTIVE_USERS].forget(user_id)
     if not user.is_active:
-        await events.user_disabled(request.app, user_id)
+        await notifications.user_disabled(request.app, user_id)
     return json_response(user.admin_json())

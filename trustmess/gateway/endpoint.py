@@ -14,15 +14,15 @@ from urllib.parse import urlsplit
 
 from aiohttp import WSMsgType, web
 
-from trustmess import frames
 from trustmess.appkeys import ACTIVE_USERS, GATEWAY, HUB, METRICS, SETTINGS
 from trustmess.auth import AccessClaims, decode_access_token
-from trustmess.connection import ABORT_AFTER_S, Connection
 from trustmess.errors import ApiError, CloseCode, ErrorCode
+from trustmess.gateway.connection import ABORT_AFTER_S, Connection
+from trustmess.gateway.ratelimit import TokenBucket
+from trustmess.gateway.router import dispatch, dispatch_now
 from trustmess.http.authn import authenticate
-from trustmess.ratelimit import TokenBucket
-from trustmess.router import dispatch, dispatch_now
 from trustmess.settings import Settings
+from trustmess.wire import frames
 
 routes = web.RouteTableDef()
 

@@ -15,8 +15,8 @@ import itertools
 import time
 import weakref
 
-from trustmess.connection import Connection
 from trustmess.errors import CloseCode
+from trustmess.gateway.connection import Connection
 
 COMPACT_MIN = 1024  # entries below which the heap is never compacted
 

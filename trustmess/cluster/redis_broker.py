@@ -39,8 +39,8 @@ import redis.asyncio as aioredis
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 
-from trustmess.hub import ControlHandler, LocalHub, Subscriber
-from trustmess.sequencer import FetchRange, Sequencer
+from trustmess.cluster.sequencer import FetchRange, Sequencer
+from trustmess.delivery.hub import ControlHandler, LocalHub, Subscriber
 
 log = logging.getLogger(__name__)
 

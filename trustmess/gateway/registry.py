@@ -9,11 +9,11 @@ from dataclasses import dataclass, field
 
 import asyncpg
 
-from trustmess.connection import Connection, WriteBatcher
+from trustmess.delivery.hub import Hub
 from trustmess.errors import CloseCode
-from trustmess.expiry import TokenExpiry
-from trustmess.heartbeat import Heartbeat
-from trustmess.hub import Hub
+from trustmess.gateway.connection import Connection, WriteBatcher
+from trustmess.gateway.expiry import TokenExpiry
+from trustmess.gateway.heartbeat import Heartbeat
 from trustmess.settings import Settings
 from trustmess.store.conversations import is_member
 

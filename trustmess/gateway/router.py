@@ -8,10 +8,11 @@ from typing import Any
 
 from aiohttp import web
 
-from trustmess import commands, frames
 from trustmess.appkeys import METRICS
-from trustmess.connection import Connection
 from trustmess.errors import ApiError, ErrorCode
+from trustmess.gateway import commands
+from trustmess.gateway.connection import Connection
+from trustmess.wire import frames
 
 log = logging.getLogger(__name__)
 

@@ -13,7 +13,7 @@ from typing import Any
 import orjson
 
 from trustmess.errors import ApiError, ErrorCode, invalid
-from trustmess.validation import (
+from trustmess.wire.validation import (
     check_fields,
     client_msg_id,
     get_int,

@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from aiohttp import WSMsgType, web
 
 from trustmess.errors import CloseCode
-from trustmess.ratelimit import TokenBucket
+from trustmess.gateway.ratelimit import TokenBucket
 
 log = logging.getLogger(__name__)
 

@@ -15,7 +15,7 @@ import logging
 import asyncpg
 
 from trustmess.errors import invalid, not_found
-from trustmess.gateway import MembershipCache
+from trustmess.gateway.registry import MembershipCache
 from trustmess.store.conversations import conversation_state
 from trustmess.store.readmarkers import advance_read_markers
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from aiohttp import web
 
 from trustmess.appkeys import GATEWAY, HUB, METRICS, WRITER
-from trustmess.broker_redis import RedisHub
+from trustmess.cluster.redis_broker import RedisHub
 from trustmess.metrics import Sample, process_cpu_seconds, process_rss_bytes, render
 
 routes = web.RouteTableDef()

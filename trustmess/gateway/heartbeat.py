@@ -15,7 +15,7 @@ import contextlib
 import logging
 from collections.abc import Iterable
 
-from trustmess.connection import Connection
+from trustmess.gateway.connection import Connection
 
 log = logging.getLogger(__name__)
 

@@ -12,17 +12,17 @@ from typing import Any
 
 from aiohttp import web
 
-from trustmess import frames
 from trustmess.appkeys import ACTIVE_USERS, GATEWAY, HUB, POOL, READ_MARKERS, SETTINGS
 from trustmess.auth import decode_access_token, unauthenticated
-from trustmess.connection import Connection, JoinState
+from trustmess.delivery.notifications import publish_read
+from trustmess.delivery.sending import submit_message
 from trustmess.errors import ApiError, not_found
-from trustmess.events import publish_read
-from trustmess.messaging import submit_message
+from trustmess.gateway.connection import Connection, JoinState
 from trustmess.models import SendResult, format_ts
 from trustmess.store.conversations import conversation_state
 from trustmess.store.history import messages_after
 from trustmess.store.messages import NewMessage
+from trustmess.wire import frames
 
 Reply = dict[str, Any] | None
 

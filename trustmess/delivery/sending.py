@@ -9,12 +9,12 @@ from collections.abc import Callable
 from aiohttp import web
 
 from trustmess.appkeys import WRITER
+from trustmess.delivery.hub import Hub
+from trustmess.delivery.readbuffer import ReadMarkerBuffer
+from trustmess.delivery.writer import Answer, WriterClosed
 from trustmess.errors import ApiError, ErrorCode
-from trustmess.hub import Hub
 from trustmess.models import Message, SendResult
-from trustmess.readbuffer import ReadMarkerBuffer
 from trustmess.store.messages import NewMessage
-from trustmess.writer import Answer, WriterClosed
 
 
 def submit_message(app: web.Application, message: NewMessage, answer: Answer) -> None:

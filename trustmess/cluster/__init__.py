@@ -1,0 +1,1 @@
+"""Across nodes: the Redis broker, the per-conversation sequencer, the --workers supervisor."""

@@ -1,0 +1,3 @@
+"""After a command: group commit, the hub and its broker interface, membership cache, read markers,
+notifications.
+"""

@@ -1,0 +1,3 @@
+"""The socket side: the /ws endpoint, router, commands, connections, heartbeat, expiry, rate
+limits.
+"""

@@ -1,0 +1,1 @@
+"""Running the product: server, connection pool, embedded PostgreSQL, migrations, createuser."""

@@ -1,0 +1,3 @@
+"""The codec: client frames to typed commands, server events to bytes, validation, WebSocket
+framing. No I/O.
+"""
