@@ -1,7 +1,7 @@
-"""RedisHub's outbox: what a node publishes while the bus is down or a publish fails.
+"""The Redis broker's outbox: what a node publishes while the bus is down or a publish fails.
 
-Each test drives one in-process ``RedisHub`` on the tests' Redis and watches the bus with a
-plain subscriber, so it sees exactly what went out and in which order.
+Each test drives one in-process hub on a ``RedisBroker`` on the tests' Redis and watches the bus
+with a plain subscriber, so it sees exactly what went out and in which order.
 """
 
 from __future__ import annotations
@@ -19,7 +19,8 @@ import pytest
 import redis.asyncio as aioredis
 
 from tests.conftest import RedisProcess
-from trustmess.cluster.redis_broker import RedisHub, channel_prefix
+from trustmess.cluster.redis_broker import RedisBroker, channel_prefix
+from trustmess.delivery.hub import Hub
 
 CID = 900_001  # no other test uses this conversation's channel
 
@@ -87,22 +88,32 @@ async def publish_denied(admin: aioredis.Redis, url: str, timeout: float = 10.0)
             await asyncio.sleep(0.02)
 
 
-def message_event(seq: int) -> dict[str, Any]:
-    return {"type": "message", "conversation_id": CID, "seq": seq}
+def redis_hub(url: str, **options: Any) -> Hub:
+    """A hub whose broker is Redis (not started: the bus is down until ``start``)."""
+    return Hub(RedisBroker(url, no_fetch, **options))
 
 
-def read_event(seq: int) -> dict[str, Any]:
-    return {"type": "read", "conversation_id": CID, "user_id": 1, "seq": seq}
+def dropped(hub: Hub) -> int:
+    assert isinstance(hub.broker, RedisBroker)
+    return hub.broker.bus_dropped
+
+
+def message_event(seq: int) -> bytes:
+    return orjson.dumps({"type": "message", "conversation_id": CID, "seq": seq})
+
+
+def read_event(seq: int) -> bytes:
+    return orjson.dumps({"type": "read", "conversation_id": CID, "user_id": 1, "seq": seq})
 
 
 async def test_events_published_while_the_bus_is_down_go_out_in_order_on_connect(
     redis_url: str,
 ) -> None:
-    hub = RedisHub(redis_url, no_fetch)  # not started: the bus is down
+    hub = redis_hub(redis_url)  # not started: the bus is down
     try:
         hub.publish(CID, message_event(1), seq=1)
         hub.publish(CID, read_event(1))
-        hub.publish(CID, {"type": "typing", "conversation_id": CID}, volatile=True)
+        hub.publish(CID, b'{"type":"typing"}', volatile=True)
         hub.publish(CID, message_event(2), seq=2)
         async with BusTap(redis_url, f"c:{CID}") as tap:
             await hub.start()
@@ -113,7 +124,7 @@ async def test_events_published_while_the_bus_is_down_go_out_in_order_on_connect
             (None, "read"),
             (2, "message"),
         ]
-        assert hub.bus_dropped == 1
+        assert dropped(hub) == 1
     finally:
         await hub.close()
 
@@ -124,7 +135,7 @@ async def test_events_of_a_failed_publish_go_out_again_before_later_ones(
     if redis_process is None:
         pytest.skip("creates a Redis ACL user: needs the tests' own redis-server")
     async with redis_user(redis_url) as (url, admin):
-        hub = RedisHub(url, no_fetch)
+        hub = redis_hub(url)
         try:
             await hub.start()
             async with BusTap(redis_url, f"c:{CID}") as tap:
@@ -142,7 +153,7 @@ async def test_events_of_a_failed_publish_go_out_again_before_later_ones(
                 (None, "read"),
                 (3, "message"),
             ]
-            assert hub.bus_dropped == 0
+            assert dropped(hub) == 0
         finally:
             await hub.close()
 
@@ -150,15 +161,15 @@ async def test_events_of_a_failed_publish_go_out_again_before_later_ones(
 async def test_overflow_drops_the_oldest_events_but_no_control_operation(
     redis_url: str, caplog: pytest.LogCaptureFixture
 ) -> None:
-    caplog.set_level(logging.WARNING, logger="trustmess.cluster.redis_broker")
-    hub = RedisHub(redis_url, no_fetch, outbox_events=5)
+    caplog.set_level(logging.WARNING, logger="trustmess.cluster")
+    hub = redis_hub(redis_url, outbox_events=5)
     try:
         # A flood of read events fills the outbox; a control operation comes after it.
         for seq in range(1, 21):
             hub.publish(CID, read_event(seq))
         kick = {"op": "kick", "sessions": ["s1"]}
         hub.publish_control(kick)
-        assert hub.bus_dropped == 15
+        assert dropped(hub) == 15
         async with BusTap(redis_url, "ctl", f"c:{CID}") as tap:
             await hub.start()
             got = [await tap.next() for _ in range(6)]
@@ -177,11 +188,11 @@ async def test_overflow_drops_the_oldest_events_but_no_control_operation(
 async def test_a_dropped_control_operation_is_logged_as_an_error(
     redis_url: str, caplog: pytest.LogCaptureFixture
 ) -> None:
-    hub = RedisHub(redis_url, no_fetch, control_outbox_events=2)
+    hub = redis_hub(redis_url, control_outbox_events=2)
     try:
         for user_id in (1, 2, 3):
             hub.publish_control({"op": "user_disabled", "user_id": user_id})
-        assert hub.bus_dropped == 1
+        assert dropped(hub) == 1
         [error] = [r for r in caplog.records if r.levelno == logging.ERROR]
         assert '"user_id":1' in error.getMessage()
     finally:

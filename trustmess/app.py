@@ -4,18 +4,19 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 
-import orjson
 from aiohttp import web
 
 from trustmess import appkeys
-from trustmess.cluster.redis_broker import RedisHub
-from trustmess.delivery import notifications
-from trustmess.delivery.hub import LocalHub
+from trustmess.cluster.redis_broker import RedisBroker
+from trustmess.delivery.broker import Broker, MemoryBroker
+from trustmess.delivery.hub import Hub
+from trustmess.delivery.membership import MembershipCache
+from trustmess.delivery.notifications import Notifier
 from trustmess.delivery.readbuffer import ReadMarkerBuffer
 from trustmess.delivery.sending import message_publisher
 from trustmess.delivery.writer import MessageWriter
 from trustmess.errors import CloseCode
-from trustmess.gateway import endpoint
+from trustmess.gateway import control, endpoint
 from trustmess.gateway.ratelimit import KeyedRateLimiter
 from trustmess.gateway.registry import Gateway
 from trustmess.http import accounts, conversations, health, messages, prometheus
@@ -25,6 +26,7 @@ from trustmess.runtime.pool import create_pool
 from trustmess.settings import Settings
 from trustmess.store.activeusers import ActiveUsers
 from trustmess.store.history import messages_in_range
+from trustmess.wire import events
 
 
 def create_app(settings: Settings) -> web.Application:
@@ -62,13 +64,14 @@ async def _database(app: web.Application) -> AsyncIterator[None]:
 
 async def _realtime(app: web.Application) -> AsyncIterator[None]:
     settings, pool = app[appkeys.SETTINGS], app[appkeys.POOL]
-    hub = _make_hub(app)
-    app[appkeys.HUB] = hub
-    hub.set_control_handler(lambda op: notifications.apply_control(app, op))
-    gateway = app[appkeys.GATEWAY] = Gateway(settings, hub, pool)
+    hub = app[appkeys.HUB] = Hub(_make_broker(app))
+    hub.set_control_handler(lambda op: control.apply_control(app, op))
+    membership = MembershipCache(pool)
+    gateway = app[appkeys.GATEWAY] = Gateway(settings, hub, membership)
     markers = app[appkeys.READ_MARKERS] = ReadMarkerBuffer(
-        pool, gateway.membership, settings.read_flush_ms / 1000
+        pool, membership, settings.read_flush_ms / 1000
     )
+    app[appkeys.NOTIFIER] = Notifier(hub, pool, markers)
     writer = MessageWriter(
         pool,
         message_publisher(hub, markers),
@@ -89,28 +92,28 @@ async def _realtime(app: web.Application) -> AsyncIterator[None]:
         await hub.close()
 
 
-def _make_hub(app: web.Application) -> LocalHub:
+def _make_broker(app: web.Application) -> Broker:
     settings = app[appkeys.SETTINGS]
     if settings.broker == "local":
-        return LocalHub()
+        return MemoryBroker()
 
     async def fetch_range(cid: int, after: int, through: int) -> list[tuple[int, bytes]]:
         async with app[appkeys.POOL].acquire() as conn:
             found = await messages_in_range(conn, cid, after, through)
-        return [(m.seq, orjson.dumps({"type": "message", **m.to_json()})) for m in found]
+        return [(m.seq, events.message(m)) for m in found]
 
     async def on_outage() -> None:
         await app[appkeys.GATEWAY].close_all(
             CloseCode.GOING_AWAY, "message bus unavailable", flush_s=0.2
         )
 
-    return RedisHub(
+    return RedisBroker(
         settings.broker,
         fetch_range,
         gap_timeout_s=settings.broker_gap_ms / 1000,
         grace_s=settings.broker_grace_s,
         on_outage=on_outage,
-        on_reconnect=lambda: notifications.resync(app),
+        on_reconnect=lambda: control.resync(app),
     )
 
 

@@ -5,7 +5,8 @@ from __future__ import annotations
 import asyncpg
 from aiohttp import web
 
-from trustmess.delivery.hub import LocalHub
+from trustmess.delivery.hub import Hub
+from trustmess.delivery.notifications import Notifier
 from trustmess.delivery.readbuffer import ReadMarkerBuffer
 from trustmess.delivery.writer import MessageWriter
 from trustmess.gateway.ratelimit import KeyedRateLimiter
@@ -17,10 +18,11 @@ from trustmess.store.activeusers import ActiveUsers
 SETTINGS = web.AppKey("settings", Settings)
 POOL = web.AppKey("pool", asyncpg.Pool)
 ACTIVE_USERS = web.AppKey("active_users", ActiveUsers)
-HUB = web.AppKey("hub", LocalHub)
+HUB = web.AppKey("hub", Hub)
 WRITER = web.AppKey("writer", MessageWriter)
 GATEWAY = web.AppKey("gateway", Gateway)
 METRICS = web.AppKey("metrics", Metrics)
 READ_MARKERS = web.AppKey("read_markers", ReadMarkerBuffer)
+NOTIFIER = web.AppKey("notifier", Notifier)
 AUTH_LIMIT_BY_ADDRESS = web.AppKey("auth_limit_by_address", KeyedRateLimiter)
 AUTH_LIMIT_BY_USERNAME = web.AppKey("auth_limit_by_username", KeyedRateLimiter)

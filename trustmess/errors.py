@@ -87,6 +87,12 @@ def not_found(what: str = "not found") -> ApiError:
     return ApiError(404, ErrorCode.NOT_FOUND, what)
 
 
+def conversation_not_found() -> ApiError:
+    """404 for a conversation that does not exist or that the caller is not a member of (the
+    same answer for both, so membership cannot be probed)."""
+    return not_found("conversation not found")
+
+
 def rate_limited(retry_after_s: float) -> ApiError:
     seconds = max(1, int(retry_after_s + 0.999))
     return ApiError(

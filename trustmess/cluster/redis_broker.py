@@ -1,4 +1,4 @@
-"""``RedisHub``: the hub across processes and machines, over Redis pub/sub.
+"""``RedisBroker``: the hub's broker across processes and machines, over Redis pub/sub.
 
 PostgreSQL stays the source of truth; Redis only carries live events between nodes (the
 convention of Socket.IO's Redis adapter and Centrifugo's Redis engine). A node subscribes to a
@@ -11,15 +11,16 @@ every node delivers each conversation in seq order with no gap. When Redis is un
 node keeps serving and persisting; after ``grace_s`` its sockets are closed with 1001 so their
 clients resume (``join`` with ``since``) on a node that can see everybody's messages.
 
-While the bus is down, or a publish fails, every event but typing (stale by then) waits in
-the outbox, in order, and goes out on reconnect: a message event sent late still reaches nodes
-that would otherwise notice the gap only at the conversation's next message, and resending
-is harmless (receivers drop seqs they delivered). The outbox is bounded; past the bound the
-oldest events go. Control operations have an outbox of their own, so no amount of other
-traffic pushes them out. Events other nodes published meanwhile are lost to this one, so on
-reconnect it also calls ``on_reconnect``, which re-checks its sockets against PostgreSQL (see
-events.resync). A link that goes silent without a reset (a partition) counts as lost once no
-answer to a PING came for ``LINK_DEAD_S``.
+While the bus is down, or a publish fails, events wait in the :class:`Outbox` and go out on
+reconnect: a message event sent late still reaches nodes that would otherwise notice the gap
+only at the conversation's next message, and resending is harmless (receivers drop seqs they
+delivered). Events other nodes published meanwhile are lost to this one, so on reconnect it
+also calls ``on_reconnect``, which re-checks its sockets against PostgreSQL (see
+gateway.control.resync). A link that goes silent without a reset (a partition) counts as lost
+once no answer to a PING came for ``LINK_DEAD_S``.
+
+The bus's trust boundary: every node trusts what it reads from Redis (it is the same
+deployment's own bus), so Redis must be reachable by the nodes only.
 """
 
 from __future__ import annotations
@@ -29,7 +30,6 @@ import contextlib
 import logging
 import time
 import uuid
-from collections import deque
 from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any
 from urllib.parse import urlsplit
@@ -39,8 +39,10 @@ import redis.asyncio as aioredis
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 
+from trustmess.cluster.outbox import CONTROL_OUTBOX_EVENTS, OUTBOX_EVENTS, Outbox
 from trustmess.cluster.sequencer import FetchRange, Sequencer
-from trustmess.delivery.hub import ControlHandler, LocalHub, Subscriber
+from trustmess.delivery.broker import Node, Subscriber
+from trustmess.metrics import Sample
 
 log = logging.getLogger(__name__)
 
@@ -49,12 +51,7 @@ BACKOFF_MAX_S = 5.0
 # connection; with no answer for LINK_DEAD_S the link counts as lost.
 LINK_CHECK_S = 1.0
 LINK_DEAD_S = 3.0
-OUTBOX_EVENTS = 100_000
-OUTBOX_BYTES = 64 << 20  # message events can be large (a full frame each)
-CONTROL_OUTBOX_EVENTS = 10_000
-
-# (order of publication, channel, bus message, typing?)
-_Outgoing = tuple[int, str, bytes, bool]
+PUBLISH_BATCH = 512
 
 
 def channel_prefix(url: str) -> str:
@@ -64,8 +61,10 @@ def channel_prefix(url: str) -> str:
     return f"tm{path if path.isdigit() else 0}:"
 
 
-class RedisHub(LocalHub):
-    """A LocalHub for this node's sockets, joined to the others through Redis."""
+class RedisBroker:
+    """Joins this node's hub to the other nodes through Redis."""
+
+    single_node = False
 
     def __init__(
         self,
@@ -79,23 +78,17 @@ class RedisHub(LocalHub):
         outbox_events: int = OUTBOX_EVENTS,
         control_outbox_events: int = CONTROL_OUTBOX_EVENTS,
     ) -> None:
-        super().__init__()
         self.node = uuid.uuid4().hex[:12]
         self._url = url
         self._prefix = channel_prefix(url)
         self._control_channel = self._prefix + "ctl"
+        self._hub: Node | None = None
         self._sequencer = Sequencer(self._deliver_message, fetch, gap_timeout_s)
         self._grace_s = grace_s
         self._on_outage = on_outage
         self._on_reconnect = on_reconnect
-        self._outbox: deque[_Outgoing] = deque()
-        self._outbox_bytes = 0
-        self._outbox_events = outbox_events
-        self._control_outbox: deque[_Outgoing] = deque()
-        self._control_outbox_events = control_outbox_events
+        self.outbox = Outbox(outbox_events, control_outbox_events)
         self._outbox_ready = asyncio.Event()
-        self._sent_order = 0
-        self._overflowed = 0  # events pushed out of the outbox since the last report
         self._ready: dict[str, asyncio.Future[None]] = {}
         self._client: aioredis.Redis | None = None
         self._pubsub: Any = None
@@ -104,8 +97,20 @@ class RedisHub(LocalHub):
         self._down_since: float | None = time.monotonic()
         self.bus_published = 0
         self.bus_received = 0
-        self.bus_dropped = 0
+        self._bus_dropped = 0  # volatile events not even queued (bus down)
         self.bus_lag_s = 0.0
+
+    def bind(self, node: Node) -> None:
+        self._hub = node
+
+    @property
+    def hub(self) -> Node:
+        assert self._hub is not None, "RedisBroker used before a hub was bound to it"
+        return self._hub
+
+    @property
+    def bus_dropped(self) -> int:
+        return self._bus_dropped + self.outbox.dropped
 
     # --- lifecycle -----------------------------------------------------------------------
 
@@ -128,14 +133,50 @@ class RedisHub(LocalHub):
         if self._client is not None:
             await self._client.aclose()
 
-    @property
-    def gaps_filled(self) -> int:
-        return self._sequencer.gaps_filled
-
     def healthy(self) -> tuple[bool, str]:
         if self._connected.is_set():
             return True, "redis connected"
         return False, "redis unreachable"
+
+    def samples(self) -> list[Sample]:
+        return [
+            (
+                "trustmess_broker_up",
+                "gauge",
+                "1 when the Redis bus is connected.",
+                [({}, int(self._connected.is_set()))],
+            ),
+            (
+                "trustmess_broker_published_total",
+                "counter",
+                "Bus messages published.",
+                [({}, self.bus_published)],
+            ),
+            (
+                "trustmess_broker_received_total",
+                "counter",
+                "Bus messages from other nodes.",
+                [({}, self.bus_received)],
+            ),
+            (
+                "trustmess_broker_dropped_total",
+                "counter",
+                "Bus messages not sent (bus down).",
+                [({}, self.bus_dropped)],
+            ),
+            (
+                "trustmess_broker_lag_seconds",
+                "gauge",
+                "Publish-to-receive delay, last message.",
+                [({}, self.bus_lag_s)],
+            ),
+            (
+                "trustmess_sequencer_gaps_filled_total",
+                "counter",
+                "Gaps read from PostgreSQL.",
+                [({}, self._sequencer.gaps_filled)],
+            ),
+        ]
 
     # --- subscriptions -------------------------------------------------------------------
 
@@ -145,32 +186,25 @@ class RedisHub(LocalHub):
     def _user_channel(self, user_id: int) -> str:
         return f"{self._prefix}u:{user_id}"
 
-    async def subscribe(self, conversation_id: int, subscriber: Subscriber) -> None:
-        if self.add(conversation_id, subscriber):
-            self._sequencer.start(conversation_id)
-            await self._subscribe(self._conversation_channel(conversation_id))
+    async def subscribe(self, conversation_id: int) -> None:
+        self._sequencer.start(conversation_id)
+        await self._subscribe(self._conversation_channel(conversation_id))
 
     def position(self, conversation_id: int, last_seq: int) -> None:
         self._sequencer.position(conversation_id, last_seq)
 
-    def unsubscribe(self, conversation_id: int, subscriber: Subscriber) -> None:
-        if self.remove(conversation_id, subscriber):
-            self._sequencer.stop(conversation_id)
-            self._unsubscribe(self._conversation_channel(conversation_id))
+    def unsubscribe(self, conversation_id: int) -> None:
+        self._sequencer.stop(conversation_id)
+        self._unsubscribe(self._conversation_channel(conversation_id))
 
-    def register_user(self, subscriber: Subscriber) -> None:
-        if self.add_user(subscriber):
-            task = asyncio.get_running_loop().create_task(
-                self._subscribe(self._user_channel(subscriber.user_id))
-            )
-            task.add_done_callback(_log_failure)
+    def subscribe_user(self, user_id: int) -> None:
+        task = asyncio.get_running_loop().create_task(self._subscribe(self._user_channel(user_id)))
+        task.add_done_callback(_log_failure)
 
-    def unregister_user(self, subscriber: Subscriber) -> None:
-        if self.remove_user(subscriber):
-            self._unsubscribe(self._user_channel(subscriber.user_id))
+    def unsubscribe_user(self, user_id: int) -> None:
+        self._unsubscribe(self._user_channel(user_id))
 
     def claim_user_slot(self, user_id: int, session_id: str, limit: int) -> None:
-        """Count the user's sockets on every node; beyond ``limit`` the oldest get 4006."""
         task = asyncio.get_running_loop().create_task(self._claim(user_id, session_id, limit))
         task.add_done_callback(_log_failure)
 
@@ -219,13 +253,13 @@ class RedisHub(LocalHub):
     def _wanted_channels(self) -> list[str]:
         return (
             [self._control_channel]
-            + [self._conversation_channel(c) for c in self.rooms()]
-            + [self._user_channel(u) for u in self.users()]
+            + [self._conversation_channel(c) for c in self.hub.rooms()]
+            + [self._user_channel(u) for u in self.hub.users()]
         )
 
     # --- publishing ----------------------------------------------------------------------
 
-    def _route(
+    def publish(
         self,
         conversation_id: int,
         seq: int | None,
@@ -238,85 +272,39 @@ class RedisHub(LocalHub):
         if seq is not None:
             self._sequencer.offer(conversation_id, seq, payload)
         else:
-            self.deliver(conversation_id, None, payload, skip_user, skip)
+            self.hub.deliver(conversation_id, None, payload, skip_user, skip)
         channel = self._conversation_channel(conversation_id)
         self._send(channel, [seq, skip_user], payload, volatile=volatile)
 
-    def publish_user(self, user_id: int, event: dict[str, Any]) -> None:
-        payload = orjson.dumps(event)
-        self.deliver_user(user_id, payload)
+    def publish_user(self, user_id: int, payload: bytes) -> None:
+        self.hub.deliver_user(user_id, payload)
         self._send(self._user_channel(user_id), [None, None], payload)
 
     def publish_control(self, op: dict[str, Any]) -> None:
-        super().publish_control(op)
-        self._send(self._control_channel, [None, None], orjson.dumps(op))
+        self.hub.control(op)
+        self._send(self._control_channel, [None, None], orjson.dumps(op), control=True)
 
     def _send(
-        self, channel: str, header: list[Any], payload: bytes, *, volatile: bool = False
+        self,
+        channel: str,
+        header: list[Any],
+        payload: bytes,
+        *,
+        volatile: bool = False,
+        control: bool = False,
     ) -> None:
         if volatile and not self._connected.is_set():
-            self.bus_dropped += 1
+            self._bus_dropped += 1
             return
         line = orjson.dumps([self.node, time.time(), *header])
-        self._sent_order += 1
-        self._enqueue((self._sent_order, channel, line + b"\n" + payload, volatile))
+        self.outbox.add(channel, line + b"\n" + payload, volatile=volatile, control=control)
         self._outbox_ready.set()
-
-    def _enqueue(self, item: _Outgoing) -> None:
-        """Append to the outbox; past its bound the oldest events go."""
-        if item[1] == self._control_channel:
-            self._control_outbox.append(item)
-            while len(self._control_outbox) > self._control_outbox_events:
-                lost = self._control_outbox.popleft()
-                self.bus_dropped += 1
-                log.error("bus control outbox full: dropped %s", lost[2].partition(b"\n")[2])
-            return
-        self._outbox.append(item)
-        self._outbox_bytes += len(item[2])
-        self._trim_outbox()
-
-    def _trim_outbox(self) -> None:
-        while len(self._outbox) > self._outbox_events or self._outbox_bytes > OUTBOX_BYTES:
-            self._outbox_bytes -= len(self._outbox.popleft()[2])
-            self.bus_dropped += 1
-            if not self._overflowed:
-                log.warning("bus outbox full: dropping its oldest events")
-            self._overflowed += 1
-
-    def _take_batch(self, limit: int) -> list[_Outgoing]:
-        """The oldest events of both outboxes, in the order they were published."""
-        batch: list[_Outgoing] = []
-        outbox, control = self._outbox, self._control_outbox
-        while len(batch) < limit and (outbox or control):
-            if control and (not outbox or control[0][0] < outbox[0][0]):
-                batch.append(control.popleft())
-            else:
-                item = outbox.popleft()
-                self._outbox_bytes -= len(item[2])
-                batch.append(item)
-        return batch
-
-    def _put_back(self, batch: list[_Outgoing]) -> None:
-        """A batch that failed goes back in front, in order, except typing (stale by then).
-
-        Sending it again is harmless even if part of it went out: receivers drop message
-        events they delivered, and the other events are idempotent.
-        """
-        for item in reversed(batch):
-            if item[1] == self._control_channel:
-                self._control_outbox.appendleft(item)
-            elif item[3]:
-                self.bus_dropped += 1
-            else:
-                self._outbox.appendleft(item)
-                self._outbox_bytes += len(item[2])
-        self._trim_outbox()
 
     async def _publish_loop(self) -> None:
         failing = False
         while True:
             await self._connected.wait()
-            batch = self._take_batch(512)
+            batch = self.outbox.take(PUBLISH_BATCH)
             if not batch:
                 self._outbox_ready.clear()
                 await self._outbox_ready.wait()
@@ -325,11 +313,11 @@ class RedisHub(LocalHub):
                 if self._client is None:
                     raise aioredis.ConnectionError("no redis client")
                 async with self._client.pipeline(transaction=False) as pipe:
-                    for _, channel, data, _ in batch:
-                        pipe.publish(channel, data)
+                    for item in batch:
+                        pipe.publish(item.channel, item.data)
                     await pipe.execute()
             except (aioredis.RedisError, OSError) as exc:
-                self._put_back(batch)
+                self.outbox.put_back(batch)
                 if not failing:
                     log.warning("publishing to redis failed, will retry: %s", exc)
                 failing = True
@@ -338,9 +326,9 @@ class RedisHub(LocalHub):
                 continue
             failing = False
             self.bus_published += len(batch)
-            if self._overflowed:
-                log.warning("bus outbox overflowed: %d events dropped", self._overflowed)
-                self._overflowed = 0
+            overflowed = self.outbox.take_overflow()
+            if overflowed:
+                log.warning("bus outbox overflowed: %d events dropped", overflowed)
 
     # --- receiving -----------------------------------------------------------------------
 
@@ -418,23 +406,22 @@ class RedisHub(LocalHub):
         payload = data[split + 1 :]
         kind, _, key = channel.removeprefix(self._prefix).partition(":")
         if channel == self._control_channel:
-            if self._control is not None:
-                self._control(orjson.loads(payload))
+            self.hub.control(orjson.loads(payload))
         elif kind == "c":
             conversation_id = int(key)
             if seq is not None:
                 self._sequencer.offer(conversation_id, seq, payload)
             else:
-                self.deliver(conversation_id, None, payload, skip_user)
+                self.hub.deliver(conversation_id, None, payload, skip_user)
         elif kind == "u":
-            self.deliver_user(int(key), payload)
+            self.hub.deliver_user(int(key), payload)
 
     def _deliver_message(self, conversation_id: int, seq: int, payload: bytes) -> None:
-        self.deliver(conversation_id, seq, payload)
+        self.hub.deliver(conversation_id, seq, payload)
 
     def _catch_up(self) -> None:
         """After an outage, fetch what other nodes committed while we could not hear them."""
-        for conversation_id in self.rooms():
+        for conversation_id in self.hub.rooms():
             self._sequencer.catch_up(conversation_id)
 
     async def _watch_outage(self) -> None:
@@ -443,12 +430,10 @@ class RedisHub(LocalHub):
             await asyncio.sleep(min(1.0, self._grace_s / 2))
             down = self._down_since
             outage = down is not None and time.monotonic() - down >= self._grace_s
-            if outage and self._on_outage is not None and (self.rooms() or self.users()):
+            hub = self.hub
+            if outage and self._on_outage is not None and (hub.rooms() or hub.users()):
                 log.warning("redis down for %.1f s: closing sockets", self._grace_s)
                 await self._on_outage()
-
-    def set_control_handler(self, handler: ControlHandler) -> None:
-        self._control = handler
 
 
 def _log_failure(task: asyncio.Task[Any]) -> None:

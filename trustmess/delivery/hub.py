@@ -1,89 +1,28 @@
-"""Fan-out: who is listening to which conversation, and publishing events to them.
+"""Fan-out: who on this node listens to which conversation and user, and publishing to them.
 
-Each event is serialised once per publish and the same bytes are handed to every subscriber;
-a subscriber's ``deliver`` only queues them (it never awaits), so one slow socket cannot hold
-up the others. ``LocalHub`` is the in-process implementation; ``broker_redis.RedisHub``
-implements the same interface across processes and machines.
+Events arrive here already encoded (``wire.events``): the same bytes go to every subscriber,
+and a subscriber's ``deliver`` only queues them (it never awaits), so one slow socket cannot
+hold up the others. The hub publishes through its :class:`~trustmess.delivery.broker.Broker`,
+which delivers back to the hub of every node, this one included; the hub tells the broker
+when this node gains its first or loses its last subscriber of a conversation or user.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any, Protocol
+from typing import Any
 
-import orjson
+from trustmess.delivery.broker import Broker, MemoryBroker, Subscriber
 
 ControlHandler = Callable[[dict[str, Any]], None]
 
 
-class Subscriber(Protocol):
-    """A connection as the hub sees it."""
+class Hub:
+    """This node's subscribers, joined to the other nodes through a broker."""
 
-    user_id: int
-
-    def deliver(self, conversation_id: int, seq: int | None, payload: bytes) -> None:
-        """Queue an encoded event; ``seq`` is set for ``message`` events (ordering)."""
-
-    def deliver_user(self, payload: bytes) -> None:
-        """Queue an encoded per-user event (``conversation``, ``removed``)."""
-
-
-class Hub(Protocol):
-    """What the gateway, the commands and the writer need from a hub."""
-
-    published: int
-    deliveries: int
-
-    async def subscribe(self, conversation_id: int, subscriber: Subscriber) -> None:
-        """Add a subscriber; returns once events published from now on will reach it."""
-
-    def position(self, conversation_id: int, last_seq: int) -> None:
-        """A join read the conversation's ``last_seq`` after subscribing."""
-
-    def unsubscribe(self, conversation_id: int, subscriber: Subscriber) -> None: ...
-
-    def register_user(self, subscriber: Subscriber) -> None: ...
-
-    def unregister_user(self, subscriber: Subscriber) -> None: ...
-
-    def publish(
-        self,
-        conversation_id: int,
-        event: dict[str, Any],
-        *,
-        seq: int | None = None,
-        skip_user: int | None = None,
-        skip: Subscriber | None = None,
-        volatile: bool = False,
-    ) -> None:
-        """Fan ``event`` out to the conversation's subscribers. ``seq`` marks a message event
-        (delivered once, in order); ``volatile`` an event not worth delivering late (typing)."""
-
-    def publish_user(self, user_id: int, event: dict[str, Any]) -> None: ...
-
-    def publish_control(self, op: dict[str, Any]) -> None:
-        """Run ``op`` (cache invalidation, membership changes) on every node."""
-
-    def set_control_handler(self, handler: ControlHandler) -> None: ...
-
-    def subscription_count(self) -> int: ...
-
-    def claim_user_slot(self, user_id: int, session_id: str, limit: int) -> None: ...
-
-    def release_user_slot(self, user_id: int, session_id: str) -> None: ...
-
-    def healthy(self) -> tuple[bool, str]:
-        """(usable, reason) for /readyz and for accepting sockets."""
-
-    async def start(self) -> None: ...
-
-    async def close(self) -> None: ...
-
-
-class LocalHub:
-    """The in-process hub: dictionaries of sets, no I/O."""
-
-    def __init__(self) -> None:
+    def __init__(self, broker: Broker | None = None) -> None:
+        self.broker: Broker = broker if broker is not None else MemoryBroker()
+        self.broker.bind(self)
         self._rooms: dict[int, set[Subscriber]] = {}
         # A user has few sockets here (usually one): a list costs less than a set.
         self._users: dict[int, list[Subscriber]] = {}
@@ -91,82 +30,96 @@ class LocalHub:
         self.published = 0
         self.deliveries = 0
 
-    async def subscribe(self, conversation_id: int, subscriber: Subscriber) -> None:
-        self.add(conversation_id, subscriber)
+    @property
+    def single_node(self) -> bool:
+        """True when this process is the whole cluster (it knows every user's sockets)."""
+        return self.broker.single_node
 
-    def add(self, conversation_id: int, subscriber: Subscriber) -> bool:
-        """Add a subscriber; True when it is the conversation's first here."""
+    # --- subscriptions -------------------------------------------------------------------
+
+    async def subscribe(self, conversation_id: int, subscriber: Subscriber) -> None:
+        """Add a subscriber; returns once events published from now on will reach it."""
         room = self._rooms.get(conversation_id)
         if room is None:
             room = self._rooms[conversation_id] = set()
         room.add(subscriber)
-        return len(room) == 1
+        if len(room) == 1:
+            await self.broker.subscribe(conversation_id)
 
     def position(self, conversation_id: int, last_seq: int) -> None:
-        """One process publishes in commit order: nothing to reorder."""
+        """A join read the conversation's ``last_seq`` after subscribing."""
+        self.broker.position(conversation_id, last_seq)
 
     def unsubscribe(self, conversation_id: int, subscriber: Subscriber) -> None:
-        self.remove(conversation_id, subscriber)
-
-    def remove(self, conversation_id: int, subscriber: Subscriber) -> bool:
-        """Remove a subscriber; True when the conversation has none left here."""
         room = self._rooms.get(conversation_id)
         if room is None:
-            return False
+            return
         room.discard(subscriber)
-        if room:
-            return False
-        del self._rooms[conversation_id]
-        return True
+        if not room:
+            del self._rooms[conversation_id]
+            self.broker.unsubscribe(conversation_id)
 
     def register_user(self, subscriber: Subscriber) -> None:
-        self.add_user(subscriber)
-
-    def add_user(self, subscriber: Subscriber) -> bool:
+        """Per-user events (``conversation``, ``removed``) now reach this subscriber."""
         conns = self._users.setdefault(subscriber.user_id, [])
         if subscriber not in conns:
             conns.append(subscriber)
-        return len(conns) == 1
+            if len(conns) == 1:
+                self.broker.subscribe_user(subscriber.user_id)
 
     def unregister_user(self, subscriber: Subscriber) -> None:
-        self.remove_user(subscriber)
-
-    def remove_user(self, subscriber: Subscriber) -> bool:
         conns = self._users.get(subscriber.user_id)
         if conns is None:
-            return False
+            return
         if subscriber in conns:
             conns.remove(subscriber)
-        if conns:
-            return False
-        del self._users[subscriber.user_id]
-        return True
+        if not conns:
+            del self._users[subscriber.user_id]
+            self.broker.unsubscribe_user(subscriber.user_id)
+
+    def rooms(self) -> list[int]:
+        return list(self._rooms)
+
+    def users(self) -> list[int]:
+        return list(self._users)
+
+    def has_user(self, user_id: int) -> bool:
+        """Does the user have a socket on this node?"""
+        return user_id in self._users
+
+    def subscription_count(self) -> int:
+        return sum(len(room) for room in self._rooms.values())
+
+    # --- publishing ----------------------------------------------------------------------
 
     def publish(
         self,
         conversation_id: int,
-        event: dict[str, Any],
+        payload: bytes,
         *,
         seq: int | None = None,
         skip_user: int | None = None,
         skip: Subscriber | None = None,
         volatile: bool = False,
     ) -> None:
-        """Encode ``event`` once and route it (see ``_route``)."""
+        """Fan an encoded event out to the conversation's subscribers on every node. ``seq``
+        marks a message event (delivered once, in order); ``volatile`` an event not worth
+        delivering late (typing)."""
         self.published += 1
-        self._route(conversation_id, seq, orjson.dumps(event), skip_user, skip, volatile)
+        self.broker.publish(conversation_id, seq, payload, skip_user, skip, volatile)
 
-    def _route(
-        self,
-        conversation_id: int,
-        seq: int | None,
-        payload: bytes,
-        skip_user: int | None,
-        skip: Subscriber | None,
-        volatile: bool,
-    ) -> None:
-        """Where a published event goes: here, only this process's subscribers."""
-        self.deliver(conversation_id, seq, payload, skip_user, skip)
+    def publish_user(self, user_id: int, payload: bytes) -> None:
+        """An encoded event for every socket of the user, on every node."""
+        self.broker.publish_user(user_id, payload)
+
+    def publish_control(self, op: dict[str, Any]) -> None:
+        """Run ``op`` (cache invalidation, membership changes) on every node."""
+        self.broker.publish_control(op)
+
+    def set_control_handler(self, handler: ControlHandler) -> None:
+        self._control = handler
+
+    # --- delivering (called by the broker) -----------------------------------------------
 
     def deliver(
         self,
@@ -176,7 +129,7 @@ class LocalHub:
         skip_user: int | None = None,
         skip: Subscriber | None = None,
     ) -> None:
-        """Queue already-encoded bytes on this process's subscribers of the conversation."""
+        """Queue encoded bytes on this node's subscribers of the conversation."""
         room = self._rooms.get(conversation_id)
         if not room:
             return
@@ -187,47 +140,28 @@ class LocalHub:
             self.deliveries += 1
             subscriber.deliver(conversation_id, seq, payload)
 
-    def publish_user(self, user_id: int, event: dict[str, Any]) -> None:
-        if user_id in self._users:
-            self.deliver_user(user_id, orjson.dumps(event))
-
     def deliver_user(self, user_id: int, payload: bytes) -> None:
         for subscriber in tuple(self._users.get(user_id, ())):
             subscriber.deliver_user(payload)
 
-    def publish_control(self, op: dict[str, Any]) -> None:
+    def control(self, op: dict[str, Any]) -> None:
         if self._control is not None:
             self._control(op)
 
-    def set_control_handler(self, handler: ControlHandler) -> None:
-        self._control = handler
-
-    def subscribers(self, conversation_id: int) -> list[Subscriber]:
-        return list(self._rooms.get(conversation_id, ()))
-
-    def has_room(self, conversation_id: int) -> bool:
-        return conversation_id in self._rooms
-
-    def rooms(self) -> list[int]:
-        return list(self._rooms)
-
-    def users(self) -> list[int]:
-        return list(self._users)
-
-    def subscription_count(self) -> int:
-        return sum(len(room) for room in self._rooms.values())
+    # --- the broker's lifecycle ----------------------------------------------------------
 
     def claim_user_slot(self, user_id: int, session_id: str, limit: int) -> None:
-        """Cross-node connection limits; one process enforces them in the gateway."""
+        self.broker.claim_user_slot(user_id, session_id, limit)
 
     def release_user_slot(self, user_id: int, session_id: str) -> None:
-        """See claim_user_slot."""
+        self.broker.release_user_slot(user_id, session_id)
 
     def healthy(self) -> tuple[bool, str]:
-        return True, "local"
+        """(usable, reason) for /readyz and for accepting sockets."""
+        return self.broker.healthy()
 
     async def start(self) -> None:
-        """Nothing to connect to."""
+        await self.broker.start()
 
     async def close(self) -> None:
-        """Nothing to disconnect from."""
+        await self.broker.close()

@@ -14,8 +14,8 @@ import logging
 
 import asyncpg
 
-from trustmess.errors import invalid, not_found
-from trustmess.gateway.registry import MembershipCache
+from trustmess.delivery.membership import MembershipCache
+from trustmess.errors import conversation_not_found, invalid
 from trustmess.store.conversations import conversation_state
 from trustmess.store.readmarkers import advance_read_markers
 
@@ -41,7 +41,7 @@ class ReadMarkerBuffer:
     async def advance(self, conversation_id: int, user_id: int, seq: int) -> tuple[int, bool]:
         """Move the marker to ``seq``; returns (read_seq, moved). Raises not_found/invalid."""
         if not await self._membership.is_member(conversation_id, user_id):
-            raise not_found("conversation not found")
+            raise conversation_not_found()
         users = self._read.get(conversation_id)
         if users is None or user_id not in users or seq > self._last_seq.get(conversation_id, 0):
             users = await self._load(conversation_id, user_id)
@@ -61,7 +61,7 @@ class ReadMarkerBuffer:
         async with self._pool.acquire() as db:
             state = await conversation_state(db, conversation_id, user_id)
         if state is None:
-            raise not_found("conversation not found")
+            raise conversation_not_found()
         last_seq, read_seq = state
         if self._size > MAX_ENTRIES:
             self.forget_all()

@@ -6,18 +6,16 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable
 
-from aiohttp import web
-
-from trustmess.appkeys import WRITER
 from trustmess.delivery.hub import Hub
 from trustmess.delivery.readbuffer import ReadMarkerBuffer
-from trustmess.delivery.writer import Answer, WriterClosed
+from trustmess.delivery.writer import Answer, MessageWriter, WriterClosed
 from trustmess.errors import ApiError, ErrorCode
 from trustmess.models import Message, SendResult
 from trustmess.store.messages import NewMessage
+from trustmess.wire import events
 
 
-def submit_message(app: web.Application, message: NewMessage, answer: Answer) -> None:
+def submit_message(writer: MessageWriter, message: NewMessage, answer: Answer) -> None:
     """Queue the message for the next group commit; ``answer`` is called after commit.
 
     It gets the SendResult, or ApiError ``not_found`` when the sender is not a member and
@@ -25,23 +23,15 @@ def submit_message(app: web.Application, message: NewMessage, answer: Answer) ->
     Raises ApiError ``unavailable`` at once while the server shuts down.
     """
     try:
-        app[WRITER].submit_with(message, answer)
+        writer.submit_with(message, answer)
     except WriterClosed:
         raise _shutting_down() from None
 
 
-async def send_message(
-    app: web.Application,
-    sender_id: int,
-    conversation_id: int,
-    client_msg_id: str,
-    body: str,
-    reply_to: int | None,
-) -> SendResult:
+async def send_message(writer: MessageWriter, message: NewMessage) -> SendResult:
     """Store the message (or find the one already stored under ``client_msg_id``)."""
-    message = NewMessage(conversation_id, sender_id, client_msg_id, body, reply_to)
     try:
-        future = app[WRITER].submit(message)
+        future = writer.submit(message)
     except WriterClosed:
         raise _shutting_down() from None
     # shield: a client that disconnects must not cancel the write of a queued message.
@@ -57,8 +47,7 @@ def message_publisher(hub: Hub, markers: ReadMarkerBuffer) -> Callable[[Message]
     the sender has read up to it)."""
 
     def publish(message: Message) -> None:
-        event = {"type": "message", **message.to_json()}
-        hub.publish(message.conversation_id, event, seq=message.seq)
+        hub.publish(message.conversation_id, events.message(message), seq=message.seq)
         markers.note_last_seq(message.conversation_id, message.seq)
         markers.note_read(message.conversation_id, message.sender_id, message.seq)
 

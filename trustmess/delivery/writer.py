@@ -25,7 +25,7 @@ from functools import partial
 
 import asyncpg
 
-from trustmess.errors import ApiError, ErrorCode, invalid, not_found
+from trustmess.errors import ApiError, ErrorCode, conversation_not_found, invalid
 from trustmess.models import Message, SendResult
 from trustmess.store.messages import AppendResult, NewMessage, append_messages
 
@@ -237,7 +237,7 @@ class MessageWriter:
         so one row cannot stop the writer."""
         first = group[0].message
         if result.status == "not_member":
-            _answer_all(group, not_found("conversation not found"))
+            _answer_all(group, conversation_not_found())
             return
         if result.status == "bad_reply_to":
             _answer_all(group, invalid("reply_to", "must be an existing seq of the conversation"))

@@ -12,23 +12,27 @@ from typing import Any
 
 from aiohttp import web
 
-from trustmess.appkeys import ACTIVE_USERS, GATEWAY, HUB, POOL, READ_MARKERS, SETTINGS
+from trustmess.appkeys import (
+    ACTIVE_USERS,
+    GATEWAY,
+    HUB,
+    NOTIFIER,
+    POOL,
+    READ_MARKERS,
+    SETTINGS,
+    WRITER,
+)
 from trustmess.auth import decode_access_token, unauthenticated
-from trustmess.delivery.notifications import publish_read
 from trustmess.delivery.sending import submit_message
-from trustmess.errors import ApiError, not_found
+from trustmess.errors import ApiError, conversation_not_found
 from trustmess.gateway.connection import Connection, JoinState
 from trustmess.models import SendResult, format_ts
 from trustmess.store.conversations import conversation_state
 from trustmess.store.history import messages_after
 from trustmess.store.messages import NewMessage
-from trustmess.wire import frames
+from trustmess.wire import events, frames
 
 Reply = dict[str, Any] | None
-
-
-def not_member() -> ApiError:
-    return not_found("conversation not found")
 
 
 async def join(app: web.Application, conn: Connection, cmd: frames.Join) -> Reply:
@@ -47,7 +51,7 @@ async def join(app: web.Application, conn: Connection, cmd: frames.Join) -> Repl
         async with app[POOL].acquire() as db:
             found = await conversation_state(db, cid, conn.user_id)
             if found is None:
-                raise not_member()
+                raise conversation_not_found()
             last_seq, read_seq = found
             hub.position(cid, last_seq)
             missing = None if cmd.since is None else last_seq - cmd.since
@@ -69,7 +73,7 @@ async def join(app: web.Application, conn: Connection, cmd: frames.Join) -> Repl
     if cmd.ref is not None:
         conn.send(frames.reply(cmd.ref, data))
     for msg in replay:
-        conn.deliver_replayed(cid, msg.seq, frames.encode({"type": "message", **msg.to_json()}))
+        conn.deliver_replayed(cid, msg.seq, events.message(msg))
     conn.start_live(cid)
     return None
 
@@ -103,21 +107,21 @@ def message(app: web.Application, conn: Connection, cmd: frames.SendMessage) -> 
             conn.send(frames.reply(ref, data))
 
     new = NewMessage(cmd.conversation_id, conn.user_id, cmd.client_msg_id, cmd.body, cmd.reply_to)
-    submit_message(app, new, answer)
+    submit_message(app[WRITER], new, answer)
 
 
 async def ack(app: web.Application, conn: Connection, cmd: frames.Ack) -> Reply:
     """Cumulative read marker, answered from the coalescing buffer (see readbuffer.py)."""
     read_seq, moved = await app[READ_MARKERS].advance(cmd.conversation_id, conn.user_id, cmd.seq)
     if moved:
-        publish_read(app, cmd.conversation_id, conn.user_id, read_seq, skip=conn)
+        app[NOTIFIER].read(cmd.conversation_id, conn.user_id, read_seq, skip=conn)
     return {"conversation_id": cmd.conversation_id, "read_seq": read_seq}
 
 
 async def typing(app: web.Application, conn: Connection, cmd: frames.Typing) -> Reply:
     gateway = app[GATEWAY]
     if not await gateway.membership.is_member(cmd.conversation_id, conn.user_id):
-        raise not_member()
+        raise conversation_not_found()
     if cmd.state == "start":
         gateway.typing.start(conn, cmd.conversation_id)
     else:

@@ -22,7 +22,7 @@ from trustmess.gateway.ratelimit import TokenBucket
 from trustmess.gateway.router import dispatch, dispatch_now
 from trustmess.http.authn import authenticate
 from trustmess.settings import Settings
-from trustmess.wire import frames
+from trustmess.wire import events, frames
 
 routes = web.RouteTableDef()
 
@@ -65,10 +65,6 @@ async def _first_frame_auth(
         await ws.close(code=CloseCode.AUTH_FAILED, message=error.message.encode())
         return None
     return claims, command.ref
-
-
-def _whole(value: float) -> float | int:
-    return int(value) if value.is_integer() else value
 
 
 def _note_rejected(conn: Connection, settings: Settings) -> None:
@@ -149,20 +145,15 @@ async def _open(request: web.Request) -> Connection | web.WebSocketResponse:
     app[METRICS].connections_opened += 1
     conn.start_writer()
     gateway.expiry.watch(conn, claims.expires_at)
-    hello: dict[str, object] = {
-        "type": "hello",
-        "user_id": conn.user_id,
-        "session_id": conn.session_id,
-        "heartbeat_s": _whole(settings.ws_heartbeat_s),
-        "limits": {
-            "max_frame_bytes": settings.ws_max_frame_bytes,
-            "max_body_chars": 4000,
-            "replay_limit": settings.replay_limit,
-        },
-    }
-    if ref is not None:
-        hello["ref"] = ref
-    conn.send(frames.encode(hello))
+    hello = events.hello(
+        conn.user_id,
+        conn.session_id,
+        settings.ws_heartbeat_s,
+        settings.ws_max_frame_bytes,
+        settings.replay_limit,
+        ref,
+    )
+    conn.send(hello)
     return conn
 
 

@@ -23,9 +23,8 @@ from typing import Any
 
 from aiohttp import web
 
-from trustmess.appkeys import POOL
-from trustmess.delivery import notifications
-from trustmess.errors import ApiError, ErrorCode, invalid, not_found
+from trustmess.appkeys import NOTIFIER, POOL
+from trustmess.errors import ApiError, ErrorCode, conversation_not_found, invalid, not_found
 from trustmess.http.authn import current_user_id
 from trustmess.http.jsonio import json_response, path_id, query_int, read_json_object
 from trustmess.models import Conversation
@@ -56,10 +55,6 @@ MAX_PAGE = 100
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _MICROSECOND = timedelta(microseconds=1)
-
-
-def conversation_not_found() -> ApiError:
-    return not_found("conversation not found")
 
 
 def _title(data: dict[str, Any]) -> str | None:
@@ -156,7 +151,7 @@ async def create_conversation(request: web.Request) -> web.Response:
             conversation_id, created = await create_group(conn, user_id, others, title), True
         conversation = await _conversation_for(conn, conversation_id, user_id)
     if created:
-        await notifications.conversation_changed(request.app, conversation_id)
+        await request.app[NOTIFIER].conversation_changed(conversation_id)
     return json_response(conversation.to_json(), status=201 if created else 200)
 
 
@@ -199,7 +194,7 @@ async def rename_conversation(request: web.Request) -> web.Response:
             await _lock_group(conn, conversation_id, user_id, if_direct=no_title)
             await set_title(conn, conversation_id, title)
         conversation = await _conversation_for(conn, conversation_id, user_id)
-    await notifications.conversation_changed(request.app, conversation_id)
+    await request.app[NOTIFIER].conversation_changed(conversation_id)
     return json_response(conversation.to_json())
 
 
@@ -224,7 +219,7 @@ async def add_conversation_members(request: web.Request) -> web.Response:
             added = await add_members(conn, conversation_id, new)
         conversation = await _conversation_for(conn, conversation_id, user_id)
     if added:
-        await notifications.conversation_changed(request.app, conversation_id)
+        await request.app[NOTIFIER].conversation_changed(conversation_id)
     return json_response(conversation.to_json())
 
 
@@ -244,6 +239,6 @@ async def remove_conversation_member(request: web.Request) -> web.Response:
             raise not_found("member not found")
         if role == "owner":
             await promote_longest_standing(conn, conversation_id)
-    await notifications.member_removed(request.app, conversation_id, target_id)
-    await notifications.conversation_changed(request.app, conversation_id)
+    request.app[NOTIFIER].member_removed(conversation_id, target_id)
+    await request.app[NOTIFIER].conversation_changed(conversation_id)
     return web.Response(status=204)

@@ -11,15 +11,15 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from trustmess.appkeys import POOL
-from trustmess.delivery import notifications
+from trustmess.appkeys import NOTIFIER, POOL, WRITER
 from trustmess.delivery.sending import send_message
-from trustmess.errors import invalid
+from trustmess.errors import conversation_not_found, invalid
 from trustmess.http.authn import current_user_id
-from trustmess.http.conversations import conversation_not_found, read_conversation_request
+from trustmess.http.conversations import read_conversation_request
 from trustmess.http.jsonio import json_response, path_id, query_int
 from trustmess.store.conversations import is_member
 from trustmess.store.history import latest_messages, messages_after, messages_before
+from trustmess.store.messages import NewMessage
 from trustmess.store.readmarkers import advance_read_marker
 from trustmess.wire.validation import (
     BIGINT_MAX,
@@ -69,14 +69,14 @@ async def post_message(request: web.Request) -> web.Response:
     user_id, conversation_id, data = await read_conversation_request(
         request, allowed=("client_msg_id", "body", "reply_to"), required=("client_msg_id", "body")
     )
-    result = await send_message(
-        request.app,
-        user_id,
+    message = NewMessage(
         conversation_id,
+        user_id,
         client_msg_id(data),
         message_body(data),
         get_int(data, "reply_to", lo=1),
     )
+    result = await send_message(request.app[WRITER], message)
     return json_response(result.message.to_json(), status=200 if result.duplicate else 201)
 
 
@@ -90,5 +90,5 @@ async def mark_read(request: web.Request) -> web.Response:
     async with request.app[POOL].acquire() as conn:
         read_seq, moved = await advance_read_marker(conn, conversation_id, user_id, seq)
     if moved:
-        await notifications.read_moved(request.app, conversation_id, user_id, read_seq)
+        request.app[NOTIFIER].read_moved(conversation_id, user_id, read_seq)
     return json_response({"read_seq": read_seq})

@@ -5,7 +5,6 @@ from __future__ import annotations
 from aiohttp import web
 
 from trustmess.appkeys import GATEWAY, HUB, METRICS, WRITER
-from trustmess.cluster.redis_broker import RedisHub
 from trustmess.metrics import Sample, process_cpu_seconds, process_rss_bytes, render
 
 routes = web.RouteTableDef()
@@ -84,43 +83,5 @@ async def metrics(request: web.Request) -> web.Response:
             [({}, process_cpu_seconds())],
         ),
     ]
-    if isinstance(hub, RedisHub):
-        samples += [
-            (
-                "trustmess_broker_up",
-                "gauge",
-                "1 when the Redis bus is connected.",
-                [({}, int(hub.healthy()[0]))],
-            ),
-            (
-                "trustmess_broker_published_total",
-                "counter",
-                "Bus messages published.",
-                [({}, hub.bus_published)],
-            ),
-            (
-                "trustmess_broker_received_total",
-                "counter",
-                "Bus messages from other nodes.",
-                [({}, hub.bus_received)],
-            ),
-            (
-                "trustmess_broker_dropped_total",
-                "counter",
-                "Bus messages not sent (bus down).",
-                [({}, hub.bus_dropped)],
-            ),
-            (
-                "trustmess_broker_lag_seconds",
-                "gauge",
-                "Publish-to-receive delay, last message.",
-                [({}, hub.bus_lag_s)],
-            ),
-            (
-                "trustmess_sequencer_gaps_filled_total",
-                "counter",
-                "Gaps read from PostgreSQL.",
-                [({}, hub.gaps_filled)],
-            ),
-        ]
+    samples += hub.broker.samples()
     return web.Response(text=render(samples), content_type="text/plain", charset="utf-8")

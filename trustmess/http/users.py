@@ -13,7 +13,7 @@ from typing import Any
 
 from aiohttp import web
 
-from trustmess.appkeys import ACTIVE_USERS, AUTH_LIMIT_BY_USERNAME, POOL, SETTINGS
+from trustmess.appkeys import ACTIVE_USERS, AUTH_LIMIT_BY_USERNAME, NOTIFIER, POOL, SETTINGS
 from trustmess.auth import (
     PASSWORD_MAX_CHARS,
     USERNAME_PATTERN,
@@ -21,7 +21,6 @@ from trustmess.auth import (
     require_new_password,
     verify_password,
 )
-from trustmess.delivery import notifications
 from trustmess.errors import ApiError, ErrorCode, invalid, not_found, rate_limited
 from trustmess.http.authn import current_user_id
 from trustmess.http.jsonio import json_response, path_id, query_int, read_json_object
@@ -203,5 +202,5 @@ async def admin_update_user(request: web.Request) -> web.Response:
     if is_active is not None:
         request.app[ACTIVE_USERS].forget(user_id)
     if not user.is_active:
-        await notifications.user_disabled(request.app, user_id)
+        request.app[NOTIFIER].user_disabled(user_id)
     return json_response(user.admin_json())

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from trustmess.errors import invalid, not_found
+from trustmess.errors import conversation_not_found, invalid
 from trustmess.store.history import DbConnection
 
 # The member row is locked first, so the marker read and the forward-only update see the same
@@ -37,7 +37,7 @@ async def advance_read_marker(
     """
     row = await conn.fetchrow(ADVANCE, conversation_id, user_id, seq)
     if row is None:
-        raise not_found("conversation not found")
+        raise conversation_not_found()
     if seq > row["last_seq"]:
         raise invalid("seq", f"is beyond the last message ({row['last_seq']})")
     if row["moved"]:

@@ -1,4 +1,4 @@
-"""The wire codec: client frame bytes → typed command, server events → bytes.
+"""The wire codec: client frame bytes → typed command; command answers (reply, error) → bytes.
 
 No I/O here. ``decode`` never raises on bad input: it returns a :class:`FrameError` carrying the
 protocol error code (and the frame's ``ref`` when one could be read), so the socket can answer
@@ -159,7 +159,6 @@ _PARSERS = {
     "typing": _typing,
     "ping": _ping,
 }
-COMMAND_TYPES = frozenset(_PARSERS)
 
 
 def _read_ref(data: dict[str, Any]) -> tuple[Ref, FrameError | None]:
@@ -200,10 +199,6 @@ def decode(raw: bytes | str) -> Command | FrameError:
         return parser(ref, data)
     except ApiError as error:
         return FrameError(ref, error.code, error.message, error.field)
-
-
-def encode(event: dict[str, Any]) -> bytes:
-    return orjson.dumps(event)
 
 
 def reply(ref: Ref, data: dict[str, Any]) -> bytes:

@@ -1,10 +1,10 @@
-"""notifications.resync: after a message-bus outage a node re-checks its sockets against PostgreSQL,
+"""control.resync: after a message-bus outage a node re-checks its sockets against PostgreSQL,
 so changes whose control operations it missed (made on another node) still take effect."""
 
 from __future__ import annotations
 
 from trustmess.appkeys import GATEWAY
-from trustmess.delivery import notifications
+from trustmess.gateway import control
 
 
 async def test_resync_applies_changes_this_node_never_heard_of(
@@ -26,7 +26,7 @@ async def test_resync_applies_changes_this_node_never_heard_of(
     )
     await db.execute("UPDATE users SET is_active = false WHERE id = $1", carol.id)
 
-    await notifications.resync(client.app)
+    await control.resync(client.app)
 
     bob_sock = sockets[bob.id]
     assert await bob_sock.recv_type("removed") == {"type": "removed", "conversation_id": cid}
@@ -43,5 +43,5 @@ async def test_resync_applies_changes_this_node_never_heard_of(
 
 
 async def test_resync_without_sockets_only_clears_caches(client) -> None:
-    await notifications.resync(client.app)
+    await control.resync(client.app)
     assert not client.app[GATEWAY].connections

@@ -1,0 +1,45 @@
+"""The membership cache: ``(conversation, user) -> member?`` for the hot path."""
+
+from __future__ import annotations
+
+import time
+
+import asyncpg
+
+from trustmess.store.conversations import is_member
+
+
+class MembershipCache:
+    """``(conversation, user) → member?`` for the hot path, dropped on every membership change.
+
+    Entries also expire after ``ttl_s`` so a change made by another node is seen soon.
+    """
+
+    def __init__(self, pool: asyncpg.Pool, ttl_s: float = 30.0) -> None:
+        self._pool = pool
+        self._ttl_s = ttl_s
+        # conversation -> user -> (member?, expiry): a membership change drops one inner dict.
+        self._entries: dict[int, dict[int, tuple[bool, float]]] = {}
+        self._size = 0
+
+    async def is_member(self, conversation_id: int, user_id: int) -> bool:
+        now = time.monotonic()
+        users = self._entries.get(conversation_id)
+        hit = None if users is None else users.get(user_id)
+        if hit is not None and hit[1] > now:
+            return hit[0]
+        async with self._pool.acquire() as conn:
+            member = await is_member(conn, conversation_id, user_id)
+        if self._size > 200_000:
+            self.clear()
+        users = self._entries.setdefault(conversation_id, {})
+        self._size += user_id not in users
+        users[user_id] = (member, now + self._ttl_s)
+        return member
+
+    def forget_conversation(self, conversation_id: int) -> None:
+        self._size -= len(self._entries.pop(conversation_id, ()))
+
+    def clear(self) -> None:
+        self._entries.clear()
+        self._size = 0

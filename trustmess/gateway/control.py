@@ -1,0 +1,62 @@
+"""Control operations: what every node does to its own sockets and caches when a membership
+ends, a conversation changes, an account is disabled or a session is replaced, and the resync
+after a bus outage during which this node may have missed some."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from aiohttp import web
+
+from trustmess.appkeys import ACTIVE_USERS, GATEWAY, POOL, READ_MARKERS
+from trustmess.errors import CloseCode
+from trustmess.store.conversations import non_members_among
+from trustmess.store.users import disabled_among
+from trustmess.wire import events
+
+
+def apply_control(app: web.Application, op: dict[str, Any]) -> None:
+    """Carry out a control operation on this node (called for every node's operations)."""
+    gateway, markers = app[GATEWAY], app[READ_MARKERS]
+    kind = op.get("op")
+    if kind == "conversation_changed":
+        gateway.membership.forget_conversation(op["conversation_id"])
+        markers.forget_conversation(op["conversation_id"])
+    elif kind == "member_removed":
+        gateway.drop_membership(op["conversation_id"], op["user_id"])
+        markers.forget_conversation(op["conversation_id"])
+    elif kind == "kick":
+        gateway.close_sessions(op["sessions"], CloseCode.REPLACED, "replaced by a newer connection")
+    elif kind == "user_disabled":
+        app[ACTIVE_USERS].forget(op["user_id"])
+        for conn in gateway.user_connections(op["user_id"]):
+            conn.close_soon(CloseCode.AUTH_FAILED, "account disabled")
+
+
+async def resync(app: web.Application) -> None:
+    """The message bus was down: other nodes' control operations may have been missed here.
+
+    Forget every cache, then re-check this node's sockets against PostgreSQL: accounts
+    disabled meanwhile are closed with 4001, and memberships that ended meanwhile stop and
+    get their ``removed`` event.
+    """
+    gateway = app[GATEWAY]
+    gateway.membership.clear()
+    app[ACTIVE_USERS].clear()
+    app[READ_MARKERS].forget_all()
+    conns = list(gateway.connections)
+    if not conns:
+        return
+    pairs = sorted({(cid, conn.user_id) for conn in conns for cid in conn.joined})
+    async with app[POOL].acquire() as db:
+        disabled = await disabled_among(db, sorted({conn.user_id for conn in conns}))
+        ended = await non_members_among(db, pairs) if pairs else []
+    for user_id in disabled:
+        apply_control(app, {"op": "user_disabled", "user_id": user_id})
+    for conversation_id, user_id in ended:
+        apply_control(
+            app, {"op": "member_removed", "conversation_id": conversation_id, "user_id": user_id}
+        )
+        removed = events.removed(conversation_id)
+        for conn in gateway.user_connections(user_id):
+            conn.deliver_user(removed)

@@ -1,0 +1,69 @@
+"""Server events: one encoder per event type, each returning the bytes every recipient gets.
+
+The hub hands the same bytes to every subscriber (encode once, fan out many), so events are
+encoded here, before publishing, never per recipient. ``reply`` and ``error`` answer a
+command and live next to the decoder in ``frames``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+
+from trustmess.models import Conversation, Message
+from trustmess.wire.validation import MAX_BODY_CHARS
+
+
+def hello(
+    user_id: int,
+    session_id: str,
+    heartbeat_s: float,
+    max_frame_bytes: int,
+    replay_limit: int,
+    ref: str | int | None,
+) -> bytes:
+    """``hello``: the first server frame of an authenticated socket, with its limits."""
+    event: dict[str, Any] = {
+        "type": "hello",
+        "user_id": user_id,
+        "session_id": session_id,
+        "heartbeat_s": int(heartbeat_s) if heartbeat_s.is_integer() else heartbeat_s,
+        "limits": {
+            "max_frame_bytes": max_frame_bytes,
+            "max_body_chars": MAX_BODY_CHARS,
+            "replay_limit": replay_limit,
+        },
+    }
+    if ref is not None:
+        event["ref"] = ref
+    return orjson.dumps(event)
+
+
+def message(stored: Message) -> bytes:
+    """``message``: a committed message, live or replayed."""
+    return orjson.dumps({"type": "message", **stored.to_json()})
+
+
+def read(conversation_id: int, user_id: int, seq: int) -> bytes:
+    """``read``: a member's read marker moved forward to ``seq``."""
+    return orjson.dumps(
+        {"type": "read", "conversation_id": conversation_id, "user_id": user_id, "seq": seq}
+    )
+
+
+def typing(conversation_id: int, user_id: int, state: str) -> bytes:
+    """``typing``: a member started or stopped typing."""
+    return orjson.dumps(
+        {"type": "typing", "conversation_id": conversation_id, "user_id": user_id, "state": state}
+    )
+
+
+def conversation(view: Conversation) -> bytes:
+    """``conversation``: a conversation was created or changed, as this member sees it."""
+    return orjson.dumps({"type": "conversation", **view.to_json()})
+
+
+def removed(conversation_id: int) -> bytes:
+    """``removed``: the user is no longer a member of the conversation."""
+    return orjson.dumps({"type": "removed", "conversation_id": conversation_id})
