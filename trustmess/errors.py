@@ -34,7 +34,6 @@ class CloseCode(IntEnum):
 
     NORMAL = 1000
     GOING_AWAY = 1001  # reconnect and resume
-    POLICY = 1008
     ABNORMAL = 1006  # no close frame (connection lost); never sent, only recorded
     TOO_BIG = 1009
     INTERNAL = 1011  # reconnect with backoff

@@ -22,10 +22,6 @@ def format_ts(value: datetime) -> str:
     return text
 
 
-def format_optional_ts(value: datetime | None) -> str | None:
-    return None if value is None else format_ts(value)
-
-
 # Not frozen: built once per message on the hot path, where a frozen init costs 4x.
 @dataclass(slots=True)
 class Message:

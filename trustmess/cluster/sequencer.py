@@ -123,7 +123,3 @@ class Sequencer:
             stream.filling = None
         if self._streams.get(conversation_id) is stream:
             self._drain(conversation_id, stream)
-
-    def streams(self) -> dict[int, int | None]:
-        """conversation_id → next expected seq (for catch-up after a bus outage)."""
-        return {cid: stream.next_seq for cid, stream in self._streams.items()}
