@@ -15,18 +15,40 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import struct
 from dataclasses import dataclass, field
+from typing import Protocol
 
-from aiohttp import WSMsgType, web
+from aiohttp import WSMsgType
 
 from trustmess.errors import CloseCode
 from trustmess.gateway.ratelimit import TokenBucket
+from trustmess.wire.wsframe import control_frame, text_frame
 
 log = logging.getLogger(__name__)
 
 ABORT_AFTER_S = 5.0
 BURST_FRAMES = 64  # frames queued in one loop iteration before they are written at once
+
+
+class Peer(Protocol):
+    """The socket as a connection uses it: aiohttp's WebSocketResponse, which only the endpoint
+    creates, upgrades and reads from. Most frames bypass it (written straight to the
+    transport); it sends what aiohttp must frame itself (compressed frames) and the close."""
+
+    @property
+    def close_code(self) -> int | None: ...
+
+    async def send_frame(
+        self, message: bytes, opcode: WSMsgType, compress: int | None = None
+    ) -> None: ...
+
+    async def ping(self, message: bytes = b"") -> None: ...
+
+    async def pong(self, message: bytes = b"") -> None: ...
+
+    async def close(
+        self, *, code: int = 1000, message: bytes = b"", drain: bool = True
+    ) -> bool: ...
 
 
 @dataclass(slots=True)
@@ -99,7 +121,7 @@ class Connection:
 
     def __init__(
         self,
-        ws: web.WebSocketResponse,
+        ws: Peer,
         user_id: int,
         session_id: str,
         *,
@@ -151,7 +173,7 @@ class Connection:
             return
         batcher = self._batcher
         if batcher is not None:
-            payload = _framed(payload)
+            payload = text_frame(payload)
             # _buffered: the transport's unsent bytes after our last write. It can only have
             # shrunk since, so it is re-read from the transport before a close, not per frame.
             over = self._queued_bytes + len(
@@ -197,7 +219,7 @@ class Connection:
             self._control = asyncio.get_running_loop().create_task(send(data))
             self._control.add_done_callback(_ignore_failure)
             return
-        frame = bytes((0x80 | opcode, len(data))) + data
+        frame = control_frame(opcode, data)
         # Control frames count against the byte limit too: a peer that floods pings and
         # never reads our pongs is as slow as one that never reads messages.
         if self._over_bytes(len(frame)):
@@ -386,29 +408,6 @@ class Connection:
                 await self._writer
 
 
-_SHORT_HEADERS = tuple(bytes((0x81, length)) for length in range(126))
-# The last payload framed and its frame: a fan-out hands the same bytes to every recipient.
-_last_framed: list[bytes] = [b"", b"\x81\x00"]
-
-
-def _framed(payload: bytes) -> bytes:
-    """``payload`` as one final, unmasked text frame (server to client)."""
-    if payload is _last_framed[0]:
-        return _last_framed[1]
-    framed = _text_frame_header(len(payload)) + payload
-    _last_framed[0], _last_framed[1] = payload, framed
-    return framed
-
-
 def _ignore_failure(task: asyncio.Task[None]) -> None:
     if not task.cancelled():
         task.exception()  # a peer gone meanwhile: the reader loop notices
-
-
-def _text_frame_header(length: int) -> bytes:
-    """RFC 6455 header of a final, unmasked text frame (server to client)."""
-    if length < 126:
-        return _SHORT_HEADERS[length]
-    if length < 1 << 16:
-        return struct.pack("!BBH", 0x81, 126, length)
-    return struct.pack("!BBQ", 0x81, 127, length)

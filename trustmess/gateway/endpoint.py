@@ -1,4 +1,4 @@
-"""``GET /ws``: the only module that touches WebSocketResponse.
+"""``GET /ws``: the only module that creates, upgrades and reads a WebSocketResponse.
 
 Upgrade checks (Origin, header auth) happen before ``prepare`` so refusals are plain HTTP JSON
 errors. Then: first-frame auth if needed, ``hello``, and one reader loop that decodes each
@@ -81,24 +81,26 @@ def _note_rejected(conn: Connection, settings: Settings) -> None:
 async def websocket(request: web.Request) -> web.StreamResponse:
     """Upgrade to the TrustMess socket protocol (see protocol/README.md)."""
     opened = await _open(request)
-    if not isinstance(opened, Connection):
+    if isinstance(opened, web.WebSocketResponse):
         return opened  # refused after the upgrade (first-frame auth)
     # Everything the opening needed (headers, claims, the hello) died with _open's frame:
     # what this frame keeps for the connection's lifetime is all an idle socket costs us.
-    conn, app = opened, request.app
+    (conn, ws), app = opened, request.app
     try:
-        await _read_loop(app, conn, app[SETTINGS])
+        await _read_loop(app, conn, ws, app[SETTINGS])
         if conn.closing:
             await conn.wait_closed(ABORT_AFTER_S + 1)
     finally:
         conn.detach()
         app[GATEWAY].unregister(conn)
         await conn.stop_writer()
-        app[METRICS].closes[conn.ws.close_code or CloseCode.ABNORMAL] += 1
-    return conn.ws
+        app[METRICS].closes[ws.close_code or CloseCode.ABNORMAL] += 1
+    return ws
 
 
-async def _open(request: web.Request) -> Connection | web.WebSocketResponse:
+async def _open(
+    request: web.Request,
+) -> tuple[Connection, web.WebSocketResponse] | web.WebSocketResponse:
     """Checks, upgrade, authentication, registration and ``hello``."""
     app = request.app
     settings, gateway = app[SETTINGS], app[GATEWAY]
@@ -154,12 +156,14 @@ async def _open(request: web.Request) -> Connection | web.WebSocketResponse:
         ref,
     )
     conn.send(hello)
-    return conn
+    return conn, ws
 
 
-async def _read_loop(app: web.Application, conn: Connection, settings: Settings) -> None:
+async def _read_loop(
+    app: web.Application, conn: Connection, ws: web.WebSocketResponse, settings: Settings
+) -> None:
     metrics = app[METRICS]
-    receive = conn.ws.receive  # not `async for`: one coroutine layer less per frame
+    receive = ws.receive  # not `async for`: one coroutine layer less per frame
     while True:
         msg = await receive()
         conn.heard = True
