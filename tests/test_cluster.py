@@ -477,6 +477,38 @@ async def test_redis_outage_loses_no_acknowledged_message(
     await assert_nothing_acknowledged_was_lost(devices, db)
 
 
+async def test_a_redis_outage_shorter_than_the_grace_period_closes_nothing(
+    redis_process: RedisProcess | None, start_nodes, make_user, make_group, db
+) -> None:
+    """Redis down for 80% of the grace period: every node reconnects within 250 ms of Redis
+    coming back, no socket is closed, and the events held in the outboxes meanwhile reach the
+    other node in order, so no client has to resume or backfill."""
+    if redis_process is None:
+        pytest.skip("stopping Redis needs the tests' own redis-server (TRUSTMESS_TEST_REDIS_URL)")
+    grace_s = 5.0
+    nodes = await start_nodes(2, broker_grace_s=str(grace_s))
+    users = [await make_user() for _ in range(4)]
+    cid = await make_group(*users)
+
+    async def outage() -> None:
+        started = asyncio.get_running_loop().time()
+        redis_process.stop()
+        for node in nodes:
+            await wait_ready(node, timeout=20, status=503)
+        # The outage itself: a deliberate 80% of the grace period, not a wait for a condition.
+        await asyncio.sleep(started + 0.8 * grace_s - asyncio.get_running_loop().time())
+        redis_process.start()
+        for node in nodes:
+            await wait_ready(node, timeout=20)
+
+    async with running_devices(users, cid, nodes) as devices:
+        await send_through(devices, outage)
+    for device in devices:
+        assert device.close_codes == [], device
+        assert len(device.connections) == 1, f"reconnected: {device!r}"
+    await assert_nothing_acknowledged_was_lost(devices, db)
+
+
 async def test_changes_made_during_a_redis_outage_reach_sockets_that_stayed(
     redis_process: RedisProcess | None, start_nodes, make_user, make_group
 ) -> None:

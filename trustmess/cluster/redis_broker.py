@@ -28,6 +28,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import random
 import time
 import uuid
 from collections.abc import Awaitable, Callable, Coroutine
@@ -46,7 +47,12 @@ from trustmess.metrics import Sample
 
 log = logging.getLogger(__name__)
 
+# Within the grace period a node retries every 100-250 ms, so a short blip of the bus closes
+# nothing; after it, the wait doubles up to BACKOFF_MAX_S.
+RETRY_IN_GRACE_S = (0.1, 0.25)
 BACKOFF_MAX_S = 5.0
+# At the end of the grace period one last PING, on a fresh connection, decides.
+LAST_CHECK_TIMEOUT_S = 0.5
 # The listener wakes this often and, when it heard nothing meanwhile, PINGs over the pub/sub
 # connection; with no answer for LINK_DEAD_S the link counts as lost.
 LINK_CHECK_S = 1.0
@@ -94,6 +100,7 @@ class RedisBroker:
         self._pubsub: Any = None
         self._tasks: list[asyncio.Task[None]] = []
         self._connected = asyncio.Event()
+        self._retry_now = asyncio.Event()  # the last check found Redis back: don't wait
         self._down_since: float | None = time.monotonic()
         self.bus_published = 0
         self.bus_received = 0
@@ -333,7 +340,7 @@ class RedisBroker:
     # --- receiving -----------------------------------------------------------------------
 
     async def _listen(self) -> None:
-        backoff = 0.1
+        backoff = 0.0
         while True:
             try:
                 await self._connect_and_listen()
@@ -344,8 +351,20 @@ class RedisBroker:
                     log.warning("redis connection lost: %s", exc)
                 self._connected.clear()
                 self._down_since = self._down_since or time.monotonic()
-            await asyncio.sleep(backoff)
-            backoff = min(BACKOFF_MAX_S, backoff * 2)
+            if self._within_grace():
+                backoff = 0.0
+                delay = random.uniform(*RETRY_IN_GRACE_S)
+            else:
+                backoff = min(BACKOFF_MAX_S, max(RETRY_IN_GRACE_S[1], backoff * 2))
+                delay = backoff * random.uniform(0.5, 1.0)
+            self._retry_now.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._retry_now.wait(), delay)
+
+    def _within_grace(self) -> bool:
+        """Is the bus down for less than the grace period (or up)?"""
+        down = self._down_since
+        return down is None or time.monotonic() - down < self._grace_s
 
     async def _connect_and_listen(self) -> None:
         if self._client is not None:
@@ -425,15 +444,38 @@ class RedisBroker:
             self._sequencer.catch_up(conversation_id)
 
     async def _watch_outage(self) -> None:
-        """Close local sockets with 1001 once the bus has been down for ``grace_s``."""
+        """Close local sockets with 1001 once the bus has been down for ``grace_s``, unless a
+        last check finds Redis answering again (the listener then reconnects within 250 ms)."""
         while True:
             await asyncio.sleep(min(1.0, self._grace_s / 2))
-            down = self._down_since
-            outage = down is not None and time.monotonic() - down >= self._grace_s
+            if self._within_grace() or self._on_outage is None:
+                continue
             hub = self.hub
-            if outage and self._on_outage is not None and (hub.rooms() or hub.users()):
+            if not (hub.rooms() or hub.users()):
+                continue
+            if await self._answers_ping():
+                self._retry_now.set()
+                continue
+            if not self._within_grace():
                 log.warning("redis down for %.1f s: closing sockets", self._grace_s)
                 await self._on_outage()
+
+    async def _answers_ping(self) -> bool:
+        """Does Redis answer a PING on a fresh connection, within LAST_CHECK_TIMEOUT_S?"""
+        client = aioredis.Redis.from_url(
+            self._url,
+            socket_connect_timeout=LAST_CHECK_TIMEOUT_S,
+            socket_timeout=LAST_CHECK_TIMEOUT_S,
+            retry=Retry(NoBackoff(), 0),
+        )
+        try:
+            async with asyncio.timeout(LAST_CHECK_TIMEOUT_S * 2):
+                return bool(await client.ping())
+        except (TimeoutError, aioredis.RedisError, OSError):
+            return False
+        finally:
+            with contextlib.suppress(Exception):
+                await client.aclose()
 
 
 def _log_failure(task: asyncio.Task[Any]) -> None:
