@@ -398,7 +398,7 @@ def test_transcript_client_frame_decodes_as_the_server_answers_it(
 
 # Bounded so that all of them run in about two seconds; no example database on disk.
 PROPERTY_SETTINGS = settings(
-    max_examples=200, deadline=None, database=None, suppress_health_check=[HealthCheck.too_slow]
+    max_examples=150, deadline=None, database=None, suppress_health_check=[HealthCheck.too_slow]
 )
 
 json_scalars = (
