@@ -27,6 +27,8 @@ class _Stream:
     held: dict[int, bytes] = field(default_factory=dict)
     timer: asyncio.TimerHandle | None = None
     filling: asyncio.Task[None] | None = None
+    # The furthest seq asked for while a fill was running: fetched once that fill is done.
+    fill_again_through: int = 0
 
 
 class Sequencer:
@@ -108,6 +110,9 @@ class Sequencer:
             stream.filling = asyncio.get_running_loop().create_task(
                 self._fill(conversation_id, stream, through)
             )
+        else:
+            # Not dropped: a catch-up or a join may reach past the running fill's range.
+            stream.fill_again_through = max(stream.fill_again_through, through)
 
     async def _fill(self, conversation_id: int, stream: _Stream, through: int) -> None:
         try:
@@ -123,3 +128,6 @@ class Sequencer:
             stream.filling = None
         if self._streams.get(conversation_id) is stream:
             self._drain(conversation_id, stream)
+            again, stream.fill_again_through = stream.fill_again_through, 0
+            if stream.next_seq is not None and again >= stream.next_seq:
+                self._fill_now(conversation_id, stream, again)
