@@ -7,19 +7,14 @@ not be set up (bad flags, server refused the set-up, a worker died).
 from __future__ import annotations
 
 import argparse
-import asyncio
 import os
-import resource
 import sys
-from collections.abc import Callable, Coroutine
 from pathlib import Path
-from typing import Any, TypeVar
 
 import orjson
 
 from trustmess.loadtest.config import INJECT_LOSS_ENV, ConfigError, LoadConfig
-
-T = TypeVar("T")
+from trustmess.loadtest.eventloop import raise_open_files_limit, run_async
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -107,25 +102,6 @@ def config_from_args(args: argparse.Namespace) -> LoadConfig:
         progress=sys.stderr.isatty(),
         inject_loss=args.inject_loss or os.environ.get(INJECT_LOSS_ENV) == "1",
     )
-
-
-def raise_open_files_limit() -> None:
-    """Each socket is a file: lift the soft limit to the hard one."""
-    _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
-
-
-def run_async(coro: Coroutine[Any, Any, T]) -> T:
-    """Run on uvloop when it is installed (the ``fast`` extra), else the default loop."""
-    factory: Callable[[], asyncio.AbstractEventLoop] | None = None
-    try:
-        import uvloop
-
-        factory = uvloop.new_event_loop
-    except ImportError:
-        pass
-    with asyncio.Runner(loop_factory=factory) as runner:
-        return runner.run(coro)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -19,6 +19,7 @@ from multiprocessing.connection import Connection
 from typing import Any
 
 from trustmess.loadtest.config import LoadConfig, group_members, socket_plans, split
+from trustmess.loadtest.eventloop import raise_open_files_limit, run_async
 from trustmess.loadtest.httpapi import Api
 from trustmess.loadtest.link import Link, PipeLink, queue_pair
 from trustmess.loadtest.procinfo import CpuSample, cpu_sample, processes_rss_bytes
@@ -105,8 +106,6 @@ class Coordinator:
 
 def worker_process(plan: WorkerPlan, reader: Connection, writer: Connection) -> None:
     """Entry point of a spawned worker: its own (uv)loop, the pipes as its link."""
-    from trustmess.loadtest.cli import raise_open_files_limit, run_async
-
     raise_open_files_limit()
     run_async(run_worker(plan, PipeLink(reader, writer)))
 

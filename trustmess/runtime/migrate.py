@@ -2,6 +2,9 @@
 
 Alembic's env.py drives its own event loop, so from async code call these in a thread.
 
+The migrations live at the top of the repository (``alembic.ini`` beside ``migrations/``); an
+installed wheel carries the same two under ``trustmess/_alembic/`` (see setup.py).
+
 Every run (``serve`` on several machines at once, ``migrate``, ``alembic upgrade``) holds a
 PostgreSQL advisory lock while it migrates, so concurrent runs against one database go one
 after the other: the later ones find the schema at head and do nothing.
@@ -11,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import importlib.resources
 import logging
 from collections.abc import Iterator
 from pathlib import Path
@@ -18,8 +22,6 @@ from pathlib import Path
 from alembic import command
 from alembic.config import Config
 from sqlalchemy import Connection, text
-
-ROOT = Path(__file__).resolve().parent.parent.parent
 
 log = logging.getLogger("trustmess")
 
@@ -51,11 +53,34 @@ def migration_lock(connection: Connection) -> Iterator[None]:
         connection.commit()
 
 
+class MigrationsNotFound(RuntimeError):
+    """Neither the installed package nor a checkout around it has the migrations."""
+
+
+def alembic_dir() -> Path:
+    """The directory holding ``alembic.ini`` and ``migrations/``.
+
+    Inside the package when installed from a wheel; else the checkout the package was imported
+    from (an editable install, the tests), whose top has them.
+    """
+    package = importlib.resources.files("trustmess")
+    if not isinstance(package, Path):
+        raise MigrationsNotFound(f"trustmess is not installed as files on disk ({package})")
+    candidates = (package / "_alembic", package.resolve().parent)
+    for candidate in candidates:
+        if (candidate / "alembic.ini").is_file() and (candidate / "migrations").is_dir():
+            return candidate
+    raise MigrationsNotFound(
+        "alembic.ini and migrations/ not found in " + " or ".join(map(str, candidates))
+    )
+
+
 def alembic_config(dsn: str) -> Config:
-    """An Alembic config pointing at this project's migrations and the given database."""
-    ini = ROOT / "alembic.ini"
-    config = Config(str(ini)) if ini.exists() else Config()
-    config.set_main_option("script_location", str(ROOT / "migrations"))
+    """An Alembic config pointing at this project's migrations and the given database.
+
+    ``alembic.ini`` names ``%(here)s/migrations``: the ``migrations/`` beside it.
+    """
+    config = Config(str(alembic_dir() / "alembic.ini"))
     config.attributes["dsn"] = dsn
     return config
 
