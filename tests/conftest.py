@@ -308,6 +308,13 @@ def make_group(db: asyncpg.Connection) -> GroupFactory:
     return factory
 
 
+@pytest.fixture
+async def chat(make_user: UserFactory, make_group: GroupFactory) -> tuple[User, User, int]:
+    """Alice and Bob in a group conversation that Alice owns: ``alice, bob, cid = chat``."""
+    alice, bob = await make_user(), await make_user()
+    return alice, bob, await make_group(alice, bob)
+
+
 MessageInserter = Callable[[int, int, int], Awaitable[None]]
 
 
