@@ -192,6 +192,19 @@ def make_user(db: asyncpg.Connection, settings: Settings) -> UserFactory:
     return factory
 
 
+def message_frame(
+    cid: int, cmid: str, body: str | None = None, **extra: object
+) -> dict[str, object]:
+    """A ``message`` command; the body defaults to ``"body of <cmid>"``."""
+    return {
+        "type": "message",
+        "conversation_id": cid,
+        "client_msg_id": cmid,
+        "body": f"body of {cmid}" if body is None else body,
+        **extra,
+    }
+
+
 class SocketClient:
     """A protocol client over a real WebSocket (aiohttp's client) for tests.
 

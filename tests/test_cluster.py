@@ -22,7 +22,7 @@ import orjson
 import pytest
 from aiohttp import WSMsgType
 
-from tests.conftest import JWT_SECRET, RedisProcess, SocketClient, User
+from tests.conftest import JWT_SECRET, RedisProcess, SocketClient, User, message_frame
 from tests.serverproc import Server, start_server
 from tests.test_broker_outbox import publish_denied, redis_user
 from trustmess.cluster.redis_broker import channel_prefix
@@ -55,15 +55,6 @@ async def start_nodes(database_url: str, redis_url: str) -> AsyncIterator[StartN
         await node.kill()
         # Shown by pytest only when the test failed.
         print(f"----- node {index} ({node.url}) log -----\n" + "".join(node.log[-200:]))
-
-
-def message(cid: int, cmid: str, body: str | None = None) -> dict[str, Any]:
-    return {
-        "type": "message",
-        "conversation_id": cid,
-        "client_msg_id": cmid,
-        "body": body or f"body of {cmid}",
-    }
 
 
 async def open_socket(session: aiohttp.ClientSession, node: Server, user: User) -> SocketClient:
@@ -114,12 +105,12 @@ async def test_a_message_reaches_sockets_on_every_node_once_in_seq_order(
         for sock in [sender, *receivers]:
             assert (await join(sock, cid))["last_seq"] == 0
         for n in range(1, 6):
-            reply = await sender.request(message(cid, f"m{n}"))
+            reply = await sender.request(message_frame(cid, f"m{n}"))
             assert reply["type"] == "reply" and reply["data"]["seq"] == n, reply
         for sock in [sender, *receivers]:
             assert await message_seqs(sock, 5) == [1, 2, 3, 4, 5]
         # Exactly once: the next message event each socket sees is the next message.
-        assert (await sender.request(message(cid, "m6")))["data"]["seq"] == 6
+        assert (await sender.request(message_frame(cid, "m6")))["data"]["seq"] == 6
         for sock in [sender, *receivers]:
             event = await sock.recv_type("message")
             assert (event["seq"], event["client_msg_id"]) == (6, "m6")
@@ -147,7 +138,7 @@ async def test_concurrent_senders_on_three_nodes_give_every_socket_one_gapless_s
 
         async def send_all(index: int, sock: SocketClient) -> None:
             for n in range(per_sender):
-                frame = message(cid, f"s{index}-{n}")
+                frame = message_frame(cid, f"s{index}-{n}")
                 await sock.send({**frame, "ref": frame["client_msg_id"]})
 
         async def collect(sock: SocketClient, replies_expected: int) -> tuple[list[int], list[int]]:
@@ -187,7 +178,7 @@ async def test_read_and_typing_events_cross_nodes(start_nodes, make_user, make_g
         b_phone = await open_socket(session, node_a, bob)
         for sock in (a, b, b_phone):
             await join(sock, cid)
-        assert (await a.request(message(cid, "hello")))["data"]["seq"] == 1
+        assert (await a.request(message_frame(cid, "hello")))["data"]["seq"] == 1
         assert (await b.recv_type("message"))["seq"] == 1
 
         assert (await b.request({"type": "ack", "conversation_id": cid, "seq": 1}))["data"] == {
@@ -219,7 +210,7 @@ async def test_conversation_and_removed_events_reach_users_on_other_nodes(
         c = await open_socket(session, node_b, carol)
         for sock in (a, b):
             await join(sock, cid)
-        refused = await c.request(message(cid, "too-early"))
+        refused = await c.request(message_frame(cid, "too-early"))
         assert refused["type"] == "error" and refused["code"] == "not_found"
 
         url = f"{node_a.url}/conversations/{cid}/members"
@@ -231,14 +222,14 @@ async def test_conversation_and_removed_events_reach_users_on_other_nodes(
             assert sorted(m["id"] for m in event["members"]) == sorted([alice.id, bob.id, carol.id])
         # Node B forgot its cached "not a member" answer.
         assert (await join(c, cid))["last_seq"] == 0
-        assert (await c.request(message(cid, "now-a-member")))["data"]["seq"] == 1
+        assert (await c.request(message_frame(cid, "now-a-member")))["data"]["seq"] == 1
         assert (await a.recv_type("message"))["client_msg_id"] == "now-a-member"
 
         url = f"{node_a.url}/conversations/{cid}/members/{carol.id}"
         async with session.delete(url, headers=alice.headers) as r:
             assert r.status == 204, await r.text()
         assert await c.recv_type("removed") == {"type": "removed", "conversation_id": cid}
-        assert (await a.request(message(cid, "after-removal")))["data"]["seq"] == 2
+        assert (await a.request(message_frame(cid, "after-removal")))["data"]["seq"] == 2
         assert await message_seqs(b, 2) == [1, 2]
         # Carol's node delivered seq 2 to Bob already; had it been queued for Carol too, it
         # would come before the answer to this ping.
@@ -318,7 +309,7 @@ class Device:
             join = {"type": "join", "ref": "join", "conversation_id": self.cid}
             await self._send({**join, "since": self.last_seq})
             for cmid, body in list(self.outbox.items()):
-                await self._send({**message(self.cid, cmid, body), "ref": cmid})
+                await self._send({**message_frame(self.cid, cmid, body), "ref": cmid})
             async for msg in ws:
                 if msg.type != WSMsgType.TEXT:
                     break
@@ -360,7 +351,7 @@ class Device:
                 return
             cmid = f"{prefix}-{n}"
             self.outbox[cmid] = f"body of {cmid}"
-            await self._send({**message(self.cid, cmid), "ref": cmid})
+            await self._send({**message_frame(self.cid, cmid), "ref": cmid})
 
     async def until(self, predicate: Callable[[], bool], timeout: float) -> None:
         try:
@@ -639,7 +630,7 @@ async def test_a_message_whose_publish_failed_still_reaches_the_other_node(
             a = await joined_socket(session, node_a, alice, cid)
             b = await joined_socket(session, node_b, bob, cid)
             await admin.execute_command("ACL", "SETUSER", urlsplit(url_a).username, "-publish")
-            assert (await a.request(message(cid, "m1")))["data"]["seq"] == 1
+            assert (await a.request(message_frame(cid, "m1")))["data"]["seq"] == 1
             await publish_denied(admin, url_a)
             await admin.execute_command("ACL", "SETUSER", urlsplit(url_a).username, "+publish")
             event = await b.recv_type("message", timeout=10)
@@ -660,7 +651,7 @@ async def test_a_message_sent_while_its_node_is_cut_off_reaches_the_other_node(
         b = await joined_socket(session, node_b, bob, cid)
         redis_relay.cut()
         await wait_ready(node_a, timeout=20, status=503)
-        assert (await a.request(message(cid, "m1")))["data"]["seq"] == 1
+        assert (await a.request(message_frame(cid, "m1")))["data"]["seq"] == 1
         redis_relay.heal()
         await wait_ready(node_a, timeout=20)
         event = await b.recv_type("message", timeout=10)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from tests.conftest import message_frame
+
 
 def value(text: str, name: str) -> float:
     for line in text.splitlines():
@@ -15,9 +17,7 @@ async def test_metrics_follow_the_traffic(client, make_user, make_group, connect
     cid = await make_group(alice, bob)
     a = await connect(alice)
     await a.request({"type": "join", "conversation_id": cid})
-    reply = await a.request(
-        {"type": "message", "conversation_id": cid, "client_msg_id": "m", "body": "x"}
-    )
+    reply = await a.request(message_frame(cid, "m", "x"))
     assert reply["type"] == "reply"
     await a.request({"type": "teleport"})
     resp = await client.get("/metrics")

@@ -7,9 +7,7 @@ import asyncio
 
 import pytest
 
-
-def msg(cid: int, cmid: str, body: str = "hello", **extra: object) -> dict[str, object]:
-    return {"type": "message", "conversation_id": cid, "client_msg_id": cmid, "body": body, **extra}
+from tests.conftest import message_frame
 
 
 async def test_message_reaches_every_joined_socket(make_user, make_group, connect, db) -> None:
@@ -25,7 +23,7 @@ async def test_message_reaches_every_joined_socket(make_user, make_group, connec
             "read_seq": 0,
             "resumed": False,
         }
-    reply = await a.request(msg(cid, "m1", " hi "))
+    reply = await a.request(message_frame(cid, "m1", " hi "))
     assert reply["type"] == "reply", reply
     assert reply["data"]["seq"] == 1 and reply["data"]["duplicate"] is False
     # The reply comes after commit: the row is there by the time we read it.
@@ -49,10 +47,10 @@ async def test_resend_after_reconnect_is_duplicate_without_second_event(
     b = await connect(bob)
     await b.request({"type": "join", "conversation_id": cid})
     a = await connect(alice)
-    first = await a.request(msg(cid, "same-id", "once"))
+    first = await a.request(message_frame(cid, "same-id", "once"))
     await a.ws.close()
     a2 = await connect(alice)
-    again = await a2.request(msg(cid, "same-id", "once (resent)"))
+    again = await a2.request(message_frame(cid, "same-id", "once (resent)"))
     assert again["data"]["duplicate"] is True
     assert (again["data"]["id"], again["data"]["seq"]) == (first["data"]["id"], 1)
     await b.recv_type("message")
@@ -65,10 +63,10 @@ async def test_reply_to_must_exist(make_user, make_group, connect) -> None:
     alice, bob = await make_user(), await make_user()
     cid = await make_group(alice, bob)
     a = await connect(alice)
-    bad = await a.request(msg(cid, "r1", reply_to=5))
+    bad = await a.request(message_frame(cid, "r1", reply_to=5))
     assert bad["type"] == "error" and bad["code"] == "invalid" and bad["field"] == "reply_to"
-    await a.request(msg(cid, "r2"))
-    good = await a.request(msg(cid, "r3", reply_to=1))
+    await a.request(message_frame(cid, "r2"))
+    good = await a.request(message_frame(cid, "r3", reply_to=1))
     assert good["type"] == "reply" and good["data"]["seq"] == 2
 
 
@@ -86,7 +84,7 @@ async def test_concurrent_senders_every_receiver_sees_gapless_order(
     async def send_all(index: int) -> None:
         sock = socks[index]
         for n in range(200):
-            await sock.send({**msg(cid, f"s{index}-{n}", f"{index}:{n}"), "ref": n})
+            await sock.send({**message_frame(cid, f"s{index}-{n}", f"{index}:{n}"), "ref": n})
 
     await asyncio.gather(*(send_all(i) for i in range(5)))
 
@@ -118,18 +116,18 @@ async def test_resume_with_since_under_concurrent_sending(
     cid = await make_group(alice, bob)
     a = await connect(alice, test_client=client)
     for n in range(50):
-        await a.send(msg(cid, f"pre{n}"))
+        await a.send(message_frame(cid, f"pre{n}"))
     await a.request({"type": "ping"})
     b = await connect(bob, test_client=client)
     await b.request({"type": "join", "conversation_id": cid})
     # Bob "has" up to seq 20; while he resumes, Alice keeps sending 100 more.
-    probe = await a.request(msg(cid, "probe"))
+    probe = await a.request(message_frame(cid, "probe"))
     assert probe["data"]["seq"] == 51
     b2 = await connect(bob, test_client=client)
 
     async def keep_sending() -> None:
         for n in range(100):
-            await a.send(msg(cid, f"live{n}"))
+            await a.send(message_frame(cid, f"live{n}"))
 
     sender = asyncio.create_task(keep_sending())
     reply = await b2.request({"type": "join", "conversation_id": cid, "since": 20})
@@ -152,7 +150,7 @@ async def test_resume_beyond_replay_limit_is_not_resumed(
     cid = await make_group(alice, bob)
     a = await connect(alice, test_client=client)
     for n in range(5):
-        await a.request(msg(cid, f"m{n}"))
+        await a.request(message_frame(cid, f"m{n}"))
     b = await connect(bob, test_client=client)
     reply = await b.request({"type": "join", "conversation_id": cid, "since": 1})
     assert reply["data"] == {
@@ -162,7 +160,7 @@ async def test_resume_beyond_replay_limit_is_not_resumed(
         "resumed": False,
     }
     # Nothing is replayed, but live events flow from the present.
-    await a.request(msg(cid, "m5"))
+    await a.request(message_frame(cid, "m5"))
     assert (await b.recv_type("message"))["seq"] == 6
     ok = await b.request({"type": "join", "conversation_id": cid, "since": 3})
     assert ok["data"]["resumed"] is True
@@ -177,13 +175,13 @@ async def test_join_twice_is_idempotent_and_leave_stops_events(
     a, b = await connect(alice), await connect(bob)
     await b.request({"type": "join", "conversation_id": cid})
     await b.request({"type": "join", "conversation_id": cid})
-    await a.request(msg(cid, "x1"))
+    await a.request(message_frame(cid, "x1"))
     assert (await b.recv_type("message"))["seq"] == 1
     await b.request({"type": "ping"})
     assert not [f for f in b.backlog if f.get("type") == "message"]
     left = await b.request({"type": "leave", "conversation_id": cid})
     assert left["data"] == {"conversation_id": cid}
-    await a.request(msg(cid, "x2"))
+    await a.request(message_frame(cid, "x2"))
     await b.request({"type": "ping"})
     assert not [f for f in b.backlog if f.get("type") == "message"]
 
@@ -194,7 +192,7 @@ async def test_non_member_gets_not_found_for_everything(make_user, make_group, c
     e = await connect(eve)
     for frame in (
         {"type": "join", "conversation_id": cid},
-        msg(cid, "sneaky"),
+        message_frame(cid, "sneaky"),
         {"type": "ack", "conversation_id": cid, "seq": 0},
         {"type": "typing", "conversation_id": cid},
         {"type": "join", "conversation_id": 999_999},

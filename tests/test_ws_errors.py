@@ -12,7 +12,7 @@ import socket
 import orjson
 import pytest
 
-from tests.conftest import SocketClient
+from tests.conftest import SocketClient, message_frame
 from trustmess.appkeys import GATEWAY, WRITER
 from trustmess.store.messages import NewMessage
 
@@ -93,9 +93,7 @@ async def test_bad_frames_do_not_affect_other_sockets(make_user, make_group, con
     await b.request({"type": "join", "conversation_id": cid})
     for raw, _, _ in BAD_FRAMES:
         await a.ws.send_str(raw)
-    await a.request(
-        {"type": "message", "conversation_id": cid, "client_msg_id": "ok", "body": "fine"}
-    )
+    await a.request(message_frame(cid, "ok", "fine"))
     assert (await b.recv_type("message"))["body"] == "fine"
 
 
@@ -162,14 +160,7 @@ async def test_slow_consumer_closed_4009_without_delaying_others(
         while not all(c.closing for c in gateway.user_connections(slow.id)):
             for _ in range(20):
                 sent += 1
-                await a.send(
-                    {
-                        "type": "message",
-                        "conversation_id": cid,
-                        "client_msg_id": f"m{sent}",
-                        "body": body,
-                    }
-                )
+                await a.send(message_frame(cid, f"m{sent}", body))
             # Bob keeps up and gets every message, in order, while the lazy socket lags.
             for seq in range(sent - 19, sent + 1):
                 assert (await b.recv_type("message", timeout=5))["seq"] == seq

@@ -5,9 +5,7 @@ from __future__ import annotations
 
 import asyncio
 
-
-def msg(cid: int, cmid: str) -> dict[str, object]:
-    return {"type": "message", "conversation_id": cid, "client_msg_id": cmid, "body": cmid}
+from tests.conftest import message_frame
 
 
 async def frames_until_message(sock) -> list[dict]:
@@ -27,7 +25,7 @@ async def test_ack_moves_marker_and_tells_the_others(make_user, make_group, conn
     for sock in (a, b, b_phone):
         await sock.request({"type": "join", "conversation_id": cid})
     for n in range(3):
-        await a.request(msg(cid, f"m{n}"))
+        await a.request(message_frame(cid, f"m{n}"))
     answer = await b.request({"type": "ack", "conversation_id": cid, "seq": 2})
     assert answer["data"] == {"conversation_id": cid, "read_seq": 2}
     expected = {"type": "read", "conversation_id": cid, "user_id": bob.id, "seq": 2}
@@ -48,7 +46,7 @@ async def test_ack_moves_marker_and_tells_the_others(make_user, make_group, conn
     # Never backwards, and no event when the marker does not move.
     back = await b.request({"type": "ack", "conversation_id": cid, "seq": 1})
     assert back["data"]["read_seq"] == 2
-    await a.request(msg(cid, "after"))
+    await a.request(message_frame(cid, "after"))
     assert [f for f in await frames_until_message(a) if f["type"] == "read"] == []
     # The acking connection itself gets no read event.
     await b.request({"type": "ping"})
@@ -71,7 +69,7 @@ async def test_typing_forwarded_once_per_throttle_window(make_user, make_group, 
         await sock.request({"type": "join", "conversation_id": cid})
     for _ in range(3):
         assert (await b.request({"type": "typing", "conversation_id": cid}))["data"] == {}
-    assert (await b.request(msg(cid, "done-typing")))["type"] == "reply"
+    assert (await b.request(message_frame(cid, "done-typing")))["type"] == "reply"
     before = await frames_until_message(a)
     assert before == [
         {"type": "typing", "conversation_id": cid, "user_id": bob.id, "state": "start"}
