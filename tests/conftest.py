@@ -362,6 +362,27 @@ async def login(
     return await client.post("/auth/login", json={"username": username, "password": password})
 
 
+async def create_conversation(
+    client: TestClient[web.Request, web.Application],
+    user: User,
+    member_ids: list[int],
+    title: str | None = None,
+    *,
+    status: int = 201,
+) -> dict[str, Any]:
+    """``POST /conversations`` as ``user``; the body of an answer that must have ``status``.
+
+    One other member and no title make the direct conversation; pass a title for a group.
+    """
+    payload: dict[str, Any] = {"member_ids": member_ids}
+    if title is not None:
+        payload["title"] = title
+    resp = await client.post("/conversations", json=payload, headers=user.headers)
+    body: dict[str, Any] = await resp.json()
+    assert resp.status == status, body
+    return body
+
+
 async def error_of(resp: ClientResponse, status: int) -> dict[str, Any]:
     """The ``error`` object of a response that must have ``status``."""
     assert resp.status == status, await resp.text()
