@@ -9,6 +9,7 @@ migrated template, so tests never see each other's rows and may run in any order
 from __future__ import annotations
 
 import asyncio
+import inspect
 import os
 import shutil
 import socket
@@ -19,7 +20,7 @@ import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
@@ -381,6 +382,34 @@ async def create_conversation(
     body: dict[str, Any] = await resp.json()
     assert resp.status == status, body
     return body
+
+
+T = TypeVar("T")
+
+
+async def eventually(
+    predicate: Callable[[], T | Awaitable[T]], timeout: float = 15.0, what: str = "condition"
+) -> T:
+    """Poll ``predicate`` (every 20 ms) until it returns something true, and return that; fail
+    after ``timeout`` seconds.
+
+    For conditions nothing notifies us about, such as another process exiting or a row written
+    behind. ``predicate`` may be a coroutine function; its awaits count against ``timeout``.
+    """
+    limit = asyncio.timeout(timeout)
+    try:
+        async with limit:
+            while True:
+                result = predicate()
+                if inspect.isawaitable(result):
+                    result = await result
+                if result:
+                    return result
+                await asyncio.sleep(0.02)
+    except TimeoutError:
+        if not limit.expired():
+            raise  # the predicate's own timeout, not ours
+        raise AssertionError(f"timed out after {timeout} s waiting for {what}") from None
 
 
 async def error_of(resp: ClientResponse, status: int) -> dict[str, Any]:
