@@ -12,7 +12,7 @@ import socket
 import orjson
 import pytest
 
-from tests.conftest import SocketClient, message_frame
+from tests.conftest import SocketClient, eventually, message_frame
 from trustmess.appkeys import GATEWAY, WRITER
 from trustmess.store.messages import NewMessage
 
@@ -170,9 +170,7 @@ async def test_slow_consumer_closed_4009_without_delaying_others(
             ]
     assert await lazy.close_code() == 4009
     # The server lets go of it entirely (handler finished, connection unregistered).
-    async with asyncio.timeout(10):
-        while gateway.user_connections(slow.id):
-            await asyncio.sleep(0.05)
+    await eventually(lambda: not gateway.user_connections(slow.id), 10, "the slow one to go")
 
 
 class RawSocket:
@@ -244,9 +242,7 @@ async def test_a_ping_flood_from_a_peer_that_does_not_read_is_closed_4009(
     gateway = client.app[GATEWAY]
     flooder.send_pings(40_000, b"p" * 125)  # 5 MB of pongs to answer
     assert await flooder.close_code() == 4009
-    async with asyncio.timeout(10):
-        while gateway.user_connections(alice.id):
-            await asyncio.sleep(0.05)
+    await eventually(lambda: not gateway.user_connections(alice.id), 10, "the flooder to go")
     # Everyone else is served as before.
     other = await client.ws_connect("/ws", headers=bob.headers)
     assert (await SocketClient(other).recv())["type"] == "hello"
@@ -263,8 +259,7 @@ async def test_client_that_stops_answering_pings_is_dropped(make_user, make_clie
     async with asyncio.timeout(5):
         while await silent.reader.read(4096):
             pass
-        while gateway.user_connections(alice.id):
-            await asyncio.sleep(0.05)
+    await eventually(lambda: not gateway.user_connections(alice.id), 5, "the silent one to go")
     silent.writer.close()
 
 
