@@ -22,7 +22,14 @@ import orjson
 import pytest
 from aiohttp import WSMsgType
 
-from tests.conftest import JWT_SECRET, RedisProcess, SocketClient, User, message_frame
+from tests.conftest import (
+    JWT_SECRET,
+    RedisProcess,
+    SocketClient,
+    User,
+    eventually,
+    message_frame,
+)
 from tests.serverproc import Server, start_server
 from tests.test_broker_outbox import publish_denied, redis_user
 from trustmess.cluster.redis_broker import channel_prefix
@@ -239,12 +246,13 @@ async def test_conversation_and_removed_events_reach_users_on_other_nodes(
 
 async def wait_ready(node: Server, timeout: float, status: int = 200) -> None:
     """Poll ``GET /readyz`` until it answers ``status`` (200 ready, 503 not)."""
-    async with aiohttp.ClientSession() as session, asyncio.timeout(timeout):
-        while True:
+    async with aiohttp.ClientSession() as session:
+
+        async def answers() -> bool:
             async with session.get(node.url + "/readyz") as resp:
-                if resp.status == status:
-                    return
-            await asyncio.sleep(0.05)
+                return resp.status == status
+
+        await eventually(answers, timeout, f"/readyz to answer {status}")
 
 
 class Device:

@@ -15,7 +15,7 @@ import pytest
 from alembic.script import ScriptDirectory
 
 from tests import conftest
-from tests.conftest import _admin, with_database
+from tests.conftest import _admin, eventually, with_database
 from trustmess.runtime.migrate import MIGRATION_LOCK_KEY, alembic_config, check, downgrade, upgrade
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -93,16 +93,14 @@ async def wait_for_waiters(
 ) -> set[int]:
     """Poll pg_locks until ``count`` other backends wait for the migration lock; fail if an
     upgrade has ``finished`` first (it did not wait) or after 30 s."""
-    deadline = asyncio.get_running_loop().time() + 30
-    while True:
+
+    async def enough_waiting() -> set[int] | None:
         if finished():
             raise AssertionError("an upgrade finished while the migration lock was held")
         waiting = await lock_pids(conn, granted=False)
-        if len(waiting) >= count:
-            return waiting
-        if asyncio.get_running_loop().time() > deadline:
-            raise AssertionError(f"{count} upgrades never waited for the lock: {waiting}")
-        await asyncio.sleep(0.02)
+        return waiting if len(waiting) >= count else None
+
+    return await eventually(enough_waiting, 30, f"{count} upgrades to wait for the lock")
 
 
 def head_revision() -> str | None:

@@ -10,6 +10,7 @@ from urllib.parse import parse_qs, urlsplit
 import asyncpg
 import pytest
 
+from tests.conftest import eventually
 from trustmess.appkeys import WRITER
 from trustmess.delivery.writer import MessageWriter, WriterClosed
 from trustmess.errors import ApiError
@@ -300,12 +301,11 @@ async def test_a_database_outage_fails_a_batch_at_once_not_row_by_row(
 
 
 async def _until_waiting_for_a_lock(db: asyncpg.Connection, timeout: float = 5.0) -> None:
-    async with asyncio.timeout(timeout):
-        while not await db.fetchval(
-            "SELECT count(*) FROM pg_stat_activity "
-            "WHERE datname = current_database() AND wait_event_type = 'Lock'"
-        ):
-            await asyncio.sleep(0.01)
+    waiting = (
+        "SELECT count(*) FROM pg_stat_activity "
+        "WHERE datname = current_database() AND wait_event_type = 'Lock'"
+    )
+    await eventually(lambda: db.fetchval(waiting), timeout, "a backend waiting for a lock")
 
 
 class PostgresRelay:

@@ -3,9 +3,7 @@ automatic stop, stop on leave and on disconnect) over real sockets."""
 
 from __future__ import annotations
 
-import asyncio
-
-from tests.conftest import message_frame
+from tests.conftest import eventually, message_frame
 
 
 async def frames_until_message(sock) -> list[dict]:
@@ -31,18 +29,16 @@ async def test_ack_moves_marker_and_tells_the_others(make_user, make_group, conn
     expected = {"type": "read", "conversation_id": cid, "user_id": bob.id, "seq": 2}
     assert await a.recv_type("read") == expected
     assert await b_phone.recv_type("read") == expected
+
     # Acks are written behind (coalesced, read_flush_ms): wait for the row to catch up.
-    async with asyncio.timeout(5):
-        while (
-            await db.fetchval(
-                "SELECT last_read_seq FROM conversation_members "
-                "WHERE conversation_id = $1 AND user_id = $2",
-                cid,
-                bob.id,
-            )
-            != 2
-        ):
-            await asyncio.sleep(0.01)
+    async def marker_stored() -> bool:
+        query = (
+            "SELECT last_read_seq FROM conversation_members "
+            "WHERE conversation_id = $1 AND user_id = $2"
+        )
+        return await db.fetchval(query, cid, bob.id) == 2
+
+    await eventually(marker_stored, 5, "Bob's marker at 2 in the database")
     # Never backwards, and no event when the marker does not move.
     back = await b.request({"type": "ack", "conversation_id": cid, "seq": 1})
     assert back["data"]["read_seq"] == 2
