@@ -175,10 +175,9 @@ async def test_concurrent_senders_on_three_nodes_give_every_socket_one_gapless_s
     assert stored == everything
 
 
-async def test_read_and_typing_events_cross_nodes(start_nodes, make_user, make_group) -> None:
+async def test_read_and_typing_events_cross_nodes(start_nodes, chat) -> None:
     node_a, node_b = await start_nodes(2)
-    alice, bob = await make_user(), await make_user()
-    cid = await make_group(alice, bob)
+    alice, bob, cid = chat
     async with aiohttp.ClientSession() as session:
         a = await open_socket(session, node_a, alice)
         b = await open_socket(session, node_b, bob)
@@ -622,7 +621,7 @@ async def redis_relay(redis_url: str) -> AsyncIterator[RedisRelay]:
 
 
 async def test_a_message_whose_publish_failed_still_reaches_the_other_node(
-    redis_process: RedisProcess | None, redis_url: str, start_nodes, make_user, make_group
+    redis_process: RedisProcess | None, redis_url: str, start_nodes, chat
 ) -> None:
     """Node A commits and acknowledges a message but its PUBLISH fails (once Redis takes
     PUBLISH away from A's user). No later message follows: B must still get it, once A can
@@ -632,8 +631,7 @@ async def test_a_message_whose_publish_failed_still_reaches_the_other_node(
     async with redis_user(redis_url) as (url_a, admin):
         [node_a] = await start_nodes(1, broker=url_a)
         [node_b] = await start_nodes(1)
-        alice, bob = await make_user(), await make_user()
-        cid = await make_group(alice, bob)
+        alice, bob, cid = chat
         async with aiohttp.ClientSession() as session:
             a = await joined_socket(session, node_a, alice, cid)
             b = await joined_socket(session, node_b, bob, cid)
@@ -646,14 +644,13 @@ async def test_a_message_whose_publish_failed_still_reaches_the_other_node(
 
 
 async def test_a_message_sent_while_its_node_is_cut_off_reaches_the_other_node(
-    redis_relay: RedisRelay, start_nodes, make_user, make_group
+    redis_relay: RedisRelay, start_nodes, chat
 ) -> None:
     """Node A alone loses Redis for a moment (B never notices, so B never catches up from
     PostgreSQL): what A committed meanwhile reaches B once A is back."""
     [node_a] = await start_nodes(1, broker=redis_relay.url, broker_grace_s="300")
     [node_b] = await start_nodes(1)
-    alice, bob = await make_user(), await make_user()
-    cid = await make_group(alice, bob)
+    alice, bob, cid = chat
     async with aiohttp.ClientSession() as session:
         a = await joined_socket(session, node_a, alice, cid)
         b = await joined_socket(session, node_b, bob, cid)

@@ -10,9 +10,8 @@ import pytest
 from tests.conftest import message_frame
 
 
-async def test_message_reaches_every_joined_socket(make_user, make_group, connect, db) -> None:
-    alice, bob = await make_user(), await make_user()
-    cid = await make_group(alice, bob)
+async def test_message_reaches_every_joined_socket(connect, db, chat) -> None:
+    alice, bob, cid = chat
     a, b = await connect(alice), await connect(bob)
     for sock in (a, b):
         reply = await sock.request({"type": "join", "conversation_id": cid})
@@ -39,11 +38,8 @@ async def test_message_reaches_every_joined_socket(make_user, make_group, connec
         assert not [f for f in sock.backlog if f.get("type") == "message"]
 
 
-async def test_resend_after_reconnect_is_duplicate_without_second_event(
-    make_user, make_group, connect, db
-) -> None:
-    alice, bob = await make_user(), await make_user()
-    cid = await make_group(alice, bob)
+async def test_resend_after_reconnect_is_duplicate_without_second_event(connect, db, chat) -> None:
+    alice, bob, cid = chat
     b = await connect(bob)
     await b.request({"type": "join", "conversation_id": cid})
     a = await connect(alice)
@@ -59,9 +55,8 @@ async def test_resend_after_reconnect_is_duplicate_without_second_event(
     assert await db.fetchval("SELECT count(*) FROM messages") == 1
 
 
-async def test_reply_to_must_exist(make_user, make_group, connect) -> None:
-    alice, bob = await make_user(), await make_user()
-    cid = await make_group(alice, bob)
+async def test_reply_to_must_exist(connect, chat) -> None:
+    alice, _, cid = chat
     a = await connect(alice)
     bad = await a.request(message_frame(cid, "r1", reply_to=5))
     assert bad["type"] == "error" and bad["code"] == "invalid" and bad["field"] == "reply_to"
@@ -108,12 +103,9 @@ async def test_concurrent_senders_every_receiver_sees_gapless_order(
         assert seqs == sorted(seqs), f"sender {index} reordered"
 
 
-async def test_resume_with_since_under_concurrent_sending(
-    make_user, make_group, make_client, connect
-) -> None:
+async def test_resume_with_since_under_concurrent_sending(make_client, connect, chat) -> None:
     client = await make_client(ws_rate_per_s=100_000, ws_burst=100_000)
-    alice, bob = await make_user(), await make_user()
-    cid = await make_group(alice, bob)
+    alice, bob, cid = chat
     a = await connect(alice, test_client=client)
     for n in range(50):
         await a.send(message_frame(cid, f"pre{n}"))
@@ -143,11 +135,10 @@ async def test_resume_with_since_under_concurrent_sending(
 
 @pytest.mark.parametrize("replay_limit", [3])
 async def test_resume_beyond_replay_limit_is_not_resumed(
-    replay_limit, make_user, make_group, make_client, connect
+    replay_limit, make_client, connect, chat
 ) -> None:
     client = await make_client(replay_limit=replay_limit)
-    alice, bob = await make_user(), await make_user()
-    cid = await make_group(alice, bob)
+    alice, bob, cid = chat
     a = await connect(alice, test_client=client)
     for n in range(5):
         await a.request(message_frame(cid, f"m{n}"))
@@ -167,11 +158,8 @@ async def test_resume_beyond_replay_limit_is_not_resumed(
     assert [(await b.recv_type("message"))["seq"] for _ in range(3)] == [4, 5, 6]
 
 
-async def test_join_twice_is_idempotent_and_leave_stops_events(
-    make_user, make_group, connect
-) -> None:
-    alice, bob = await make_user(), await make_user()
-    cid = await make_group(alice, bob)
+async def test_join_twice_is_idempotent_and_leave_stops_events(connect, chat) -> None:
+    alice, bob, cid = chat
     a, b = await connect(alice), await connect(bob)
     await b.request({"type": "join", "conversation_id": cid})
     await b.request({"type": "join", "conversation_id": cid})

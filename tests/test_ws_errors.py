@@ -86,9 +86,8 @@ async def test_binary_frame_is_bad_frame(make_user, connect) -> None:
     assert (await sock.request({"type": "ping"}))["type"] == "reply"
 
 
-async def test_bad_frames_do_not_affect_other_sockets(make_user, make_group, connect) -> None:
-    alice, bob = await make_user(), await make_user()
-    cid = await make_group(alice, bob)
+async def test_bad_frames_do_not_affect_other_sockets(connect, chat) -> None:
+    alice, bob, cid = chat
     a, b = await connect(alice), await connect(bob)
     await b.request({"type": "join", "conversation_id": cid})
     for raw, _, _ in BAD_FRAMES:
@@ -278,14 +277,13 @@ async def test_compression_is_negotiated_only_when_enabled(make_user, make_clien
 
 
 async def test_a_burst_bigger_than_the_frame_limit_is_not_a_slow_consumer(
-    make_user, make_group, make_client, connect
+    make_client, connect, chat
 ) -> None:
     """One group commit can hand a socket more frames at once than ws_queue_frames; a peer
     that reads them is not slow. (Frames are written out in slices; the byte limit, counted
     in the transport's buffer, is what catches a peer that does not read.)"""
     client = await make_client(ws_queue_frames=50)
-    alice, bob = await make_user(), await make_user()
-    cid = await make_group(alice, bob)
+    alice, bob, cid = chat
     b = await connect(bob, test_client=client)
     await b.request({"type": "join", "conversation_id": cid})
     writer = client.app[WRITER]

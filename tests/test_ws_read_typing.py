@@ -16,9 +16,8 @@ async def frames_until_message(sock) -> list[dict]:
         seen.append(frame)
 
 
-async def test_ack_moves_marker_and_tells_the_others(make_user, make_group, connect, db) -> None:
-    alice, bob = await make_user(), await make_user()
-    cid = await make_group(alice, bob)
+async def test_ack_moves_marker_and_tells_the_others(connect, db, chat) -> None:
+    alice, bob, cid = chat
     a, b, b_phone = await connect(alice), await connect(bob), await connect(bob)
     for sock in (a, b, b_phone):
         await sock.request({"type": "join", "conversation_id": cid})
@@ -49,17 +48,15 @@ async def test_ack_moves_marker_and_tells_the_others(make_user, make_group, conn
     assert [f for f in b.backlog if f["type"] == "read"] == []
 
 
-async def test_ack_beyond_last_seq_is_invalid(make_user, make_group, connect) -> None:
-    alice, bob = await make_user(), await make_user()
-    cid = await make_group(alice, bob)
+async def test_ack_beyond_last_seq_is_invalid(connect, chat) -> None:
+    _, bob, cid = chat
     b = await connect(bob)
     answer = await b.request({"type": "ack", "conversation_id": cid, "seq": 1})
     assert answer["type"] == "error" and answer["code"] == "invalid" and answer["field"] == "seq"
 
 
-async def test_typing_forwarded_once_per_throttle_window(make_user, make_group, connect) -> None:
-    alice, bob = await make_user(), await make_user()
-    cid = await make_group(alice, bob)
+async def test_typing_forwarded_once_per_throttle_window(connect, chat) -> None:
+    alice, bob, cid = chat
     a, b = await connect(alice), await connect(bob)
     for sock in (a, b):
         await sock.request({"type": "join", "conversation_id": cid})
@@ -75,10 +72,9 @@ async def test_typing_forwarded_once_per_throttle_window(make_user, make_group, 
     assert [f for f in b.backlog if f["type"] == "typing"] == []
 
 
-async def test_typing_stops_by_itself(make_user, make_group, make_client, connect) -> None:
+async def test_typing_stops_by_itself(make_client, connect, chat) -> None:
     client = await make_client(typing_timeout_s=0.3)
-    alice, bob = await make_user(), await make_user()
-    cid = await make_group(alice, bob)
+    alice, bob, cid = chat
     a, b = await connect(alice, test_client=client), await connect(bob, test_client=client)
     await a.request({"type": "join", "conversation_id": cid})
     await b.request({"type": "typing", "conversation_id": cid, "state": "start"})
@@ -87,11 +83,10 @@ async def test_typing_stops_by_itself(make_user, make_group, make_client, connec
 
 
 async def test_typing_stops_on_explicit_stop_leave_and_disconnect(
-    make_user, make_group, make_client, connect
+    make_client, connect, chat
 ) -> None:
     client = await make_client(typing_timeout_s=60, typing_throttle_s=0)
-    alice, bob = await make_user(), await make_user()
-    cid = await make_group(alice, bob)
+    alice, bob, cid = chat
     a = await connect(alice, test_client=client)
     await a.request({"type": "join", "conversation_id": cid})
     b = await connect(bob, test_client=client)
