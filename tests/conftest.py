@@ -9,6 +9,7 @@ migrated template, so tests never see each other's rows and may run in any order
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import inspect
 import os
 import shutil
@@ -97,15 +98,25 @@ def pg_server() -> Iterator[TestDatabaseServer]:
             shutil.rmtree(workdir, ignore_errors=True)
 
 
+@contextlib.asynccontextmanager
+async def scratch_database(
+    server: TestDatabaseServer, prefix: str, template: str | None = None
+) -> AsyncIterator[str]:
+    """A database of its own (a copy of ``template``, else empty), dropped afterwards; its URL."""
+    name = f"{prefix}_{uuid.uuid4().hex[:12]}"
+    copy_of = "" if template is None else f' TEMPLATE "{template}"'
+    await _admin(server.admin_dsn, f'CREATE DATABASE "{name}"{copy_of}')
+    try:
+        yield with_database(server.admin_dsn, name)
+    finally:
+        await _admin(server.admin_dsn, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
 @pytest.fixture
 async def database_url(pg_server: TestDatabaseServer) -> AsyncIterator[str]:
     """A fresh, migrated database for this test only."""
-    name = f"tm_{uuid.uuid4().hex[:12]}"
-    await _admin(pg_server.admin_dsn, f'CREATE DATABASE "{name}" TEMPLATE "{pg_server.template}"')
-    try:
-        yield with_database(pg_server.admin_dsn, name)
-    finally:
-        await _admin(pg_server.admin_dsn, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    async with scratch_database(pg_server, "tm", pg_server.template) as url:
+        yield url
 
 
 @pytest.fixture
