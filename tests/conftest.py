@@ -9,6 +9,8 @@ migrated template, so tests never see each other's rows and may run in any order
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import inspect
 import os
 import shutil
 import socket
@@ -19,7 +21,7 @@ import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
@@ -96,15 +98,25 @@ def pg_server() -> Iterator[TestDatabaseServer]:
             shutil.rmtree(workdir, ignore_errors=True)
 
 
+@contextlib.asynccontextmanager
+async def scratch_database(
+    server: TestDatabaseServer, prefix: str, template: str | None = None
+) -> AsyncIterator[str]:
+    """A database of its own (a copy of ``template``, else empty), dropped afterwards; its URL."""
+    name = f"{prefix}_{uuid.uuid4().hex[:12]}"
+    copy_of = "" if template is None else f' TEMPLATE "{template}"'
+    await _admin(server.admin_dsn, f'CREATE DATABASE "{name}"{copy_of}')
+    try:
+        yield with_database(server.admin_dsn, name)
+    finally:
+        await _admin(server.admin_dsn, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
 @pytest.fixture
 async def database_url(pg_server: TestDatabaseServer) -> AsyncIterator[str]:
     """A fresh, migrated database for this test only."""
-    name = f"tm_{uuid.uuid4().hex[:12]}"
-    await _admin(pg_server.admin_dsn, f'CREATE DATABASE "{name}" TEMPLATE "{pg_server.template}"')
-    try:
-        yield with_database(pg_server.admin_dsn, name)
-    finally:
-        await _admin(pg_server.admin_dsn, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    async with scratch_database(pg_server, "tm", pg_server.template) as url:
+        yield url
 
 
 @pytest.fixture
@@ -190,6 +202,19 @@ def make_user(db: asyncpg.Connection, settings: Settings) -> UserFactory:
         return User(user_id, name, password, token)
 
     return factory
+
+
+def message_frame(
+    cid: int, cmid: str, body: str | None = None, **extra: object
+) -> dict[str, object]:
+    """A ``message`` command; the body defaults to ``"body of <cmid>"``."""
+    return {
+        "type": "message",
+        "conversation_id": cid,
+        "client_msg_id": cmid,
+        "body": f"body of {cmid}" if body is None else body,
+        **extra,
+    }
 
 
 class SocketClient:
@@ -308,6 +333,13 @@ def make_group(db: asyncpg.Connection) -> GroupFactory:
     return factory
 
 
+@pytest.fixture
+async def chat(make_user: UserFactory, make_group: GroupFactory) -> tuple[User, User, int]:
+    """Alice and Bob in a group conversation that Alice owns: ``alice, bob, cid = chat``."""
+    alice, bob = await make_user(), await make_user()
+    return alice, bob, await make_group(alice, bob)
+
+
 MessageInserter = Callable[[int, int, int], Awaitable[None]]
 
 
@@ -340,6 +372,55 @@ async def login(
 ) -> ClientResponse:
     """``POST /auth/login``; the response, whatever its status."""
     return await client.post("/auth/login", json={"username": username, "password": password})
+
+
+async def create_conversation(
+    client: TestClient[web.Request, web.Application],
+    user: User,
+    member_ids: list[int],
+    title: str | None = None,
+    *,
+    status: int = 201,
+) -> dict[str, Any]:
+    """``POST /conversations`` as ``user``; the body of an answer that must have ``status``.
+
+    One other member and no title make the direct conversation; pass a title for a group.
+    """
+    payload: dict[str, Any] = {"member_ids": member_ids}
+    if title is not None:
+        payload["title"] = title
+    resp = await client.post("/conversations", json=payload, headers=user.headers)
+    body: dict[str, Any] = await resp.json()
+    assert resp.status == status, body
+    return body
+
+
+T = TypeVar("T")
+
+
+async def eventually(
+    predicate: Callable[[], T | Awaitable[T]], timeout: float = 15.0, what: str = "condition"
+) -> T:
+    """Poll ``predicate`` (every 20 ms) until it returns something true, and return that; fail
+    after ``timeout`` seconds.
+
+    For conditions nothing notifies us about, such as another process exiting or a row written
+    behind. ``predicate`` may be a coroutine function; its awaits count against ``timeout``.
+    """
+    limit = asyncio.timeout(timeout)
+    try:
+        async with limit:
+            while True:
+                result = predicate()
+                if inspect.isawaitable(result):
+                    result = await result
+                if result:
+                    return result
+                await asyncio.sleep(0.02)
+    except TimeoutError:
+        if not limit.expired():
+            raise  # the predicate's own timeout, not ours
+        raise AssertionError(f"timed out after {timeout} s waiting for {what}") from None
 
 
 async def error_of(resp: ClientResponse, status: int) -> dict[str, Any]:

@@ -11,7 +11,7 @@ import signal
 import subprocess
 import sys
 import tempfile
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -143,20 +143,6 @@ def postgres_pids(data_dir: Path) -> list[int]:
         if "postgres" in cmdline and str(data_dir) in cmdline and "-D" in cmdline:
             pids.append(int(entry.name))
     return pids
-
-
-async def eventually(
-    predicate: Callable[[], bool], timeout: float = 15.0, what: str = "condition"
-) -> None:
-    """Poll ``predicate`` (every 20 ms) until it holds; fail after ``timeout`` seconds.
-
-    For conditions nothing notifies us about, such as another process exiting.
-    """
-    deadline = asyncio.get_running_loop().time() + timeout
-    while not predicate():
-        if asyncio.get_running_loop().time() > deadline:
-            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
-        await asyncio.sleep(0.02)
 
 
 @contextlib.contextmanager

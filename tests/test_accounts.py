@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from tests.conftest import TEST_PASSWORD, error_of, login
+from tests.conftest import TEST_PASSWORD, error_of, eventually, login
 from trustmess.appkeys import AUTH_LIMIT_BY_ADDRESS, AUTH_LIMIT_BY_USERNAME
 from trustmess.auth import _hash_password_sync
 from trustmess.http import accounts
@@ -269,13 +269,13 @@ async def test_secrets_never_reach_the_logs(client, caplog) -> None:
 
 
 async def wait_until_allowed(client, username: str, deadline_s: float = 5.0):
-    """Poll until a login is no longer rate limited (bounded, so a regression fails fast)."""
-    deadline = time.monotonic() + deadline_s
-    while True:
+    """Log in until the answer is not 429 (bounded, so a regression fails fast); that answer."""
+
+    async def not_limited():
         resp = await login(client, username)
-        if resp.status != 429 or time.monotonic() > deadline:
-            return resp
-        await asyncio.sleep(0.01)
+        return None if resp.status == 429 else resp
+
+    return await eventually(not_limited, deadline_s, f"a login as {username} not rate limited")
 
 
 async def test_login_rate_limited_per_address_then_recovers(make_client, make_user) -> None:

@@ -22,7 +22,14 @@ import orjson
 import pytest
 from aiohttp import WSMsgType
 
-from tests.conftest import JWT_SECRET, RedisProcess, SocketClient, User
+from tests.conftest import (
+    JWT_SECRET,
+    RedisProcess,
+    SocketClient,
+    User,
+    eventually,
+    message_frame,
+)
 from tests.serverproc import Server, start_server
 from tests.test_broker_outbox import publish_denied, redis_user
 from trustmess.cluster.redis_broker import channel_prefix
@@ -55,15 +62,6 @@ async def start_nodes(database_url: str, redis_url: str) -> AsyncIterator[StartN
         await node.kill()
         # Shown by pytest only when the test failed.
         print(f"----- node {index} ({node.url}) log -----\n" + "".join(node.log[-200:]))
-
-
-def message(cid: int, cmid: str, body: str | None = None) -> dict[str, Any]:
-    return {
-        "type": "message",
-        "conversation_id": cid,
-        "client_msg_id": cmid,
-        "body": body or f"body of {cmid}",
-    }
 
 
 async def open_socket(session: aiohttp.ClientSession, node: Server, user: User) -> SocketClient:
@@ -114,12 +112,12 @@ async def test_a_message_reaches_sockets_on_every_node_once_in_seq_order(
         for sock in [sender, *receivers]:
             assert (await join(sock, cid))["last_seq"] == 0
         for n in range(1, 6):
-            reply = await sender.request(message(cid, f"m{n}"))
+            reply = await sender.request(message_frame(cid, f"m{n}"))
             assert reply["type"] == "reply" and reply["data"]["seq"] == n, reply
         for sock in [sender, *receivers]:
             assert await message_seqs(sock, 5) == [1, 2, 3, 4, 5]
         # Exactly once: the next message event each socket sees is the next message.
-        assert (await sender.request(message(cid, "m6")))["data"]["seq"] == 6
+        assert (await sender.request(message_frame(cid, "m6")))["data"]["seq"] == 6
         for sock in [sender, *receivers]:
             event = await sock.recv_type("message")
             assert (event["seq"], event["client_msg_id"]) == (6, "m6")
@@ -147,7 +145,7 @@ async def test_concurrent_senders_on_three_nodes_give_every_socket_one_gapless_s
 
         async def send_all(index: int, sock: SocketClient) -> None:
             for n in range(per_sender):
-                frame = message(cid, f"s{index}-{n}")
+                frame = message_frame(cid, f"s{index}-{n}")
                 await sock.send({**frame, "ref": frame["client_msg_id"]})
 
         async def collect(sock: SocketClient, replies_expected: int) -> tuple[list[int], list[int]]:
@@ -177,17 +175,16 @@ async def test_concurrent_senders_on_three_nodes_give_every_socket_one_gapless_s
     assert stored == everything
 
 
-async def test_read_and_typing_events_cross_nodes(start_nodes, make_user, make_group) -> None:
+async def test_read_and_typing_events_cross_nodes(start_nodes, chat) -> None:
     node_a, node_b = await start_nodes(2)
-    alice, bob = await make_user(), await make_user()
-    cid = await make_group(alice, bob)
+    alice, bob, cid = chat
     async with aiohttp.ClientSession() as session:
         a = await open_socket(session, node_a, alice)
         b = await open_socket(session, node_b, bob)
         b_phone = await open_socket(session, node_a, bob)
         for sock in (a, b, b_phone):
             await join(sock, cid)
-        assert (await a.request(message(cid, "hello")))["data"]["seq"] == 1
+        assert (await a.request(message_frame(cid, "hello")))["data"]["seq"] == 1
         assert (await b.recv_type("message"))["seq"] == 1
 
         assert (await b.request({"type": "ack", "conversation_id": cid, "seq": 1}))["data"] == {
@@ -219,7 +216,7 @@ async def test_conversation_and_removed_events_reach_users_on_other_nodes(
         c = await open_socket(session, node_b, carol)
         for sock in (a, b):
             await join(sock, cid)
-        refused = await c.request(message(cid, "too-early"))
+        refused = await c.request(message_frame(cid, "too-early"))
         assert refused["type"] == "error" and refused["code"] == "not_found"
 
         url = f"{node_a.url}/conversations/{cid}/members"
@@ -231,14 +228,14 @@ async def test_conversation_and_removed_events_reach_users_on_other_nodes(
             assert sorted(m["id"] for m in event["members"]) == sorted([alice.id, bob.id, carol.id])
         # Node B forgot its cached "not a member" answer.
         assert (await join(c, cid))["last_seq"] == 0
-        assert (await c.request(message(cid, "now-a-member")))["data"]["seq"] == 1
+        assert (await c.request(message_frame(cid, "now-a-member")))["data"]["seq"] == 1
         assert (await a.recv_type("message"))["client_msg_id"] == "now-a-member"
 
         url = f"{node_a.url}/conversations/{cid}/members/{carol.id}"
         async with session.delete(url, headers=alice.headers) as r:
             assert r.status == 204, await r.text()
         assert await c.recv_type("removed") == {"type": "removed", "conversation_id": cid}
-        assert (await a.request(message(cid, "after-removal")))["data"]["seq"] == 2
+        assert (await a.request(message_frame(cid, "after-removal")))["data"]["seq"] == 2
         assert await message_seqs(b, 2) == [1, 2]
         # Carol's node delivered seq 2 to Bob already; had it been queued for Carol too, it
         # would come before the answer to this ping.
@@ -248,12 +245,13 @@ async def test_conversation_and_removed_events_reach_users_on_other_nodes(
 
 async def wait_ready(node: Server, timeout: float, status: int = 200) -> None:
     """Poll ``GET /readyz`` until it answers ``status`` (200 ready, 503 not)."""
-    async with aiohttp.ClientSession() as session, asyncio.timeout(timeout):
-        while True:
+    async with aiohttp.ClientSession() as session:
+
+        async def answers() -> bool:
             async with session.get(node.url + "/readyz") as resp:
-                if resp.status == status:
-                    return
-            await asyncio.sleep(0.05)
+                return resp.status == status
+
+        await eventually(answers, timeout, f"/readyz to answer {status}")
 
 
 class Device:
@@ -318,7 +316,7 @@ class Device:
             join = {"type": "join", "ref": "join", "conversation_id": self.cid}
             await self._send({**join, "since": self.last_seq})
             for cmid, body in list(self.outbox.items()):
-                await self._send({**message(self.cid, cmid, body), "ref": cmid})
+                await self._send({**message_frame(self.cid, cmid, body), "ref": cmid})
             async for msg in ws:
                 if msg.type != WSMsgType.TEXT:
                     break
@@ -360,7 +358,7 @@ class Device:
                 return
             cmid = f"{prefix}-{n}"
             self.outbox[cmid] = f"body of {cmid}"
-            await self._send({**message(self.cid, cmid), "ref": cmid})
+            await self._send({**message_frame(self.cid, cmid), "ref": cmid})
 
     async def until(self, predicate: Callable[[], bool], timeout: float) -> None:
         try:
@@ -655,7 +653,7 @@ async def redis_relay(redis_url: str) -> AsyncIterator[RedisRelay]:
 
 
 async def test_a_message_whose_publish_failed_still_reaches_the_other_node(
-    redis_process: RedisProcess | None, redis_url: str, start_nodes, make_user, make_group
+    redis_process: RedisProcess | None, redis_url: str, start_nodes, chat
 ) -> None:
     """Node A commits and acknowledges a message but its PUBLISH fails (once Redis takes
     PUBLISH away from A's user). No later message follows: B must still get it, once A can
@@ -665,13 +663,12 @@ async def test_a_message_whose_publish_failed_still_reaches_the_other_node(
     async with redis_user(redis_url) as (url_a, admin):
         [node_a] = await start_nodes(1, broker=url_a)
         [node_b] = await start_nodes(1)
-        alice, bob = await make_user(), await make_user()
-        cid = await make_group(alice, bob)
+        alice, bob, cid = chat
         async with aiohttp.ClientSession() as session:
             a = await joined_socket(session, node_a, alice, cid)
             b = await joined_socket(session, node_b, bob, cid)
             await admin.execute_command("ACL", "SETUSER", urlsplit(url_a).username, "-publish")
-            assert (await a.request(message(cid, "m1")))["data"]["seq"] == 1
+            assert (await a.request(message_frame(cid, "m1")))["data"]["seq"] == 1
             await publish_denied(admin, url_a)
             await admin.execute_command("ACL", "SETUSER", urlsplit(url_a).username, "+publish")
             event = await b.recv_type("message", timeout=10)
@@ -679,20 +676,19 @@ async def test_a_message_whose_publish_failed_still_reaches_the_other_node(
 
 
 async def test_a_message_sent_while_its_node_is_cut_off_reaches_the_other_node(
-    redis_relay: RedisRelay, start_nodes, make_user, make_group
+    redis_relay: RedisRelay, start_nodes, chat
 ) -> None:
     """Node A alone loses Redis for a moment (B never notices, so B never catches up from
     PostgreSQL): what A committed meanwhile reaches B once A is back."""
     [node_a] = await start_nodes(1, broker=redis_relay.url, broker_grace_s="300")
     [node_b] = await start_nodes(1)
-    alice, bob = await make_user(), await make_user()
-    cid = await make_group(alice, bob)
+    alice, bob, cid = chat
     async with aiohttp.ClientSession() as session:
         a = await joined_socket(session, node_a, alice, cid)
         b = await joined_socket(session, node_b, bob, cid)
         redis_relay.cut()
         await wait_ready(node_a, timeout=20, status=503)
-        assert (await a.request(message(cid, "m1")))["data"]["seq"] == 1
+        assert (await a.request(message_frame(cid, "m1")))["data"]["seq"] == 1
         redis_relay.heal()
         await wait_ready(node_a, timeout=20)
         event = await b.recv_type("message", timeout=10)

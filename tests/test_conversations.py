@@ -10,6 +10,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
+from tests.conftest import create_conversation
 from trustmess.appkeys import POOL
 
 TIMESTAMP = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$")
@@ -34,16 +35,6 @@ def member_json(user, role: str) -> dict:
         "display_name": user.username.title(),
         "role": role,
     }
-
-
-async def create(client, user, member_ids, title=None, *, status=201) -> dict:
-    payload: dict = {"member_ids": member_ids}
-    if title is not None:
-        payload["title"] = title
-    resp = await client.post("/conversations", json=payload, headers=user.headers)
-    body = await resp.json()
-    assert resp.status == status, body
-    return body
 
 
 async def set_activity(db, conversation_id: int, at: datetime) -> None:
@@ -75,7 +66,7 @@ async def list_all(client, user, limit: int) -> list[dict]:
 
 async def test_create_group_makes_caller_owner(client, make_user, db) -> None:
     alice, bob, carol = await make_user(), await make_user(), await make_user()
-    body = await create(client, alice, [bob.id, carol.id], "  Lunch crew  ")
+    body = await create_conversation(client, alice, [bob.id, carol.id], "  Lunch crew  ")
     assert set(body) == CONVERSATION_KEYS
     assert body["kind"] == "group"
     assert body["title"] == "Lunch crew"
@@ -98,7 +89,7 @@ async def test_create_group_makes_caller_owner(client, make_user, db) -> None:
 
 async def test_create_direct_ignores_own_id(client, make_user, db) -> None:
     alice, bob = await make_user(), await make_user()
-    body = await create(client, alice, [alice.id, bob.id])
+    body = await create_conversation(client, alice, [alice.id, bob.id])
     assert body["kind"] == "direct"
     assert body["title"] is None
     assert [(m["id"], m["role"]) for m in body["members"]] == [
@@ -111,12 +102,12 @@ async def test_create_direct_ignores_own_id(client, make_user, db) -> None:
 
 async def test_direct_is_found_again_in_both_directions(client, make_user, db) -> None:
     alice, bob, carol = await make_user(), await make_user(), await make_user()
-    first = await create(client, alice, [bob.id])
-    again = await create(client, alice, [bob.id], status=200)
-    reverse = await create(client, bob, [alice.id], status=200)
+    first = await create_conversation(client, alice, [bob.id])
+    again = await create_conversation(client, alice, [bob.id], status=200)
+    reverse = await create_conversation(client, bob, [alice.id], status=200)
     assert first["id"] == again["id"] == reverse["id"]
     assert reverse["read_seq"] == 0
-    other = await create(client, alice, [carol.id])
+    other = await create_conversation(client, alice, [carol.id])
     assert other["id"] != first["id"]
     assert await db.fetchval("SELECT count(*) FROM conversations") == 2
 
@@ -141,18 +132,18 @@ async def test_concurrent_direct_creates_yield_one_conversation(client, make_use
 
 async def test_one_member_with_title_is_a_group(client, make_user) -> None:
     alice, bob = await make_user(), await make_user()
-    body = await create(client, alice, [bob.id], "Project")
+    body = await create_conversation(client, alice, [bob.id], "Project")
     assert body["kind"] == "group"
     assert body["title"] == "Project"
-    again = await create(client, alice, [bob.id], "Project")
+    again = await create_conversation(client, alice, [bob.id], "Project")
     assert again["id"] != body["id"]
 
 
 async def test_blank_title_means_no_title(client, make_user) -> None:
     alice, bob, carol = await make_user(), await make_user(), await make_user()
-    group = await create(client, alice, [bob.id, carol.id], "   ")
+    group = await create_conversation(client, alice, [bob.id, carol.id], "   ")
     assert (group["kind"], group["title"]) == ("group", None)
-    direct = await create(client, alice, [bob.id], "")
+    direct = await create_conversation(client, alice, [bob.id], "")
     assert direct["kind"] == "direct"
 
 
@@ -184,7 +175,7 @@ async def test_create_rejects_bad_fields(client, make_user, payload, field) -> N
 
 async def test_create_with_only_self_is_rejected(client, make_user, db) -> None:
     alice = await make_user()
-    await create(client, alice, [alice.id], status=422)
+    await create_conversation(client, alice, [alice.id], status=422)
     assert await db.fetchval("SELECT count(*) FROM conversations") == 0
 
 
@@ -192,13 +183,13 @@ async def test_create_names_unknown_and_inactive_users(client, make_user, db) ->
     alice, bob, gone = await make_user(), await make_user(), await make_user()
     await db.execute("UPDATE users SET is_active = false WHERE id = $1", gone.id)
     unknown = gone.id + 1000
-    body = await create(client, alice, [unknown, bob.id, gone.id], status=422)
+    body = await create_conversation(client, alice, [unknown, bob.id, gone.id], status=422)
     assert body["error"] == {
         "code": "invalid",
         "message": f"member_ids: unknown or inactive users: {gone.id}, {unknown}",
         "field": "member_ids",
     }
-    body = await create(client, alice, [gone.id], status=422)
+    body = await create_conversation(client, alice, [gone.id], status=422)
     assert body["error"]["message"] == f"member_ids: unknown or inactive users: {gone.id}"
     assert await db.fetchval("SELECT count(*) FROM conversations") == 0
 
@@ -210,11 +201,11 @@ async def test_group_of_1000_is_allowed_and_1001_is_not(client, make_user, db) -
         "SELECT 'bulk' || g, 'x', 'Bulk ' || g FROM generate_series(1, 1000) AS g RETURNING id"
     )
     ids = [row["id"] for row in rows]
-    body = await create(client, alice, ids, status=422)
+    body = await create_conversation(client, alice, ids, status=422)
     assert body["error"]["field"] == "member_ids"
-    body = await create(client, alice, [*ids, alice.id], status=422)
+    body = await create_conversation(client, alice, [*ids, alice.id], status=422)
     assert body["error"]["field"] == "member_ids"
-    body = await create(client, alice, ids[:999], "Big")
+    body = await create_conversation(client, alice, ids[:999], "Big")
     assert len(body["members"]) == 1000
 
 
@@ -257,7 +248,7 @@ async def test_requires_a_token(client, method, path) -> None:
 
 async def test_show_conversation(client, make_user, insert_messages) -> None:
     alice, bob = await make_user(), await make_user()
-    created = await create(client, alice, [bob.id], "Chat")
+    created = await create_conversation(client, alice, [bob.id], "Chat")
     await insert_messages(created["id"], bob.id, 3)
     resp = await client.get(f"/conversations/{created['id']}", headers=alice.headers)
     assert resp.status == 200
@@ -271,7 +262,7 @@ async def test_show_conversation(client, make_user, insert_messages) -> None:
 
 async def test_other_peoples_conversation_looks_nonexistent(client, make_user) -> None:
     alice, bob, mallory = await make_user(), await make_user(), await make_user()
-    created = await create(client, alice, [bob.id], "Private")
+    created = await create_conversation(client, alice, [bob.id], "Private")
     hidden = await client.get(f"/conversations/{created['id']}", headers=mallory.headers)
     missing = await client.get("/conversations/999999", headers=mallory.headers)
     assert hidden.status == missing.status == 404
@@ -292,8 +283,8 @@ async def test_non_integer_conversation_id_is_404(client, make_user, raw) -> Non
 
 async def test_list_contains_only_own_conversations(client, make_user) -> None:
     alice, bob, carol = await make_user(), await make_user(), await make_user()
-    mine = await create(client, alice, [bob.id])
-    await create(client, bob, [carol.id])
+    mine = await create_conversation(client, alice, [bob.id])
+    await create_conversation(client, bob, [carol.id])
     resp = await client.get("/conversations", headers=alice.headers)
     body = await resp.json()
     assert [item["id"] for item in body["items"]] == [mine["id"]]
@@ -306,7 +297,7 @@ async def test_list_orders_by_latest_activity(client, make_user, db) -> None:
     base = datetime(2026, 1, 1, tzinfo=UTC)
     ids = []
     for index in range(3):
-        conversation = await create(client, alice, [bob.id], f"c{index}")
+        conversation = await create_conversation(client, alice, [bob.id], f"c{index}")
         await set_activity(db, conversation["id"], base + timedelta(minutes=index))
         ids.append(conversation["id"])
     assert [c["id"] for c in await list_all(client, alice, 20)] == ids[::-1]
@@ -328,7 +319,7 @@ async def test_list_pages_without_gaps_or_duplicates(client, make_user, db) -> N
     base = datetime(2026, 1, 1, tzinfo=UTC)
     expected = []
     for index in range(23):
-        conversation = await create(client, alice, [bob.id], f"c{index}")
+        conversation = await create_conversation(client, alice, [bob.id], f"c{index}")
         # Groups of three share a timestamp, so the id must break ties.
         at = base + timedelta(seconds=index // 3, microseconds=7)
         await set_activity(db, conversation["id"], at)
@@ -342,7 +333,7 @@ async def test_list_pages_without_gaps_or_duplicates(client, make_user, db) -> N
 async def test_list_default_limit_is_20(client, make_user) -> None:
     alice, bob = await make_user(), await make_user()
     for index in range(21):
-        await create(client, alice, [bob.id], f"c{index}")
+        await create_conversation(client, alice, [bob.id], f"c{index}")
     body = await (await client.get("/conversations", headers=alice.headers)).json()
     assert len(body["items"]) == 20
     assert isinstance(body["next_cursor"], str)
@@ -375,7 +366,7 @@ async def test_list_is_one_query_per_page(make_client, make_user, insert_message
     alice = await make_user()
     others = [await make_user() for _ in range(4)]
     for index, other in enumerate(others):
-        conversation = await create(client, alice, [other.id], f"c{index}")
+        conversation = await create_conversation(client, alice, [other.id], f"c{index}")
         await insert_messages(conversation["id"], other.id, 2)
     queries: list[str] = []
     async with client.app[POOL].acquire() as conn:
@@ -392,7 +383,7 @@ async def test_list_is_one_query_per_page(make_client, make_user, insert_message
 
 async def test_any_member_may_rename_a_group(client, make_user, db) -> None:
     alice, bob = await make_user(), await make_user()
-    created = await create(client, alice, [bob.id], "Old")
+    created = await create_conversation(client, alice, [bob.id], "Old")
     resp = await client.patch(
         f"/conversations/{created['id']}", json={"title": "  New  "}, headers=bob.headers
     )
@@ -406,7 +397,7 @@ async def test_any_member_may_rename_a_group(client, make_user, db) -> None:
 @pytest.mark.parametrize("cleared", [None, "", "   "])
 async def test_rename_to_nothing_clears_the_title(client, make_user, db, cleared) -> None:
     alice, bob = await make_user(), await make_user()
-    created = await create(client, alice, [bob.id], "Old")
+    created = await create_conversation(client, alice, [bob.id], "Old")
     resp = await client.patch(
         f"/conversations/{created['id']}", json={"title": cleared}, headers=alice.headers
     )
@@ -429,7 +420,7 @@ async def test_rename_to_nothing_clears_the_title(client, make_user, db, cleared
 )
 async def test_titles_round_trip(client, make_user, db, title) -> None:
     alice, bob = await make_user(), await make_user()
-    created = await create(client, alice, [bob.id, (await make_user()).id], title)
+    created = await create_conversation(client, alice, [bob.id, (await make_user()).id], title)
     assert created["title"] == title
     resp = await client.patch(
         f"/conversations/{created['id']}", json={"title": title[::-1]}, headers=alice.headers
@@ -443,7 +434,7 @@ async def test_titles_round_trip(client, make_user, db, title) -> None:
 
 async def test_direct_cannot_be_renamed(client, make_user) -> None:
     alice, bob = await make_user(), await make_user()
-    created = await create(client, alice, [bob.id])
+    created = await create_conversation(client, alice, [bob.id])
     resp = await client.patch(
         f"/conversations/{created['id']}", json={"title": "Us"}, headers=alice.headers
     )
@@ -464,7 +455,7 @@ async def test_direct_cannot_be_renamed(client, make_user) -> None:
 )
 async def test_rename_rejects_bad_fields(client, make_user, payload, field) -> None:
     alice, bob = await make_user(), await make_user()
-    created = await create(client, alice, [bob.id], "Old")
+    created = await create_conversation(client, alice, [bob.id], "Old")
     resp = await client.patch(
         f"/conversations/{created['id']}", json=payload, headers=alice.headers
     )
@@ -474,7 +465,7 @@ async def test_rename_rejects_bad_fields(client, make_user, payload, field) -> N
 
 async def test_non_member_cannot_rename(client, make_user, db) -> None:
     alice, bob, mallory = await make_user(), await make_user(), await make_user()
-    created = await create(client, alice, [bob.id], "Old")
+    created = await create_conversation(client, alice, [bob.id], "Old")
     resp = await client.patch(
         f"/conversations/{created['id']}", json={"title": "Mine"}, headers=mallory.headers
     )
@@ -484,7 +475,7 @@ async def test_non_member_cannot_rename(client, make_user, db) -> None:
 
 async def test_rename_is_announced_to_members_sockets(client, make_user, connect) -> None:
     alice, bob = await make_user(), await make_user()
-    created = await create(client, alice, [bob.id], "Old")
+    created = await create_conversation(client, alice, [bob.id], "Old")
     sock = await connect(bob)
     resp = await client.patch(
         f"/conversations/{created['id']}", json={"title": "New"}, headers=alice.headers

@@ -8,7 +8,7 @@ import asyncio
 
 from aiohttp import WSMsgType
 
-from tests.conftest import SocketClient
+from tests.conftest import SocketClient, eventually
 from trustmess.appkeys import GATEWAY
 
 
@@ -20,9 +20,7 @@ async def test_an_idle_socket_that_answers_pings_stays_open(make_client, make_us
     assert (await sock.recv())["type"] == "hello"
     heartbeat = client.app[GATEWAY].heartbeat
     receiving = asyncio.create_task(ws.receive())  # aiohttp answers pings while it reads
-    async with asyncio.timeout(10):
-        while heartbeat.pings < 3:
-            await asyncio.sleep(0.05)
+    await eventually(lambda: heartbeat.pings >= 3, 10, "three heartbeat pings")
     assert heartbeat.dropped == 0 and not receiving.done()
     receiving.cancel()
     assert client.app[GATEWAY].user_connections(alice.id)
@@ -55,16 +53,12 @@ async def test_a_sweep_pings_silent_sockets_and_drops_those_that_stay_silent(
     assert (await quiet.receive(timeout=5)).type == WSMsgType.PING
     assert (await chatty.receive(timeout=5)).type == WSMsgType.PING
     await chatty.pong(b"")
-    async with asyncio.timeout(5):
-        [chatty_conn] = gateway.user_connections(bob.id)
-        while not chatty_conn.heard:
-            await asyncio.sleep(0.01)
+    [chatty_conn] = gateway.user_connections(bob.id)
+    await eventually(lambda: chatty_conn.heard, 5, "the chatty socket's pong")
     heartbeat.sweep()  # the quiet one never answered: dropped without a close handshake
     assert quiet_conn.closing and not chatty_conn.closing
     assert (await quiet.receive(timeout=5)).type in (WSMsgType.CLOSED, WSMsgType.ERROR)
-    async with asyncio.timeout(5):
-        while gateway.user_connections(alice.id):
-            await asyncio.sleep(0.01)
+    await eventually(lambda: not gateway.user_connections(alice.id), 5, "the quiet one to go")
     assert heartbeat.dropped == 1
     await chatty.close()
 

@@ -33,12 +33,6 @@ def seqs(body: dict) -> list[int]:
     return [message["seq"] for message in body["items"]]
 
 
-@pytest.fixture
-async def chat(make_user, make_group):
-    alice, bob = await make_user(), await make_user()
-    return alice, bob, await make_group(alice, bob)
-
-
 async def test_empty_conversation(client, chat) -> None:
     alice, _, cid = chat
     assert await page(client, alice, cid) == {"items": [], "has_more": False}

@@ -7,14 +7,7 @@ import asyncio
 
 import pytest
 
-
-async def create(client, user, member_ids, title="Group") -> dict:
-    resp = await client.post(
-        "/conversations", json={"member_ids": member_ids, "title": title}, headers=user.headers
-    )
-    body = await resp.json()
-    assert resp.status == 201, body
-    return body
+from tests.conftest import create_conversation
 
 
 async def add(client, user, conversation_id, user_ids):
@@ -55,7 +48,7 @@ async def test_any_member_may_add_and_existing_members_are_ignored(
     client, make_user, db, insert_messages
 ) -> None:
     alice, bob, carol, dave = [await make_user() for _ in range(4)]
-    group = await create(client, alice, [bob.id])
+    group = await create_conversation(client, alice, [bob.id], "Group")
     await insert_messages(group["id"], alice.id, 4)
     resp = await add(client, bob, group["id"], [alice.id, carol.id, bob.id, dave.id, carol.id])
     assert resp.status == 200
@@ -81,7 +74,7 @@ async def test_any_member_may_add_and_existing_members_are_ignored(
 async def test_add_names_unknown_and_inactive_users_and_adds_nobody(client, make_user, db) -> None:
     alice, bob, carol, gone = [await make_user() for _ in range(4)]
     await db.execute("UPDATE users SET is_active = false WHERE id = $1", gone.id)
-    group = await create(client, alice, [bob.id])
+    group = await create_conversation(client, alice, [bob.id], "Group")
     unknown = gone.id + 500
     resp = await add(client, alice, group["id"], [carol.id, unknown, gone.id])
     assert resp.status == 422
@@ -105,7 +98,7 @@ async def test_add_names_unknown_and_inactive_users_and_adds_nobody(client, make
 )
 async def test_add_rejects_bad_fields(client, make_user, payload, field) -> None:
     alice, bob = await make_user(), await make_user()
-    group = await create(client, alice, [bob.id])
+    group = await create_conversation(client, alice, [bob.id], "Group")
     resp = await client.post(
         f"/conversations/{group['id']}/members", json=payload, headers=alice.headers
     )
@@ -115,8 +108,7 @@ async def test_add_rejects_bad_fields(client, make_user, payload, field) -> None
 
 async def test_cannot_add_to_a_direct_conversation(client, make_user, db) -> None:
     alice, bob, carol = await make_user(), await make_user(), await make_user()
-    resp = await client.post("/conversations", json={"member_ids": [bob.id]}, headers=alice.headers)
-    direct = await resp.json()
+    direct = await create_conversation(client, alice, [bob.id])
     resp = await add(client, alice, direct["id"], [carol.id])
     assert resp.status == 422
     error = (await resp.json())["error"]
@@ -126,7 +118,7 @@ async def test_cannot_add_to_a_direct_conversation(client, make_user, db) -> Non
 
 async def test_non_member_cannot_add(client, make_user, db) -> None:
     alice, bob, mallory = await make_user(), await make_user(), await make_user()
-    group = await create(client, alice, [bob.id])
+    group = await create_conversation(client, alice, [bob.id], "Group")
     resp = await add(client, mallory, group["id"], [mallory.id])
     assert resp.status == 404
     assert (await resp.json())["error"]["code"] == "not_found"
@@ -136,7 +128,7 @@ async def test_non_member_cannot_add(client, make_user, db) -> None:
 async def test_member_limit_is_1000(client, make_user, db) -> None:
     alice = await make_user()
     ids = await bulk_users(db, 1000)
-    group = await create(client, alice, ids[:998])
+    group = await create_conversation(client, alice, ids[:998], "Group")
     resp = await add(client, alice, group["id"], ids[998:])
     assert resp.status == 422
     assert (await resp.json())["error"]["field"] == "user_ids"
@@ -151,7 +143,7 @@ async def test_member_limit_is_1000(client, make_user, db) -> None:
 async def test_concurrent_adds_respect_the_limit(client, make_user, db) -> None:
     alice = await make_user()
     ids = await bulk_users(db, 1006)
-    group = await create(client, alice, ids[:997])
+    group = await create_conversation(client, alice, ids[:997], "Group")
     newcomers = ids[997:]
     responses = await asyncio.gather(
         *(add(client, alice, group["id"], [user_id]) for user_id in newcomers)
@@ -162,7 +154,7 @@ async def test_concurrent_adds_respect_the_limit(client, make_user, db) -> None:
 
 async def test_added_member_gets_access_at_once(client, make_user) -> None:
     alice, bob, carol = await make_user(), await make_user(), await make_user()
-    group = await create(client, alice, [bob.id])
+    group = await create_conversation(client, alice, [bob.id], "Group")
     path = f"/conversations/{group['id']}"
     assert (await client.get(path, headers=carol.headers)).status == 404
     assert (await add(client, bob, group["id"], [carol.id])).status == 200
@@ -178,7 +170,7 @@ async def test_added_member_gets_access_at_once(client, make_user) -> None:
 
 async def test_removed_member_loses_access_at_once(client, make_user, insert_messages) -> None:
     alice, bob, carol = await make_user(), await make_user(), await make_user()
-    group = await create(client, alice, [bob.id, carol.id])
+    group = await create_conversation(client, alice, [bob.id, carol.id], "Group")
     cid = group["id"]
     await insert_messages(cid, carol.id, 2)
     resp = await remove(client, alice, cid, carol.id)
@@ -209,7 +201,7 @@ async def test_removed_member_loses_access_at_once(client, make_user, insert_mes
 
 async def test_member_may_leave(client, make_user, db) -> None:
     alice, bob, carol = await make_user(), await make_user(), await make_user()
-    group = await create(client, alice, [bob.id, carol.id])
+    group = await create_conversation(client, alice, [bob.id, carol.id], "Group")
     resp = await remove(client, bob, group["id"], bob.id)
     assert resp.status == 204
     assert await roles(db, group["id"]) == {alice.id: "owner", carol.id: "member"}
@@ -217,7 +209,7 @@ async def test_member_may_leave(client, make_user, db) -> None:
 
 async def test_only_the_owner_removes_others(client, make_user, db) -> None:
     alice, bob, carol = await make_user(), await make_user(), await make_user()
-    group = await create(client, alice, [bob.id, carol.id])
+    group = await create_conversation(client, alice, [bob.id, carol.id], "Group")
     resp = await remove(client, bob, group["id"], carol.id)
     assert resp.status == 403
     assert (await resp.json())["error"]["code"] == "forbidden"
@@ -230,7 +222,7 @@ async def test_only_the_owner_removes_others(client, make_user, db) -> None:
 
 async def test_removing_a_non_member_is_404(client, make_user) -> None:
     alice, bob, carol = await make_user(), await make_user(), await make_user()
-    group = await create(client, alice, [bob.id])
+    group = await create_conversation(client, alice, [bob.id], "Group")
     resp = await remove(client, alice, group["id"], carol.id)
     assert resp.status == 404
     resp = await remove(client, carol, group["id"], carol.id)
@@ -241,7 +233,7 @@ async def test_owner_leaving_hands_ownership_to_longest_standing_member(
     client, make_user, db
 ) -> None:
     alice, bob, carol, dave = [await make_user() for _ in range(4)]
-    group = await create(client, alice, [bob.id, carol.id, dave.id])
+    group = await create_conversation(client, alice, [bob.id, carol.id, dave.id], "Group")
     cid = group["id"]
     # Carol joined first, then dave, then bob (ids alone would pick bob).
     for user, minutes in ((carol, 1), (dave, 2), (bob, 3)):
@@ -267,7 +259,7 @@ async def test_last_member_leaving_keeps_the_history(
     client, make_user, db, insert_messages
 ) -> None:
     alice, bob = await make_user(), await make_user()
-    group = await create(client, alice, [bob.id])
+    group = await create_conversation(client, alice, [bob.id], "Group")
     cid = group["id"]
     await insert_messages(cid, bob.id, 3)
     assert (await remove(client, bob, cid, bob.id)).status == 204
@@ -282,8 +274,7 @@ async def test_last_member_leaving_keeps_the_history(
 
 async def test_direct_conversation_cannot_be_left(client, make_user, db) -> None:
     alice, bob = await make_user(), await make_user()
-    resp = await client.post("/conversations", json={"member_ids": [bob.id]}, headers=alice.headers)
-    direct = await resp.json()
+    direct = await create_conversation(client, alice, [bob.id])
     for target in (alice.id, bob.id):
         resp = await remove(client, alice, direct["id"], target)
         assert resp.status == 422
@@ -294,7 +285,7 @@ async def test_direct_conversation_cannot_be_left(client, make_user, db) -> None
 @pytest.mark.parametrize("raw", ["me", "0", "-2", "1e3", "99999999999999999999"])
 async def test_non_integer_user_id_in_path_is_404(client, make_user, raw) -> None:
     alice, bob = await make_user(), await make_user()
-    group = await create(client, alice, [bob.id])
+    group = await create_conversation(client, alice, [bob.id], "Group")
     resp = await client.delete(f"/conversations/{group['id']}/members/{raw}", headers=alice.headers)
     assert resp.status == 404
 
@@ -303,7 +294,7 @@ async def test_readded_member_sees_the_conversation_again(
     client, make_user, insert_messages
 ) -> None:
     alice, bob = await make_user(), await make_user()
-    group = await create(client, alice, [bob.id])
+    group = await create_conversation(client, alice, [bob.id], "Group")
     cid = group["id"]
     assert (await remove(client, alice, cid, bob.id)).status == 204
     await insert_messages(cid, alice.id, 2)
@@ -317,7 +308,7 @@ async def test_readded_member_sees_the_conversation_again(
 
 async def test_removed_member_and_the_rest_are_told(client, make_user, connect) -> None:
     alice, bob, carol = await make_user(), await make_user(), await make_user()
-    group = await create(client, alice, [bob.id, carol.id])
+    group = await create_conversation(client, alice, [bob.id, carol.id], "Group")
     bob_socket, carol_socket = await connect(bob), await connect(carol)
     assert (await remove(client, alice, group["id"], carol.id)).status == 204
     removed = await carol_socket.recv_type("removed")
@@ -328,7 +319,7 @@ async def test_removed_member_and_the_rest_are_told(client, make_user, connect) 
 
 async def test_added_member_is_told(client, make_user, connect) -> None:
     alice, bob, carol = await make_user(), await make_user(), await make_user()
-    group = await create(client, alice, [bob.id])
+    group = await create_conversation(client, alice, [bob.id], "Group")
     carol_socket = await connect(carol)
     assert (await add(client, alice, group["id"], [carol.id])).status == 200
     event = await carol_socket.recv_type("conversation")
@@ -340,7 +331,7 @@ async def test_each_member_is_told_its_own_read_marker_and_unread_count(
     client, make_user, connect, insert_messages, db
 ) -> None:
     alice, bob, carol = await make_user(), await make_user(), await make_user()
-    group = await create(client, alice, [bob.id])
+    group = await create_conversation(client, alice, [bob.id], "Group")
     cid = group["id"]
     await insert_messages(cid, alice.id, 3)
     await db.execute(

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from tests.conftest import message_frame
+
 
 def value(text: str, name: str) -> float:
     for line in text.splitlines():
@@ -10,14 +12,11 @@ def value(text: str, name: str) -> float:
     raise AssertionError(f"{name} not in metrics")
 
 
-async def test_metrics_follow_the_traffic(client, make_user, make_group, connect) -> None:
-    alice, bob = await make_user(), await make_user()
-    cid = await make_group(alice, bob)
+async def test_metrics_follow_the_traffic(client, connect, chat) -> None:
+    alice, _, cid = chat
     a = await connect(alice)
     await a.request({"type": "join", "conversation_id": cid})
-    reply = await a.request(
-        {"type": "message", "conversation_id": cid, "client_msg_id": "m", "body": "x"}
-    )
+    reply = await a.request(message_frame(cid, "m", "x"))
     assert reply["type"] == "reply"
     await a.request({"type": "teleport"})
     resp = await client.get("/metrics")

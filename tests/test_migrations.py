@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import subprocess
 import sys
-import uuid
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
@@ -15,7 +14,7 @@ import pytest
 from alembic.script import ScriptDirectory
 
 from tests import conftest
-from tests.conftest import _admin, with_database
+from tests.conftest import eventually, scratch_database
 from trustmess.runtime.migrate import MIGRATION_LOCK_KEY, alembic_config, check, downgrade, upgrade
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -93,16 +92,14 @@ async def wait_for_waiters(
 ) -> set[int]:
     """Poll pg_locks until ``count`` other backends wait for the migration lock; fail if an
     upgrade has ``finished`` first (it did not wait) or after 30 s."""
-    deadline = asyncio.get_running_loop().time() + 30
-    while True:
+
+    async def enough_waiting() -> set[int] | None:
         if finished():
             raise AssertionError("an upgrade finished while the migration lock was held")
         waiting = await lock_pids(conn, granted=False)
-        if len(waiting) >= count:
-            return waiting
-        if asyncio.get_running_loop().time() > deadline:
-            raise AssertionError(f"{count} upgrades never waited for the lock: {waiting}")
-        await asyncio.sleep(0.02)
+        return waiting if len(waiting) >= count else None
+
+    return await eventually(enough_waiting, 30, f"{count} upgrades to wait for the lock")
 
 
 def head_revision() -> str | None:
@@ -152,12 +149,8 @@ async def test_upgrade_waits_for_the_migration_lock(database_url: str) -> None:
 @pytest.fixture
 async def empty_database(pg_server: conftest.TestDatabaseServer) -> AsyncIterator[str]:
     """A database with no tables at all (not cloned from the migrated template)."""
-    name = f"tm_empty_{uuid.uuid4().hex[:12]}"
-    await _admin(pg_server.admin_dsn, f'CREATE DATABASE "{name}"')
-    try:
-        yield with_database(pg_server.admin_dsn, name)
-    finally:
-        await _admin(pg_server.admin_dsn, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    async with scratch_database(pg_server, "tm_empty") as url:
+        yield url
 
 
 async def test_concurrent_upgrades_of_an_empty_database_both_succeed(

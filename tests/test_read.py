@@ -24,14 +24,8 @@ async def state(client, user, conversation_id) -> tuple[int, int, int]:
     return body["last_seq"], body["read_seq"], body["unread"]
 
 
-@pytest.fixture
-async def chat(make_user, make_group):
-    alice, bob, carol = await make_user(), await make_user(), await make_user()
-    return alice, bob, carol, await make_group(alice, bob, carol)
-
-
 async def test_read_moves_the_marker(client, chat, db, insert_messages) -> None:
-    alice, bob, _, cid = chat
+    alice, bob, cid = chat
     await insert_messages(cid, bob.id, 5)
     resp = await mark_read(client, alice, cid, 3)
     assert resp.status == 200
@@ -45,7 +39,7 @@ async def test_read_moves_the_marker(client, chat, db, insert_messages) -> None:
 
 
 async def test_marker_never_moves_backwards(client, chat, insert_messages) -> None:
-    alice, bob, _, cid = chat
+    alice, bob, cid = chat
     await insert_messages(cid, bob.id, 5)
     assert await (await mark_read(client, alice, cid, 4)).json() == {"read_seq": 4}
     for lower in (4, 2, 0):
@@ -56,7 +50,7 @@ async def test_marker_never_moves_backwards(client, chat, insert_messages) -> No
 
 
 async def test_zero_on_an_empty_conversation(client, chat) -> None:
-    alice, _, _, cid = chat
+    alice, _, cid = chat
     resp = await mark_read(client, alice, cid, 0)
     assert resp.status == 200
     assert await resp.json() == {"read_seq": 0}
@@ -77,7 +71,7 @@ async def test_zero_on_an_empty_conversation(client, chat) -> None:
     ],
 )
 async def test_bad_seq_is_422(client, chat, insert_messages, payload, field) -> None:
-    alice, bob, _, cid = chat
+    alice, bob, cid = chat
     await insert_messages(cid, bob.id, 5)
     resp = await client.post(f"/conversations/{cid}/read", json=payload, headers=alice.headers)
     assert resp.status == 422
@@ -87,7 +81,7 @@ async def test_bad_seq_is_422(client, chat, insert_messages, payload, field) -> 
 
 
 async def test_body_that_is_not_an_object_is_400(client, chat) -> None:
-    alice, _, _, cid = chat
+    alice, _, cid = chat
     resp = await client.post(
         f"/conversations/{cid}/read",
         data=b"3",
@@ -97,7 +91,7 @@ async def test_body_that_is_not_an_object_is_400(client, chat) -> None:
 
 
 async def test_non_member_gets_404(client, chat, make_user, insert_messages) -> None:
-    _, bob, _, cid = chat
+    _, bob, cid = chat
     await insert_messages(cid, bob.id, 2)
     mallory = await make_user()
     hidden = await mark_read(client, mallory, cid, 1)
@@ -110,8 +104,11 @@ async def test_non_member_gets_404(client, chat, make_user, insert_messages) -> 
     assert resp.status == 404
 
 
-async def test_unread_counts_others_messages_only(client, chat, insert_messages) -> None:
-    alice, bob, carol, cid = chat
+async def test_unread_counts_others_messages_only(
+    client, make_user, make_group, insert_messages
+) -> None:
+    alice, bob, carol = await make_user(), await make_user(), await make_user()
+    cid = await make_group(alice, bob, carol)
     await insert_messages(cid, bob.id, 3)  # 1-3 from bob
     await insert_messages(cid, alice.id, 2)  # 4-5 from alice (marker not moved by SQL)
     await insert_messages(cid, carol.id, 4)  # 6-9 from carol
@@ -134,7 +131,7 @@ async def test_unread_counts_others_messages_only(client, chat, insert_messages)
 
 
 async def test_concurrent_reads_keep_the_highest(client, chat, insert_messages) -> None:
-    alice, bob, _, cid = chat
+    alice, bob, cid = chat
     await insert_messages(cid, bob.id, 40)
     order = [17, 3, 40, 22, 1, 39, 8, 40, 12, 30] * 2
     responses = await asyncio.gather(*(mark_read(client, alice, cid, seq) for seq in order))
@@ -145,7 +142,7 @@ async def test_concurrent_reads_keep_the_highest(client, chat, insert_messages) 
 async def test_read_is_announced_to_the_conversation(
     client, chat, insert_messages, connect
 ) -> None:
-    alice, bob, _, cid = chat
+    alice, bob, cid = chat
     await insert_messages(cid, bob.id, 3)
     sock = await connect(bob)
     assert (await sock.request({"type": "join", "conversation_id": cid}))["type"] == "reply"
@@ -155,7 +152,7 @@ async def test_read_is_announced_to_the_conversation(
 
 
 async def test_store_advance_read_marker(chat, db, insert_messages) -> None:
-    alice, bob, _, cid = chat
+    alice, bob, cid = chat
     await insert_messages(cid, bob.id, 5)
     assert await advance_read_marker(db, cid, alice.id, 2) == (2, True)
     assert await advance_read_marker(db, cid, alice.id, 2) == (2, False)

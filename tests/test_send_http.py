@@ -17,12 +17,6 @@ async def send(client, user, conversation_id, payload):
     )
 
 
-@pytest.fixture
-async def chat(make_user, make_group):
-    alice, bob = await make_user(), await make_user()
-    return alice, bob, await make_group(alice, bob)
-
-
 async def test_send_stores_and_returns_the_message(client, chat, db) -> None:
     alice, bob, cid = chat
     resp = await send(client, alice, cid, {"client_msg_id": "m-1", "body": "  hi there \n"})

@@ -12,7 +12,7 @@ import uuid
 import jwt
 import pytest
 
-from tests.conftest import JWT_SECRET, TEST_PASSWORD
+from tests.conftest import JWT_SECRET, login
 from trustmess.auth import issue_access_token
 
 
@@ -38,8 +38,9 @@ async def me_with(client, token: str):
     return await client.get("/users/me", headers={"Authorization": f"Bearer {token}"})
 
 
-async def login(client, username: str, password: str = TEST_PASSWORD) -> dict:
-    resp = await client.post("/auth/login", json={"username": username, "password": password})
+async def new_session(client, username: str) -> dict:
+    """Log in with conftest's ``login``; the tokens of the session it must open."""
+    resp = await login(client, username)
     assert resp.status == 200, await resp.text()
     return await resp.json()
 
@@ -139,7 +140,7 @@ async def test_malformed_authorization_headers_are_401(client, header) -> None:
 
 async def test_refresh_token_is_not_an_access_token(client, make_user) -> None:
     user = await make_user()
-    session = await login(client, user.username)
+    session = await new_session(client, user.username)
     resp = await me_with(client, session["refresh_token"])
     assert resp.status == 401
     assert (await resp.json())["error"]["code"] == "unauthenticated"
@@ -147,7 +148,7 @@ async def test_refresh_token_is_not_an_access_token(client, make_user) -> None:
 
 async def test_access_token_is_not_a_refresh_token(client, make_user) -> None:
     user = await make_user()
-    session = await login(client, user.username)
+    session = await new_session(client, user.username)
     await assert_refresh_refused(client, session["access_token"])
     # Refusing it did not harm the real session.
     assert (await refresh(client, session["refresh_token"])).status == 200
@@ -158,7 +159,7 @@ async def test_access_token_is_not_a_refresh_token(client, make_user) -> None:
 
 async def test_refresh_returns_a_new_pair(client, make_user, db) -> None:
     user = await make_user()
-    session = await login(client, user.username)
+    session = await new_session(client, user.username)
     resp = await client.post(
         "/auth/refresh",
         json={"refresh_token": session["refresh_token"]},
@@ -181,7 +182,7 @@ async def test_refresh_returns_a_new_pair(client, make_user, db) -> None:
 
 async def test_refresh_tokens_are_stored_hashed(client, make_user, db) -> None:
     user = await make_user()
-    session = await login(client, user.username)
+    session = await new_session(client, user.username)
     stored = await db.fetchval("SELECT token_hash FROM refresh_tokens")
     assert stored == hashlib.sha256(session["refresh_token"].encode()).hexdigest()
     dump = str([dict(r) for r in await db.fetch("SELECT * FROM refresh_tokens")])
@@ -190,15 +191,15 @@ async def test_refresh_tokens_are_stored_hashed(client, make_user, db) -> None:
 
 async def test_a_refresh_token_works_once(client, make_user) -> None:
     user = await make_user()
-    session = await login(client, user.username)
+    session = await new_session(client, user.username)
     assert (await refresh(client, session["refresh_token"])).status == 200
     await assert_refresh_refused(client, session["refresh_token"])
 
 
 async def test_reuse_revokes_the_whole_family(client, make_user, db) -> None:
     user = await make_user()
-    first = await login(client, user.username)
-    other_device = await login(client, user.username)
+    first = await new_session(client, user.username)
+    other_device = await new_session(client, user.username)
     second = await (await refresh(client, first["refresh_token"])).json()
     third = await (await refresh(client, second["refresh_token"])).json()
     # The thief (or the victim) presents a spent token: the family dies, newest token included.
@@ -217,7 +218,7 @@ async def test_reuse_revokes_the_whole_family(client, make_user, db) -> None:
 
 async def test_concurrent_refreshes_with_one_token_succeed_once(client, make_user) -> None:
     user = await make_user()
-    session = await login(client, user.username)
+    session = await new_session(client, user.username)
     responses = await asyncio.gather(*(refresh(client, session["refresh_token"]) for _ in range(6)))
     statuses = sorted(r.status for r in responses)
     assert statuses == [200, 401, 401, 401, 401, 401]
@@ -228,7 +229,7 @@ async def test_concurrent_refreshes_with_one_token_succeed_once(client, make_use
 
 async def test_expired_refresh_token_is_refused(client, make_user, db) -> None:
     user = await make_user()
-    session = await login(client, user.username)
+    session = await new_session(client, user.username)
     await db.execute("UPDATE refresh_tokens SET expires_at = now() - interval '1 second'")
     await assert_refresh_refused(client, session["refresh_token"])
 
@@ -236,7 +237,7 @@ async def test_expired_refresh_token_is_refused(client, make_user, db) -> None:
 async def test_refresh_token_lifetime_comes_from_settings(make_client, make_user, db) -> None:
     client = await make_client(refresh_token_ttl_s=3600)
     user = await make_user()
-    await login(client, user.username)
+    await new_session(client, user.username)
     lifetime = await db.fetchval("SELECT expires_at - created_at FROM refresh_tokens")
     assert abs(lifetime.total_seconds() - 3600) < 5
 
@@ -262,7 +263,7 @@ async def test_refresh_body_errors(client, body, field) -> None:
 
 async def test_refresh_for_a_disabled_user_is_403(client, make_user, db) -> None:
     user = await make_user()
-    session = await login(client, user.username)
+    session = await new_session(client, user.username)
     await db.execute("UPDATE users SET is_active = false WHERE id = $1", user.id)
     resp = await refresh(client, session["refresh_token"])
     assert resp.status == 403
@@ -274,9 +275,9 @@ async def test_refresh_for_a_disabled_user_is_403(client, make_user, db) -> None
 
 async def test_logout_revokes_the_family(client, make_user) -> None:
     user = await make_user()
-    session = await login(client, user.username)
+    session = await new_session(client, user.username)
     rotated = await (await refresh(client, session["refresh_token"])).json()
-    other_device = await login(client, user.username)
+    other_device = await new_session(client, user.username)
     resp = await client.post("/auth/logout", json={"refresh_token": rotated["refresh_token"]})
     assert resp.status == 204
     await assert_refresh_refused(client, rotated["refresh_token"])
@@ -285,7 +286,7 @@ async def test_logout_revokes_the_family(client, make_user) -> None:
 
 async def test_logout_is_idempotent_and_quiet_about_unknown_tokens(client, make_user) -> None:
     user = await make_user()
-    session = await login(client, user.username)
+    session = await new_session(client, user.username)
     for token in (session["refresh_token"], session["refresh_token"], "never-issued"):
         resp = await client.post("/auth/logout", json={"refresh_token": token})
         assert resp.status == 204
@@ -301,8 +302,8 @@ async def test_logout_body_is_validated(client) -> None:
 async def test_logout_all_revokes_every_session(client, make_user) -> None:
     user = await make_user()
     other = await make_user()
-    sessions = [await login(client, user.username) for _ in range(3)]
-    others = await login(client, other.username)
+    sessions = [await new_session(client, user.username) for _ in range(3)]
+    others = await new_session(client, other.username)
     resp = await client.post("/auth/logout-all", headers=user.headers)
     assert resp.status == 204
     for session in sessions:
@@ -312,7 +313,7 @@ async def test_logout_all_revokes_every_session(client, make_user) -> None:
 
 async def test_logout_all_needs_an_access_token(client, make_user) -> None:
     user = await make_user()
-    session = await login(client, user.username)
+    session = await new_session(client, user.username)
     resp = await client.post("/auth/logout-all")
     assert resp.status == 401
     resp = await client.post(

@@ -24,14 +24,13 @@ import aiohttp
 import orjson
 import pytest
 
-from tests.conftest import JWT_SECRET
+from tests.conftest import JWT_SECRET, eventually
 from tests.serverproc import (
     ROOT,
     WORKERS_LISTENING,
     Server,
     child_pids,
     embedded_data_dir,
-    eventually,
     pid_alive,
     postgres_pids,
     start_server,

@@ -10,6 +10,7 @@ from urllib.parse import parse_qs, urlsplit
 import asyncpg
 import pytest
 
+from tests.conftest import eventually
 from trustmess.appkeys import WRITER
 from trustmess.delivery.writer import MessageWriter, WriterClosed
 from trustmess.errors import ApiError
@@ -83,11 +84,8 @@ async def test_bad_row_does_not_sink_its_batch(client, make_user, make_group, db
     assert (first.message.seq, a.message.seq, second.message.seq) == (1, 2, 3)
 
 
-async def test_resubmitting_a_stored_message_is_a_duplicate_across_batches(
-    client, make_user, make_group
-) -> None:
-    alice, bob = await make_user(), await make_user()
-    cid = await make_group(alice, bob)
+async def test_resubmitting_a_stored_message_is_a_duplicate_across_batches(client, chat) -> None:
+    alice, _, cid = chat
     writer = client.app[WRITER]
     first = await writer.submit(NewMessage(cid, alice.id, "x", "hello", None))
     again = await writer.submit(NewMessage(cid, alice.id, "x", "changed body", None))
@@ -95,13 +93,10 @@ async def test_resubmitting_a_stored_message_is_a_duplicate_across_batches(
     assert again.message.body == "hello" and again.message.seq == 1
 
 
-async def test_a_resend_of_a_row_nobody_heard_of_publishes_it(
-    client, make_user, make_group, db, connect
-) -> None:
+async def test_a_resend_of_a_row_nobody_heard_of_publishes_it(client, db, connect, chat) -> None:
     """A row stored by an attempt whose answer (and so whose publish) was lost: the client's
     resend finds it as a duplicate, and that is when its receivers get it."""
-    alice, bob = await make_user(), await make_user()
-    cid = await make_group(alice, bob)
+    alice, bob, cid = chat
     b = await connect(bob)
     await b.request({"type": "join", "conversation_id": cid})
     [stored] = await append_messages(db, [NewMessage(cid, alice.id, "lost", "hello", None)])
@@ -300,12 +295,11 @@ async def test_a_database_outage_fails_a_batch_at_once_not_row_by_row(
 
 
 async def _until_waiting_for_a_lock(db: asyncpg.Connection, timeout: float = 5.0) -> None:
-    async with asyncio.timeout(timeout):
-        while not await db.fetchval(
-            "SELECT count(*) FROM pg_stat_activity "
-            "WHERE datname = current_database() AND wait_event_type = 'Lock'"
-        ):
-            await asyncio.sleep(0.01)
+    waiting = (
+        "SELECT count(*) FROM pg_stat_activity "
+        "WHERE datname = current_database() AND wait_event_type = 'Lock'"
+    )
+    await eventually(lambda: db.fetchval(waiting), timeout, "a backend waiting for a lock")
 
 
 class PostgresRelay:

@@ -12,7 +12,7 @@ import socket
 import orjson
 import pytest
 
-from tests.conftest import SocketClient
+from tests.conftest import SocketClient, eventually, message_frame
 from trustmess.appkeys import GATEWAY, WRITER
 from trustmess.store.messages import NewMessage
 
@@ -86,16 +86,13 @@ async def test_binary_frame_is_bad_frame(make_user, connect) -> None:
     assert (await sock.request({"type": "ping"}))["type"] == "reply"
 
 
-async def test_bad_frames_do_not_affect_other_sockets(make_user, make_group, connect) -> None:
-    alice, bob = await make_user(), await make_user()
-    cid = await make_group(alice, bob)
+async def test_bad_frames_do_not_affect_other_sockets(connect, chat) -> None:
+    alice, bob, cid = chat
     a, b = await connect(alice), await connect(bob)
     await b.request({"type": "join", "conversation_id": cid})
     for raw, _, _ in BAD_FRAMES:
         await a.ws.send_str(raw)
-    await a.request(
-        {"type": "message", "conversation_id": cid, "client_msg_id": "ok", "body": "fine"}
-    )
+    await a.request(message_frame(cid, "ok", "fine"))
     assert (await b.recv_type("message"))["body"] == "fine"
 
 
@@ -162,14 +159,7 @@ async def test_slow_consumer_closed_4009_without_delaying_others(
         while not all(c.closing for c in gateway.user_connections(slow.id)):
             for _ in range(20):
                 sent += 1
-                await a.send(
-                    {
-                        "type": "message",
-                        "conversation_id": cid,
-                        "client_msg_id": f"m{sent}",
-                        "body": body,
-                    }
-                )
+                await a.send(message_frame(cid, f"m{sent}", body))
             # Bob keeps up and gets every message, in order, while the lazy socket lags.
             for seq in range(sent - 19, sent + 1):
                 assert (await b.recv_type("message", timeout=5))["seq"] == seq
@@ -179,9 +169,7 @@ async def test_slow_consumer_closed_4009_without_delaying_others(
             ]
     assert await lazy.close_code() == 4009
     # The server lets go of it entirely (handler finished, connection unregistered).
-    async with asyncio.timeout(10):
-        while gateway.user_connections(slow.id):
-            await asyncio.sleep(0.05)
+    await eventually(lambda: not gateway.user_connections(slow.id), 10, "the slow one to go")
 
 
 class RawSocket:
@@ -253,9 +241,7 @@ async def test_a_ping_flood_from_a_peer_that_does_not_read_is_closed_4009(
     gateway = client.app[GATEWAY]
     flooder.send_pings(40_000, b"p" * 125)  # 5 MB of pongs to answer
     assert await flooder.close_code() == 4009
-    async with asyncio.timeout(10):
-        while gateway.user_connections(alice.id):
-            await asyncio.sleep(0.05)
+    await eventually(lambda: not gateway.user_connections(alice.id), 10, "the flooder to go")
     # Everyone else is served as before.
     other = await client.ws_connect("/ws", headers=bob.headers)
     assert (await SocketClient(other).recv())["type"] == "hello"
@@ -272,8 +258,7 @@ async def test_client_that_stops_answering_pings_is_dropped(make_user, make_clie
     async with asyncio.timeout(5):
         while await silent.reader.read(4096):
             pass
-        while gateway.user_connections(alice.id):
-            await asyncio.sleep(0.05)
+    await eventually(lambda: not gateway.user_connections(alice.id), 5, "the silent one to go")
     silent.writer.close()
 
 
@@ -292,14 +277,13 @@ async def test_compression_is_negotiated_only_when_enabled(make_user, make_clien
 
 
 async def test_a_burst_bigger_than_the_frame_limit_is_not_a_slow_consumer(
-    make_user, make_group, make_client, connect
+    make_client, connect, chat
 ) -> None:
     """One group commit can hand a socket more frames at once than ws_queue_frames; a peer
     that reads them is not slow. (Frames are written out in slices; the byte limit, counted
     in the transport's buffer, is what catches a peer that does not read.)"""
     client = await make_client(ws_queue_frames=50)
-    alice, bob = await make_user(), await make_user()
-    cid = await make_group(alice, bob)
+    alice, bob, cid = chat
     b = await connect(bob, test_client=client)
     await b.request({"type": "join", "conversation_id": cid})
     writer = client.app[WRITER]
