@@ -19,7 +19,7 @@ from trustmess.errors import CloseCode
 from trustmess.gateway import control, endpoint
 from trustmess.gateway.ratelimit import KeyedRateLimiter
 from trustmess.gateway.registry import Gateway
-from trustmess.http import accounts, conversations, health, messages, prometheus
+from trustmess.http import accounts, conversations, health, messages, openapi, prometheus
 from trustmess.http.middleware import json_errors
 from trustmess.metrics import Metrics
 from trustmess.runtime.pool import create_pool
@@ -45,7 +45,7 @@ def create_app(settings: Settings) -> web.Application:
     app.cleanup_ctx.append(_database)
     app.cleanup_ctx.append(_realtime)
     app.on_shutdown.append(_close_sockets)
-    for module in (health, prometheus, accounts, conversations, messages, endpoint):
+    for module in (health, prometheus, openapi, accounts, conversations, messages, endpoint):
         app.router.add_routes(module.routes)
     return app
 
