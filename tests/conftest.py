@@ -31,7 +31,7 @@ from aiohttp import ClientResponse, WSMsgType, web
 from aiohttp.test_utils import TestClient
 
 from trustmess.app import create_app
-from trustmess.auth import _hash_password_sync, issue_access_token
+from trustmess.auth import USERNAME_PATTERN, _hash_password_sync, issue_access_token
 from trustmess.cluster.supervisor import die_with_parent, free_port
 from trustmess.runtime.embedded import EmbeddedPostgres
 from trustmess.runtime.migrate import upgrade
@@ -189,6 +189,8 @@ def make_user(db: asyncpg.Connection, settings: Settings) -> UserFactory:
         username: str | None = None, *, is_admin: bool = False, password: str = TEST_PASSWORD
     ) -> User:
         name = username or f"user{next(counter)}_{uuid.uuid4().hex[:4]}"
+        # Only names signup would take: the server never answers with any other username.
+        assert USERNAME_PATTERN.fullmatch(name) and name == name.lower(), name
         password_hash = _hash_password_sync(password, 4)
         user_id = await db.fetchval(
             "INSERT INTO users (username, password_hash, display_name, is_admin) "

@@ -253,8 +253,8 @@ async def test_search_escapes_like_wildcards(client, make_user, db) -> None:
 
 
 async def test_empty_query_lists_every_active_user(client, make_user, db) -> None:
-    me = await make_user("me")
-    others = [await make_user(name) for name in ("c", "b", "a")]
+    me = await make_user("myself")
+    others = [await make_user(name) for name in ("ccc", "bbb", "aaa")]
     gone = await make_user("disabled.one")
     await db.execute("UPDATE users SET is_active = false WHERE id = $1", gone.id)
     expected = sorted([me.username] + [u.username for u in others])
