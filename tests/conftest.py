@@ -30,6 +30,7 @@ import pytest
 from aiohttp import ClientResponse, WSMsgType, web
 from aiohttp.test_utils import TestClient
 
+from tests.openapi_contract import ContractClient, shared_contract
 from trustmess.app import create_app
 from trustmess.auth import USERNAME_PATTERN, _hash_password_sync, issue_access_token
 from trustmess.cluster.supervisor import die_with_parent, free_port
@@ -141,6 +142,31 @@ def settings(database_url: str, tmp_path: Path) -> Settings:
         pool_min=1,
         pool_max=10,
     )
+
+
+@pytest.fixture
+def aiohttp_client_cls() -> type[TestClient[web.Request, web.Application]]:
+    """Every test client checks each response of a documented operation against
+    protocol/openapi.yaml (status, JSON schema, required headers): tests/openapi_contract.py."""
+    return ContractClient
+
+
+def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> None:
+    if shared_contract.cache_info().currsize == 0:
+        return  # no test made an HTTP request
+    checked = shared_contract().checked
+    total = checked.total()
+    terminalreporter.write_line(
+        f"openapi: {total} response{'' if total == 1 else 's'} checked against "
+        "protocol/openapi.yaml"
+    )
+    if config.option.verbose > 0:
+        for test_file, count in sorted(checked.items()):
+            terminalreporter.write_line(f"  {test_file}: {count}")
+        unseen = shared_contract().unseen()
+        terminalreporter.write_line(f"openapi: {len(unseen)} documented statuses no test saw:")
+        for method, path, status in unseen:
+            terminalreporter.write_line(f"  {method} {path} {status}")
 
 
 AppFactory = Callable[..., Awaitable[TestClient[web.Request, web.Application]]]
