@@ -20,7 +20,14 @@ from trustmess.runtime.migrate import alembic_dir
 ROOT = Path(__file__).resolve().parent.parent
 # What the build reads (as in .ci/wheel-check). A copy, so that a stale build/ in the checkout
 # cannot leak into the wheel.
-BUILD_INPUTS = ("pyproject.toml", "setup.py", "MANIFEST.in", "README.md", "alembic.ini")
+BUILD_INPUTS = (
+    "pyproject.toml",
+    "setup.py",
+    "MANIFEST.in",
+    "README.md",
+    "alembic.ini",
+    "protocol/openapi.yaml",
+)
 BUILD_INPUT_DIRS = ("migrations", "trustmess")
 # Where setup.py puts alembic.ini and migrations/ inside the package, and migrate.py finds them.
 PACKAGED = "trustmess/_alembic"
@@ -33,6 +40,7 @@ pytestmark = pytest.mark.timeout(300)
 def wheel(tmp_path_factory: pytest.TempPathFactory) -> Iterator[zipfile.ZipFile]:
     src = tmp_path_factory.mktemp("src")
     for name in BUILD_INPUTS:
+        (src / name).parent.mkdir(parents=True, exist_ok=True)
         shutil.copy2(ROOT / name, src / name)
     for name in BUILD_INPUT_DIRS:
         shutil.copytree(ROOT / name, src / name, ignore=shutil.ignore_patterns("__pycache__"))
@@ -86,6 +94,13 @@ def test_migrations_and_alembic_ini_are_in_the_wheel(wheel: zipfile.ZipFile) -> 
     for name in expected:
         packaged = wheel.read(name)
         assert packaged == (ROOT / name.removeprefix(PACKAGED + "/")).read_bytes(), name
+
+
+def test_the_openapi_document_is_in_the_wheel(wheel: zipfile.ZipFile) -> None:
+    # Where trustmess/http/openapi.py looks first; the same file, not a stale copy.
+    assert (
+        wheel.read("trustmess/http/openapi.yaml") == (ROOT / "protocol/openapi.yaml").read_bytes()
+    )
 
 
 def test_the_wheel_holds_only_the_package(wheel: zipfile.ZipFile) -> None:
