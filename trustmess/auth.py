@@ -28,7 +28,7 @@ import bcrypt
 import jwt
 
 from trustmess.errors import ApiError, ErrorCode, invalid
-from trustmess.wire.validation import require_str
+from trustmess.wire.validation import BIGINT_MAX, require_str
 
 JWT_ALGORITHMS = ["HS256"]
 ISSUER = "trustmess"
@@ -37,6 +37,10 @@ BEARER_CHALLENGE = {"WWW-Authenticate": "Bearer"}
 # Checked on the raw input before lower-casing, so no non-ASCII letter (such as the Kelvin sign,
 # which str.lower() turns into "k") can slip in.
 USERNAME_PATTERN = re.compile(r"[A-Za-z0-9_.]{3,32}")
+# The only ``sub`` this server issues: ``str(user_id)``, ASCII digits without a leading zero,
+# at most a bigint. str.isdigit() and int() would also take U+0661 (ARABIC-INDIC DIGIT ONE) or
+# the fullwidth digits as user 1, and a larger number would fail in the database.
+USER_ID = re.compile(r"[1-9][0-9]{0,18}", re.ASCII)
 PASSWORD_MIN_CHARS = 8
 PASSWORD_MAX_CHARS = 128
 
@@ -128,7 +132,9 @@ def decode_access_token(secret: str, token: str) -> AccessClaims:
     except jwt.PyJWTError:
         raise unauthenticated() from None
     sub = claims.get("sub")
-    if claims.get("typ") != ACCESS_TYP or not isinstance(sub, str) or not sub.isdigit():
+    if claims.get("typ") != ACCESS_TYP or not isinstance(sub, str) or not USER_ID.fullmatch(sub):
+        raise unauthenticated()
+    if int(sub) > BIGINT_MAX:
         raise unauthenticated()
     return AccessClaims(user_id=int(sub), expires_at=int(claims["exp"]), jti=str(claims["jti"]))
 
