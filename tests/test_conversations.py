@@ -5,6 +5,7 @@ other people's conversations."""
 from __future__ import annotations
 
 import asyncio
+import base64
 import re
 from datetime import UTC, datetime, timedelta
 
@@ -339,6 +340,11 @@ async def test_list_default_limit_is_20(client, make_user) -> None:
     assert isinstance(body["next_cursor"], str)
 
 
+def cursor_of(raw: str) -> str:
+    """A cursor in the server's encoding (base64url, no padding) of any text."""
+    return base64.urlsafe_b64encode(raw.encode()).decode().rstrip("=")
+
+
 @pytest.mark.parametrize(
     ("query", "field"),
     [
@@ -351,6 +357,19 @@ async def test_list_default_limit_is_20(client, make_user) -> None:
         ("cursor=MQ", "cursor"),  # "1": no id part
         ("cursor=Ojo", "cursor"),  # "::"
         ("cursor=%00", "cursor"),
+        # Well-formed but out of range or not canonical: never a 500 from the database.
+        (f"cursor={cursor_of('0:9223372036854775808')}", "cursor"),  # id beyond bigint
+        (f"cursor={cursor_of('0:0')}", "cursor"),
+        (f"cursor={cursor_of('0:-1')}", "cursor"),
+        (f"cursor={cursor_of('9' * 30 + ':1')}", "cursor"),  # beyond datetime
+        (f"cursor={cursor_of('0:' + chr(0x0661))}", "cursor"),  # ARABIC-INDIC DIGIT ONE
+        (f"cursor={cursor_of('0: 1')}", "cursor"),
+        (f"cursor={cursor_of('0:1_0')}", "cursor"),
+        (f"cursor={cursor_of('+0:1')}", "cursor"),
+        ("limit=" + chr(0x0661) + chr(0x0660), "limit"),
+        ("limit=%2B5", "limit"),
+        ("limit=1_0", "limit"),
+        ("limit=" + "9" * 5000, "limit"),
     ],
 )
 async def test_list_rejects_bad_query(client, make_user, query, field) -> None:

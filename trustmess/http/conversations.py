@@ -44,7 +44,13 @@ from trustmess.store.conversations import (
     unknown_or_inactive_users,
 )
 from trustmess.store.history import DbConnection
-from trustmess.wire.validation import check_fields, get_str, require_id_list
+from trustmess.wire.validation import (
+    BIGINT_MAX,
+    check_fields,
+    get_str,
+    parse_decimal,
+    require_id_list,
+)
 
 routes = web.RouteTableDef()
 
@@ -121,12 +127,20 @@ def encode_cursor(key: ActivityKey) -> str:
 
 def decode_cursor(cursor: str) -> ActivityKey:
     """The key of a cursor made by :func:`encode_cursor`; 422 for anything else."""
+    bad = invalid("cursor", "is not a cursor returned by this endpoint")
     try:
         raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode("ascii")
-        micros, conversation_id = (int(part) for part in raw.split(":"))
+    except (binascii.Error, UnicodeDecodeError, ValueError):
+        raise bad from None
+    micros_text, _, id_text = raw.partition(":")
+    micros, conversation_id = parse_decimal(micros_text), parse_decimal(id_text)
+    # Both parts go to the database: out of range would fail there (a 500), not here.
+    if micros is None or conversation_id is None or not 1 <= conversation_id <= BIGINT_MAX:
+        raise bad
+    try:
         return _EPOCH + micros * _MICROSECOND, conversation_id
-    except (binascii.Error, UnicodeDecodeError, ValueError, OverflowError):
-        raise invalid("cursor", "is not a cursor returned by this endpoint") from None
+    except OverflowError:
+        raise bad from None
 
 
 @routes.post("/conversations")

@@ -8,7 +8,7 @@ import orjson
 from aiohttp import web
 
 from trustmess.errors import ApiError, ErrorCode, invalid
-from trustmess.wire.validation import BIGINT_MAX
+from trustmess.wire.validation import BIGINT_MAX, parse_decimal
 
 MAX_BODY_BYTES = 64 * 1024
 
@@ -62,9 +62,8 @@ def query_int(
     raw = request.query.get(name)
     if raw is None:
         return default
-    try:
-        value = int(raw)
-    except ValueError:
+    value = parse_decimal(raw)
+    if value is None:
         raise invalid(name, "must be an integer") from None
     if not lo <= value <= hi:
         raise invalid(name, f"must be between {lo} and {hi}")

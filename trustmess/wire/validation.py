@@ -15,6 +15,14 @@ from trustmess.errors import ApiError, ErrorCode, invalid
 BIGINT_MAX = 2**63 - 1
 CLIENT_MSG_ID = re.compile(r"[A-Za-z0-9_-]{1,64}")
 MAX_BODY_CHARS = 4000
+# What ``parse_decimal`` takes: int() also reads other scripts' digits ("\u0661" is 1),
+# "+", "_" and surrounding whitespace, and thousands of digits.
+_DECIMAL = re.compile(r"-?[0-9]{1,20}", re.ASCII)
+
+
+def parse_decimal(raw: str) -> int | None:
+    """An integer written in ASCII decimal digits (optional leading minus), else None."""
+    return int(raw) if _DECIMAL.fullmatch(raw) else None
 
 
 def check_fields(
