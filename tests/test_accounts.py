@@ -105,7 +105,10 @@ async def test_password_equal_to_username_in_any_case_is_refused(client) -> None
     assert "username" in error["message"]
 
 
-@pytest.mark.parametrize("display_name", ["d" * 65, "", "   ", "nul\x00", 7, ["x"]])
+@pytest.mark.parametrize(
+    "display_name",
+    ["d" * 65, "", "   ", "nul\x00", 7, ["x"], "\u202eroot", "\u200b", "\x1b[1mbold"],
+)
 async def test_signup_rejects_bad_display_names(client, display_name) -> None:
     error = await error_of(await signup(client, "grace", display_name=display_name), 422)
     assert error["field"] == "display_name"

@@ -426,6 +426,34 @@ async def test_rename_to_nothing_clears_the_title(client, make_user, db, cleared
 
 
 @pytest.mark.parametrize(
+    ("title", "message"),
+    [
+        ("\u202eevil", "must not contain bidirectional formatting characters (U+202E)"),
+        ("\u200b\u200b", "must contain a visible character"),
+        ("\x1b[5mblink", "must not contain control characters (U+001B)"),
+        ("two\nlines", "must not contain control characters (U+000A)"),
+    ],
+)
+async def test_titles_refuse_controls_bidi_and_invisible_text(
+    client, make_user, title, message
+) -> None:
+    alice, bob, carol = await make_user(), await make_user(), await make_user()
+    resp = await client.post(
+        "/conversations",
+        json={"member_ids": [bob.id, carol.id], "title": title},
+        headers=alice.headers,
+    )
+    error = (await resp.json())["error"]
+    assert (resp.status, error["code"], error["field"]) == (422, "invalid", "title")
+    assert error["message"] == f"title: {message}"
+    group = await create_conversation(client, alice, [bob.id, carol.id], "Lunch")
+    resp = await client.patch(
+        f"/conversations/{group['id']}", json={"title": title}, headers=alice.headers
+    )
+    assert (resp.status, (await resp.json())["error"]["field"]) == (422, "title")
+
+
+@pytest.mark.parametrize(
     "title",
     [
         "'; DROP TABLE conversations; --",

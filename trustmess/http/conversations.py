@@ -47,6 +47,7 @@ from trustmess.store.history import DbConnection
 from trustmess.wire.validation import (
     BIGINT_MAX,
     check_fields,
+    check_name,
     get_str,
     parse_decimal,
     require_id_list,
@@ -68,10 +69,10 @@ def _title(data: dict[str, Any]) -> str | None:
     if data.get("title") is None:
         return None
     title = get_str(data, "title", max_len=MAX_TITLE_CHARS, strip=True)
-    # PostgreSQL text cannot hold NUL; refuse it here rather than fail in the database.
-    if title is not None and "\x00" in title:
-        raise invalid("title", "must not contain NUL characters")
-    return title or None
+    if not title:
+        return None
+    check_name("title", title)
+    return title
 
 
 def _too_many_members(field: str) -> ApiError:

@@ -25,7 +25,14 @@ from trustmess.errors import ApiError, ErrorCode, invalid, not_found, rate_limit
 from trustmess.http.authn import current_user_id
 from trustmess.http.jsonio import json_response, path_id, query_int, read_json_object
 from trustmess.store import tokens, users
-from trustmess.wire.validation import check_fields, get_bool, get_str, require_str
+from trustmess.wire.validation import (
+    check_fields,
+    check_name,
+    check_text,
+    get_bool,
+    get_str,
+    require_str,
+)
 
 DISPLAY_NAME_MAX = 64
 BIO_MAX = 500
@@ -48,10 +55,14 @@ async def read_fields(
 
 
 def display_name_field(data: dict[str, Any], default: str | None = None) -> str | None:
-    """``display_name``: 1-64 characters once surrounding whitespace is stripped."""
-    return get_str(
+    """``display_name``: 1-64 characters once surrounding whitespace is stripped, with a visible
+    one and no control, bidi or zero-width spacing character (``check_name``)."""
+    value = get_str(
         data, "display_name", min_len=1, max_len=DISPLAY_NAME_MAX, strip=True, default=default
     )
+    if value is not None:
+        check_name("display_name", value)
+    return value
 
 
 def no_content() -> web.Response:
@@ -78,6 +89,8 @@ async def update_me(request: web.Request) -> web.Response:
     data = await read_fields(request, {"display_name", "bio"})
     display_name = display_name_field(data)
     bio = get_str(data, "bio", max_len=BIO_MAX)
+    if bio is not None:
+        bio = check_text("bio", bio)
     user = await users.update_profile(
         request.app[POOL], user_id, display_name=display_name, bio=bio
     )
