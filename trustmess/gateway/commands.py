@@ -53,6 +53,8 @@ async def join(app: web.Application, conn: Connection, cmd: frames.Join) -> Repl
             if found is None:
                 raise conversation_not_found()
             last_seq, read_seq = found
+            # An ack of this user that is not written yet (readbuffer.py) counts already.
+            read_seq = max(read_seq, app[READ_MARKERS].current(cid, conn.user_id))
             hub.position(cid, last_seq)
             missing = None if cmd.since is None else last_seq - cmd.since
             resumed = missing is not None and missing <= app[SETTINGS].replay_limit

@@ -23,7 +23,7 @@ from typing import Any
 
 from aiohttp import web
 
-from trustmess.appkeys import NOTIFIER, POOL
+from trustmess.appkeys import NOTIFIER, POOL, READ_MARKERS
 from trustmess.errors import ApiError, ErrorCode, conversation_not_found, invalid, not_found
 from trustmess.http.authn import current_user_id
 from trustmess.http.jsonio import json_response, path_id, query_int, read_json_object
@@ -177,6 +177,7 @@ async def list_conversations(request: web.Request) -> web.Response:
     limit = query_int(request, "limit", lo=1, hi=MAX_PAGE) or DEFAULT_PAGE
     cursor = request.query.get("cursor")
     after = None if cursor is None else decode_cursor(cursor)
+    await request.app[READ_MARKERS].flush_user(user_id)  # show the caller's own acks
     async with request.app[POOL].acquire() as conn:
         items, next_key = await conversations_page(conn, user_id, limit, after)
     return json_response(
@@ -191,6 +192,7 @@ async def list_conversations(request: web.Request) -> web.Response:
 async def show_conversation(request: web.Request) -> web.Response:
     user_id = await current_user_id(request)
     conversation_id = path_id(request, "id")
+    await request.app[READ_MARKERS].flush_user(user_id)  # show the caller's own acks
     async with request.app[POOL].acquire() as conn:
         conversation = await _conversation_for(conn, conversation_id, user_id)
     return json_response(conversation.to_json())

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from trustmess.appkeys import NOTIFIER, POOL, WRITER
+from trustmess.appkeys import NOTIFIER, POOL, READ_MARKERS, WRITER
 from trustmess.delivery.sending import send_message
 from trustmess.errors import conversation_not_found, invalid
 from trustmess.http.authn import current_user_id
@@ -87,6 +87,7 @@ async def mark_read(request: web.Request) -> web.Response:
         request, allowed=("seq",), required=("seq",)
     )
     seq = require_int(data, "seq", lo=0)
+    await request.app[READ_MARKERS].flush_user(user_id)  # answer with the caller's own acks
     async with request.app[POOL].acquire() as conn:
         read_seq, moved = await advance_read_marker(conn, conversation_id, user_id, seq)
     if moved:
