@@ -42,6 +42,9 @@ def create_app(settings: Settings) -> web.Application:
     app[appkeys.AUTH_LIMIT_BY_USERNAME] = KeyedRateLimiter(
         settings.auth_rate_per_s, settings.auth_burst
     )
+    app[appkeys.SEARCH_LIMIT_BY_USER] = KeyedRateLimiter(
+        settings.search_rate_per_s, settings.search_burst
+    )
     app.cleanup_ctx.append(_database)
     app.cleanup_ctx.append(_realtime)
     app.on_shutdown.append(_close_sockets)

@@ -136,6 +136,10 @@ class Settings:
         0.5, _parse_float(0.001, 1e6), "login/signup refill per address and per username"
     )
     auth_burst: int = _setting(10, _parse_int(1, 1_000_000), "login/signup burst")
+    search_rate_per_s: float = _setting(
+        5.0, _parse_float(0.001, 1e6), "directory searches/s per user"
+    )
+    search_burst: int = _setting(30, _parse_int(1, 1_000_000), "directory search burst per user")
     allowed_origins: tuple[str, ...] = _setting(
         (), _parse_origins, "comma-separated Origin allow-list for /ws (empty: same host only)"
     )

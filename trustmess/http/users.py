@@ -13,7 +13,14 @@ from typing import Any
 
 from aiohttp import web
 
-from trustmess.appkeys import ACTIVE_USERS, AUTH_LIMIT_BY_USERNAME, NOTIFIER, POOL, SETTINGS
+from trustmess.appkeys import (
+    ACTIVE_USERS,
+    AUTH_LIMIT_BY_USERNAME,
+    NOTIFIER,
+    POOL,
+    SEARCH_LIMIT_BY_USER,
+    SETTINGS,
+)
 from trustmess.auth import (
     PASSWORD_MAX_CHARS,
     USERNAME_PATTERN,
@@ -157,7 +164,10 @@ async def list_users(request: web.Request) -> web.Response:
     ``\\`` are literal); empty or absent lists everyone. ``limit`` is 1-100 (default 20).
     ``next_cursor`` is null on the last page, else passed as ``cursor`` for the next.
     """
-    await current_user_id(request)
+    user_id = await current_user_id(request)
+    wait = request.app[SEARCH_LIMIT_BY_USER].take(str(user_id))
+    if wait is not None:
+        raise rate_limited(wait)
     prefix = request.query.get("q", "")
     if len(prefix) > SEARCH_PREFIX_MAX:
         raise invalid("q", f"must be at most {SEARCH_PREFIX_MAX} characters")
