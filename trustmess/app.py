@@ -17,7 +17,7 @@ from trustmess.delivery.sending import message_publisher
 from trustmess.delivery.writer import MessageWriter
 from trustmess.errors import CloseCode
 from trustmess.gateway import control, endpoint
-from trustmess.gateway.ratelimit import KeyedRateLimiter
+from trustmess.gateway.ratelimit import KeyedRateLimiter, UserBudget
 from trustmess.gateway.registry import Gateway
 from trustmess.http import accounts, conversations, health, messages, openapi, prometheus
 from trustmess.http.middleware import json_errors
@@ -44,6 +44,10 @@ def create_app(settings: Settings) -> web.Application:
     )
     app[appkeys.SEARCH_LIMIT_BY_USER] = KeyedRateLimiter(
         settings.search_rate_per_s, settings.search_burst
+    )
+    app[appkeys.SEND_BUDGET] = UserBudget(
+        settings.ws_rate_per_s if settings.send_rate_per_s is None else settings.send_rate_per_s,
+        settings.ws_burst if settings.send_burst is None else settings.send_burst,
     )
     app.cleanup_ctx.append(_database)
     app.cleanup_ctx.append(_realtime)

@@ -9,7 +9,7 @@ from trustmess.delivery.hub import Hub
 from trustmess.delivery.notifications import Notifier
 from trustmess.delivery.readbuffer import ReadMarkerBuffer
 from trustmess.delivery.writer import MessageWriter
-from trustmess.gateway.ratelimit import KeyedRateLimiter
+from trustmess.gateway.ratelimit import KeyedRateLimiter, UserBudget
 from trustmess.gateway.registry import Gateway
 from trustmess.metrics import Metrics
 from trustmess.settings import Settings
@@ -27,3 +27,4 @@ NOTIFIER = web.AppKey("notifier", Notifier)
 AUTH_LIMIT_BY_ADDRESS = web.AppKey("auth_limit_by_address", KeyedRateLimiter)
 AUTH_LIMIT_BY_USERNAME = web.AppKey("auth_limit_by_username", KeyedRateLimiter)
 SEARCH_LIMIT_BY_USER = web.AppKey("search_limit_by_user", KeyedRateLimiter)
+SEND_BUDGET = web.AppKey("send_budget", UserBudget)

@@ -49,6 +49,15 @@ def _parse_float(lo: float, hi: float) -> Callable[[str], float]:
     return parse
 
 
+def _parse_optional(parse: Callable[[str], Any]) -> Callable[[str], Any]:
+    """``parse``, with an empty value meaning unset (None)."""
+
+    def parse_or_none(raw: str) -> Any:
+        return None if raw == "" else parse(raw)
+
+    return parse_or_none
+
+
 def _parse_bool(raw: str) -> bool:
     lowered = raw.strip().lower()
     if lowered in {"1", "true", "yes", "on"}:
@@ -149,6 +158,16 @@ class Settings:
     ws_compression: bool = _setting(False, _parse_bool, "per-message deflate")
     ws_rate_per_s: float = _setting(30.0, _parse_float(0.1, 1e6), "commands/s per connection")
     ws_burst: int = _setting(60, _parse_int(1, 1_000_000), "command burst per connection")
+    send_rate_per_s: float | None = _setting(
+        None,
+        _parse_optional(_parse_float(0.001, 1e6)),
+        "messages/s per user on a node, HTTP and sockets together (unset: WS_RATE_PER_S)",
+    )
+    send_burst: int | None = _setting(
+        None,
+        _parse_optional(_parse_int(1, 1_000_000)),
+        "message burst per user on a node (unset: WS_BURST)",
+    )
     ws_abuse_s: float = _setting(10.0, _parse_float(0.1, 3600), "seconds over the rate → 4008")
     ws_max_per_user: int = _setting(20, _parse_int(1, 10000), "connections per user")
     ws_queue_frames: int = _setting(1000, _parse_int(1, 1_000_000), "outbound queue, frames")

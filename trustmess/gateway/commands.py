@@ -19,12 +19,13 @@ from trustmess.appkeys import (
     NOTIFIER,
     POOL,
     READ_MARKERS,
+    SEND_BUDGET,
     SETTINGS,
     WRITER,
 )
 from trustmess.auth import decode_access_token, unauthenticated
 from trustmess.delivery.sending import submit_message
-from trustmess.errors import ApiError, conversation_not_found
+from trustmess.errors import ApiError, ErrorCode, conversation_not_found
 from trustmess.gateway.connection import Connection, JoinState
 from trustmess.models import SendResult, format_ts
 from trustmess.store.conversations import conversation_state
@@ -108,6 +109,9 @@ def message(app: web.Application, conn: Connection, cmd: frames.SendMessage) -> 
             }
             conn.send(frames.reply(ref, data))
 
+    if not app[SEND_BUDGET].take(conn.user_id):
+        # The user's budget on this node, shared with its other sockets and HTTP sends.
+        raise ApiError(429, ErrorCode.RATE_LIMITED, "too many messages")
     new = NewMessage(cmd.conversation_id, conn.user_id, cmd.client_msg_id, cmd.body, cmd.reply_to)
     submit_message(app[WRITER], new, answer)
 
