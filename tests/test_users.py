@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import base64
 import json
+from dataclasses import replace
 
 import pytest
 
 from tests.conftest import TEST_PASSWORD, error_of, login
-from trustmess.appkeys import ACTIVE_USERS, AUTH_LIMIT_BY_ADDRESS
+from trustmess.appkeys import ACTIVE_USERS
 from trustmess.store import users
 
 PUBLIC_FIELDS = {"id", "username", "display_name", "bio", "created_at"}
@@ -202,15 +203,23 @@ async def test_password_change_needs_a_token(client) -> None:
     assert resp.status == 401
 
 
-async def test_password_guessing_shares_the_login_rate_limit(make_client, make_user) -> None:
+async def test_password_guessing_is_rate_limited_per_user(make_client, make_user) -> None:
     client = await make_client(auth_rate_per_s=0.001, auth_burst=2)
-    client.app[AUTH_LIMIT_BY_ADDRESS].burst = 1000
-    user = await make_user()
-    assert (await login(client, user.username, "wrong guess!")).status == 401
-    assert (await change_password(client, user, "wrong guess!", "new password!")).status == 422
-    resp = await change_password(client, user, TEST_PASSWORD, "new password!")
+    user, other = await make_user(), await make_user()
+    # Logins do not spend it (strangers can fail those as they like) ...
+    for _ in range(3):
+        assert (await login(client, user.username, "wrong guess!")).status in (401, 429)
+    # ... and a right current password gives back what it paid.
+    assert (await change_password(client, user, TEST_PASSWORD, "new password!")).status == 204
+    user = replace(user, password="new password!")
+    for _ in range(2):
+        resp = await change_password(client, user, "wrong guess!", "newer password!")
+        assert resp.status == 422
+    resp = await change_password(client, user, user.password, "newer password!")
     assert (await error_of(resp, 429))["code"] == "rate_limited"
-    assert "Retry-After" in resp.headers
+    assert int(resp.headers["Retry-After"]) > 60
+    # The budget is the user's own.
+    assert (await change_password(client, other, TEST_PASSWORD, "new password!")).status == 204
 
 
 # --- the directory ------------------------------------------------------------------------

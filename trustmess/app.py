@@ -7,6 +7,7 @@ from collections.abc import AsyncIterator
 from aiohttp import web
 
 from trustmess import appkeys
+from trustmess.auth import PasswordQueue
 from trustmess.cluster.redis_broker import RedisBroker
 from trustmess.delivery.broker import Broker, MemoryBroker
 from trustmess.delivery.hub import Hub
@@ -20,6 +21,7 @@ from trustmess.gateway import control, endpoint
 from trustmess.gateway.ratelimit import KeyedRateLimiter, UserBudget
 from trustmess.gateway.registry import Gateway
 from trustmess.http import accounts, conversations, health, messages, openapi, prometheus
+from trustmess.http.loginguard import LoginGuard
 from trustmess.http.middleware import json_errors
 from trustmess.metrics import Metrics
 from trustmess.runtime.pool import create_pool
@@ -36,11 +38,9 @@ def create_app(settings: Settings) -> web.Application:
     app = web.Application(middlewares=[json_errors], client_max_size=64 * 1024)
     app[appkeys.SETTINGS] = settings
     app[appkeys.METRICS] = Metrics()
-    app[appkeys.AUTH_LIMIT_BY_ADDRESS] = KeyedRateLimiter(
-        settings.auth_rate_per_s, settings.auth_burst
-    )
-    app[appkeys.AUTH_LIMIT_BY_USERNAME] = KeyedRateLimiter(
-        settings.auth_rate_per_s, settings.auth_burst
+    app[appkeys.LOGIN_GUARD] = LoginGuard(settings)
+    app[appkeys.PASSWORDS] = PasswordQueue(
+        queue_max=settings.bcrypt_queue_max, per_client=settings.bcrypt_per_address
     )
     app[appkeys.SEARCH_LIMIT_BY_USER] = KeyedRateLimiter(
         settings.search_rate_per_s, settings.search_burst

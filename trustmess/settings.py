@@ -141,10 +141,24 @@ class Settings:
         30 * 86400, _parse_int(60, 365 * 86400), "refresh token lifetime"
     )
     bcrypt_rounds: int = _setting(12, _parse_int(4, 16), "bcrypt cost factor")
+    bcrypt_queue_max: int = _setting(
+        8, _parse_int(0, 100_000), "password checks waiting for a bcrypt thread (then 503)"
+    )
+    bcrypt_per_address: int = _setting(
+        2, _parse_int(1, 100_000), "password checks queued or running per address (then 429)"
+    )
     auth_rate_per_s: float = _setting(
         0.5, _parse_float(0.001, 1e6), "login/signup refill per address and per username"
     )
     auth_burst: int = _setting(10, _parse_int(1, 1_000_000), "login/signup burst")
+    login_failure_rate_per_s: float = _setting(
+        0.05,
+        _parse_float(0.0001, 1e6),
+        "failed logins/s per username from addresses it has not logged in from",
+    )
+    login_failure_burst: int = _setting(
+        20, _parse_int(1, 1_000_000), "failed-login burst per username (such addresses)"
+    )
     search_rate_per_s: float = _setting(
         5.0, _parse_float(0.001, 1e6), "directory searches/s per user"
     )

@@ -41,6 +41,10 @@ class TokenBucket:
         self._refill(time.monotonic() if now is None else now)
         return max(0.0, (1.0 - self._tokens) / self.rate)
 
+    def refund(self) -> None:
+        """Give one token back (never beyond the burst)."""
+        self._tokens = min(float(self.burst), self._tokens + 1.0)
+
     def full(self, now: float) -> bool:
         """Refilled to the burst: the same as a bucket never used."""
         return self._tokens + (now - self._stamp) * self.rate >= self.burst
@@ -67,6 +71,12 @@ class KeyedRateLimiter:
         if bucket.take():
             return None
         return bucket.retry_after()
+
+    def refund(self, key: str) -> None:
+        """Give back a token taken for ``key`` (what it paid for did not count)."""
+        bucket = self._buckets.get(key)
+        if bucket is not None:
+            bucket.refund()
 
 
 class UserBudget:
