@@ -140,6 +140,8 @@ def settings(database_url: str, tmp_path: Path) -> Settings:
         data_dir=tmp_path,
         bcrypt_rounds=4,
         auth_burst=1000,
+        bcrypt_per_address=1000,
+        bcrypt_queue_max=1000,
         pool_min=1,
         pool_max=10,
     )

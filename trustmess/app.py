@@ -18,7 +18,7 @@ from trustmess.delivery.sending import message_publisher
 from trustmess.delivery.writer import MessageWriter
 from trustmess.errors import CloseCode
 from trustmess.gateway import control, endpoint
-from trustmess.gateway.ratelimit import KeyedRateLimiter, UserBudget
+from trustmess.gateway.ratelimit import KeyedCap, KeyedRateLimiter, UserBudget
 from trustmess.gateway.registry import Gateway
 from trustmess.http import accounts, conversations, health, messages, openapi, prometheus
 from trustmess.http.loginguard import LoginGuard
@@ -30,12 +30,26 @@ from trustmess.store.activeusers import ActiveUsers
 from trustmess.store.history import messages_in_range
 from trustmess.wire import events
 
+LINGER_S = 1.0
+
 
 def create_app(settings: Settings) -> web.Application:
     """Build the application for a resolved ``settings`` (database URL and JWT secret set)."""
     if settings.database_url is None or not settings.jwt_secret:
         raise ValueError("create_app needs settings with database_url and jwt_secret resolved")
-    app = web.Application(middlewares=[json_errors], client_max_size=64 * 1024)
+    app = web.Application(
+        middlewares=[json_errors],
+        client_max_size=64 * 1024,
+        handler_args={
+            # aiohttp's keep-alive timer runs from the connection's start and from each answer
+            # while no complete request head has arrived: it is also the head timeout (a head
+            # dripped in byte by byte is cut off). Bodies have their own (jsonio.py).
+            "keepalive_timeout": settings.http_read_timeout_s,
+            # After an answer to a request whose body was not read to its end (413, 408), how
+            # long the rest may still come in before the connection is closed (default 10 s).
+            "lingering_time": LINGER_S,
+        },
+    )
     app[appkeys.SETTINGS] = settings
     app[appkeys.METRICS] = Metrics()
     app[appkeys.LOGIN_GUARD] = LoginGuard(settings)
@@ -49,6 +63,7 @@ def create_app(settings: Settings) -> web.Application:
         settings.ws_rate_per_s if settings.send_rate_per_s is None else settings.send_rate_per_s,
         settings.ws_burst if settings.send_burst is None else settings.send_burst,
     )
+    app[appkeys.AWAITING_AUTH] = KeyedCap(settings.ws_unauthenticated_per_address)
     app.cleanup_ctx.append(_database)
     app.cleanup_ctx.append(_realtime)
     app.on_shutdown.append(_close_sockets)

@@ -10,7 +10,7 @@ from trustmess.delivery.hub import Hub
 from trustmess.delivery.notifications import Notifier
 from trustmess.delivery.readbuffer import ReadMarkerBuffer
 from trustmess.delivery.writer import MessageWriter
-from trustmess.gateway.ratelimit import KeyedRateLimiter, UserBudget
+from trustmess.gateway.ratelimit import KeyedCap, KeyedRateLimiter, UserBudget
 from trustmess.gateway.registry import Gateway
 from trustmess.http.loginguard import LoginGuard
 from trustmess.metrics import Metrics
@@ -30,3 +30,5 @@ LOGIN_GUARD = web.AppKey("login_guard", LoginGuard)
 PASSWORDS = web.AppKey("passwords", PasswordQueue)
 SEARCH_LIMIT_BY_USER = web.AppKey("search_limit_by_user", KeyedRateLimiter)
 SEND_BUDGET = web.AppKey("send_budget", UserBudget)
+# Sockets upgraded without a token, still waiting for their first-frame auth, per address.
+AWAITING_AUTH = web.AppKey("awaiting_auth", KeyedCap)

@@ -166,6 +166,14 @@ class Settings:
     allowed_origins: tuple[str, ...] = _setting(
         (), _parse_origins, "comma-separated Origin allow-list for /ws (empty: same host only)"
     )
+    http_read_timeout_s: float = _setting(
+        20.0,
+        _parse_float(0.1, 3600),
+        "time to send a request head (after connecting or the last answer), and its body",
+    )
+    ws_unauthenticated_per_address: int = _setting(
+        16, _parse_int(1, 1_000_000), "sockets waiting for first-frame auth per address"
+    )
     ws_heartbeat_s: float = _setting(30.0, _parse_float(1, 3600), "WebSocket ping interval")
     ws_auth_timeout_s: float = _setting(10.0, _parse_float(0.1, 600), "first-frame auth window")
     ws_max_frame_bytes: int = _setting(65536, _parse_int(1024, 16 << 20), "largest client frame")

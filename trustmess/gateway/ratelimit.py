@@ -114,3 +114,29 @@ class UserBudget:
             self._prune_at = max(self.max_users, 2 * len(self._buckets))
         bucket = self._buckets[user_id] = TokenBucket(self.rate, self.burst)
         return bucket
+
+
+class KeyedCap:
+    """At most ``per_key`` things at once per key (sockets awaiting first-frame auth per client
+    address): ``admit`` one, ``release`` it when it is over."""
+
+    __slots__ = ("_count", "per_key")
+
+    def __init__(self, per_key: int) -> None:
+        self.per_key = per_key
+        self._count: dict[str, int] = {}
+
+    def admit(self, key: str) -> bool:
+        """Count one more for ``key``; False (nothing counted) when it has ``per_key``."""
+        count = self._count.get(key, 0)
+        if count >= self.per_key:
+            return False
+        self._count[key] = count + 1
+        return True
+
+    def release(self, key: str) -> None:
+        count = self._count[key] - 1
+        if count:
+            self._count[key] = count
+        else:
+            del self._count[key]
