@@ -21,6 +21,7 @@ import time
 from collections import OrderedDict
 from dataclasses import dataclass
 
+from trustmess.auth import USERNAME_PATTERN
 from trustmess.errors import rate_limited
 from trustmess.gateway.ratelimit import KeyedRateLimiter
 from trustmess.settings import Settings
@@ -81,6 +82,10 @@ class LoginGuard:
 
     def before_check(self, username: str, address: str) -> Ticket:
         """Pay for one failure in advance; 429 when this address may not try ``username`` now."""
+        if not USERNAME_PATTERN.fullmatch(username):
+            # No account has such a name (up to 1 KiB of anything): one key for all of them,
+            # so they cannot fill the limiters' memory.
+            username = "-"
         pair = f"{username} {address}"
         wait = self.failures_here.take(pair)
         if wait is not None:
