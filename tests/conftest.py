@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 from urllib.parse import urlsplit, urlunsplit
 
+import aiohttp
 import asyncpg
 import orjson
 import pytest
@@ -139,6 +140,8 @@ def settings(database_url: str, tmp_path: Path) -> Settings:
         data_dir=tmp_path,
         bcrypt_rounds=4,
         auth_burst=1000,
+        bcrypt_per_address=1000,
+        bcrypt_queue_max=1000,
         pool_min=1,
         pool_max=10,
     )
@@ -400,6 +403,48 @@ async def login(
 ) -> ClientResponse:
     """``POST /auth/login``; the response, whatever its status."""
     return await client.post("/auth/login", json={"username": username, "password": password})
+
+
+@dataclass(frozen=True)
+class Answer:
+    """A response read to the end: status, headers and JSON body."""
+
+    status: int
+    headers: dict[str, str]
+    body: Any
+
+
+async def post_from(
+    client: TestClient[web.Request, web.Application],
+    address: str,
+    path: str,
+    payload: dict[str, Any],
+    headers: dict[str, str] | None = None,
+) -> Answer:
+    """POST ``payload`` to the test server from a socket bound to ``address``: any of
+    127.0.0.0/8 reaches a server on 127.0.0.1, so each is a distinct client address. The
+    response is checked against protocol/openapi.yaml like the test client's."""
+    connector = aiohttp.TCPConnector(local_addr=(address, 0))
+    async with (
+        aiohttp.ClientSession(connector=connector) as session,
+        session.post(client.make_url(path), json=payload, headers=headers) as resp,
+    ):
+        raw = await resp.read()
+        shared_contract().check("POST", path, resp.status, resp.headers, raw)
+        body = orjson.loads(raw) if resp.content_type == "application/json" else None
+        return Answer(resp.status, dict(resp.headers), body)
+
+
+async def login_from(
+    client: TestClient[web.Request, web.Application],
+    address: str,
+    username: str,
+    password: str = TEST_PASSWORD,
+) -> Answer:
+    """``POST /auth/login`` from ``address`` (see post_from)."""
+    return await post_from(
+        client, address, "/auth/login", {"username": username, "password": password}
+    )
 
 
 async def create_conversation(

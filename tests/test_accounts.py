@@ -7,10 +7,9 @@ import time
 
 import pytest
 
-from tests.conftest import TEST_PASSWORD, error_of, eventually, login
-from trustmess.appkeys import AUTH_LIMIT_BY_ADDRESS, AUTH_LIMIT_BY_USERNAME
+from tests.conftest import TEST_PASSWORD, error_of, eventually, login, login_from, post_from
+from trustmess.appkeys import LOGIN_GUARD, PASSWORDS
 from trustmess.auth import _hash_password_sync
-from trustmess.http import accounts
 
 
 async def signup(client, username: str, password: str = TEST_PASSWORD, **extra):
@@ -55,7 +54,8 @@ async def test_username_taken_case_insensitively(client) -> None:
     assert error["code"] == "username_taken"
 
 
-async def test_concurrent_signups_for_one_name_one_wins(client, db) -> None:
+async def test_concurrent_signups_for_one_name_one_wins(make_client, db) -> None:
+    client = await make_client(bcrypt_per_address=10)  # all five reach bcrypt at once
     responses = await asyncio.gather(*(signup(client, "erin") for _ in range(5)))
     assert sorted(r.status for r in responses) == [201, 409, 409, 409, 409]
     assert await db.fetchval("SELECT count(*) FROM users WHERE username = 'erin'") == 1
@@ -105,7 +105,10 @@ async def test_password_equal_to_username_in_any_case_is_refused(client) -> None
     assert "username" in error["message"]
 
 
-@pytest.mark.parametrize("display_name", ["d" * 65, "", "   ", "nul\x00", 7, ["x"]])
+@pytest.mark.parametrize(
+    "display_name",
+    ["d" * 65, "", "   ", "nul\x00", 7, ["x"], "\u202eroot", "\u200b", "\x1b[1mbold"],
+)
 async def test_signup_rejects_bad_display_names(client, display_name) -> None:
     error = await error_of(await signup(client, "grace", display_name=display_name), 422)
     assert error["field"] == "display_name"
@@ -223,13 +226,14 @@ async def test_wrong_password_and_unknown_user_look_the_same(
 ) -> None:
     await make_user("mallory")
     burned: list[int] = []
-    real_burn = accounts.burn_password_check
+    passwords = client.app[PASSWORDS]
+    real_burn = passwords.burn
 
-    async def counting_burn(password: str, rounds: int) -> None:
+    async def counting_burn(address: str, password: str, rounds: int) -> None:
         burned.append(rounds)
-        await real_burn(password, rounds)
+        await real_burn(address, password, rounds)
 
-    monkeypatch.setattr(accounts, "burn_password_check", counting_burn)
+    monkeypatch.setattr(passwords, "burn", counting_burn)
     wrong_password = await error_of(await login(client, "mallory", "not the password"), 401)
     assert burned == []
     unknown_user = await error_of(await login(client, "nobody", "not the password"), 401)
@@ -300,10 +304,10 @@ async def test_login_rate_limited_per_address_then_recovers(make_client, make_us
     assert (await wait_until_allowed(client, "pat")).status == 200
 
 
-async def test_login_rate_limited_per_username(make_client, make_user) -> None:
+async def test_login_failures_limited_per_username_and_address(make_client, make_user) -> None:
     client = await make_client(auth_rate_per_s=20, auth_burst=2)
-    # Give the address room, so only the per-username bucket can refuse.
-    client.app[AUTH_LIMIT_BY_ADDRESS].burst = 1000
+    # Give the address room, so only the failure bucket can refuse.
+    client.app[LOGIN_GUARD].attempts.burst = 1000
     await make_user("sam")
     for _ in range(2):
         assert (await login(client, "sam", "wrong password")).status == 401
@@ -317,7 +321,6 @@ async def test_login_rate_limited_per_username(make_client, make_user) -> None:
 
 async def test_signup_is_rate_limited_too(make_client) -> None:
     client = await make_client(auth_rate_per_s=0.001, auth_burst=2)
-    client.app[AUTH_LIMIT_BY_USERNAME].burst = 1000
     assert (await signup(client, "tess")).status == 201
     assert (await signup(client, "uma")).status == 201
     resp = await signup(client, "vera")
@@ -325,12 +328,103 @@ async def test_signup_is_rate_limited_too(make_client) -> None:
     assert int(resp.headers["Retry-After"]) > 60
 
 
-async def test_signup_rate_limited_per_username(make_client) -> None:
-    client = await make_client(auth_rate_per_s=0.001, auth_burst=2)
-    client.app[AUTH_LIMIT_BY_ADDRESS].burst = 1000
-    assert (await signup(client, "walt")).status == 201
-    assert (await signup(client, "WALT")).status == 409
-    assert (await error_of(await signup(client, "walt"), 429))["code"] == "rate_limited"
+# --- strangers cannot lock a user out ------------------------------------------------------
+
+STRANGERS = [f"127.0.0.{n}" for n in range(2, 10)]  # eight addresses, none of them the user's
+
+
+async def test_strangers_hammering_a_name_do_not_lock_out_its_owner(make_client, make_user) -> None:
+    # Production limits (the test default is generous), cheap bcrypt.
+    client = await make_client(auth_rate_per_s=0.5, auth_burst=10, bcrypt_per_address=100)
+    victim = await make_user("victim")
+    assert (await login_from(client, "127.0.0.1", "victim")).status == 200  # her usual place
+
+    async def stranger(address: str) -> list[int]:
+        return [
+            (await login_from(client, address, "victim", f"guess {i} {address}")).status
+            for i in range(15)
+        ]
+
+    attack = asyncio.gather(*(stranger(address) for address in STRANGERS))
+    victim_statuses = []
+    while not attack.done():
+        victim_statuses.append((await login_from(client, "127.0.0.1", "victim")).status)
+    statuses = [status for per_address in await attack for status in per_address]
+    victim_statuses.append((await login_from(client, "127.0.0.1", "victim")).status)
+    # The strangers were slowed down (each address, then the name everywhere else) ...
+    assert statuses.count(429) >= 8 * 5 and set(statuses) == {401, 429}, statuses
+    # ... and not one of her logins was refused.
+    assert set(victim_statuses) == {200}, victim_statuses
+    assert victim.password == TEST_PASSWORD
+
+
+async def test_a_strangers_failures_do_not_spend_another_addresses_budget(
+    make_client, make_user
+) -> None:
+    client = await make_client(
+        auth_rate_per_s=0.001, auth_burst=3, login_failure_burst=1000, bcrypt_per_address=100
+    )
+    await make_user("victim")
+    for _ in range(3):
+        assert (await login_from(client, "127.0.0.2", "victim", "wrong guess")).status == 401
+    refused = await login_from(client, "127.0.0.2", "victim")
+    assert refused.status == 429 and int(refused.headers["Retry-After"]) > 60
+    # Her first login ever, from her own (new) address: the stranger's failures are not hers.
+    assert (await login_from(client, "127.0.0.3", "victim")).status == 200
+
+
+async def test_the_names_failure_cap_slows_only_unknown_addresses(make_client, make_user) -> None:
+    client = await make_client(
+        auth_rate_per_s=0.5,
+        auth_burst=10,
+        login_failure_rate_per_s=0.001,
+        login_failure_burst=6,
+        bcrypt_per_address=100,
+    )
+    await make_user("victim")
+    assert (await login_from(client, "127.0.0.1", "victim")).status == 200
+    for address in STRANGERS[:3]:
+        for _ in range(2):
+            assert (await login_from(client, address, "victim", "wrong guess")).status == 401
+    # Six failures from anywhere: a new address waits, even with the right password ...
+    slowed = await login_from(client, "127.0.0.20", "victim")
+    assert slowed.status == 429 and int(slowed.headers["Retry-After"]) > 60
+    assert (await login_from(client, STRANGERS[4], "victim", "wrong guess")).status == 429
+    # ... where she logged in before, she gets in.
+    assert (await login_from(client, "127.0.0.1", "victim")).status == 200
+    # Other names are not affected.
+    await make_user("bystander")
+    assert (await login_from(client, "127.0.0.20", "bystander")).status == 200
+
+
+async def test_signups_for_a_taken_name_do_not_lock_out_its_owner(make_client, make_user) -> None:
+    client = await make_client(auth_rate_per_s=0.5, auth_burst=10, bcrypt_per_address=100)
+    await make_user("victim")
+    for address in STRANGERS[:2]:
+        for _ in range(6):
+            answer = await post_from(
+                client, address, "/auth/signup", {"username": "victim", "password": "x" * 12}
+            )
+            assert answer.status in (409, 429)
+    assert (await login_from(client, "127.0.0.30", "victim")).status == 200
+
+
+async def test_strangers_failures_do_not_block_a_password_change(make_client, make_user) -> None:
+    client = await make_client(
+        auth_rate_per_s=0.5, auth_burst=3, login_failure_burst=3, bcrypt_per_address=100
+    )
+    victim = await make_user("victim")
+    for address in STRANGERS[:3]:
+        for _ in range(3):
+            await login_from(client, address, "victim", "wrong guess")
+    answer = await post_from(
+        client,
+        "127.0.0.1",
+        "/users/me/password",
+        {"current_password": TEST_PASSWORD, "new_password": "a new password 1"},
+        headers=victim.headers,
+    )
+    assert answer.status == 204, answer
 
 
 # --- bcrypt off the event loop ------------------------------------------------------------
@@ -343,7 +437,7 @@ async def test_logins_do_not_stall_the_event_loop(make_client) -> None:
     _hash_password_sync(TEST_PASSWORD, rounds)
     one_hash_s = time.perf_counter() - started
 
-    client = await make_client(bcrypt_rounds=rounds)
+    client = await make_client(bcrypt_rounds=rounds, bcrypt_per_address=8)
     assert (await signup(client, "xena")).status == 201
 
     gaps: list[float] = []

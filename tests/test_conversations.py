@@ -5,6 +5,7 @@ other people's conversations."""
 from __future__ import annotations
 
 import asyncio
+import base64
 import re
 from datetime import UTC, datetime, timedelta
 
@@ -339,6 +340,11 @@ async def test_list_default_limit_is_20(client, make_user) -> None:
     assert isinstance(body["next_cursor"], str)
 
 
+def cursor_of(raw: str) -> str:
+    """A cursor in the server's encoding (base64url, no padding) of any text."""
+    return base64.urlsafe_b64encode(raw.encode()).decode().rstrip("=")
+
+
 @pytest.mark.parametrize(
     ("query", "field"),
     [
@@ -351,6 +357,19 @@ async def test_list_default_limit_is_20(client, make_user) -> None:
         ("cursor=MQ", "cursor"),  # "1": no id part
         ("cursor=Ojo", "cursor"),  # "::"
         ("cursor=%00", "cursor"),
+        # Well-formed but out of range or not canonical: never a 500 from the database.
+        (f"cursor={cursor_of('0:9223372036854775808')}", "cursor"),  # id beyond bigint
+        (f"cursor={cursor_of('0:0')}", "cursor"),
+        (f"cursor={cursor_of('0:-1')}", "cursor"),
+        (f"cursor={cursor_of('9' * 30 + ':1')}", "cursor"),  # beyond datetime
+        (f"cursor={cursor_of('0:' + chr(0x0661))}", "cursor"),  # ARABIC-INDIC DIGIT ONE
+        (f"cursor={cursor_of('0: 1')}", "cursor"),
+        (f"cursor={cursor_of('0:1_0')}", "cursor"),
+        (f"cursor={cursor_of('+0:1')}", "cursor"),
+        ("limit=" + chr(0x0661) + chr(0x0660), "limit"),
+        ("limit=%2B5", "limit"),
+        ("limit=1_0", "limit"),
+        ("limit=" + "9" * 5000, "limit"),
     ],
 )
 async def test_list_rejects_bad_query(client, make_user, query, field) -> None:
@@ -404,6 +423,34 @@ async def test_rename_to_nothing_clears_the_title(client, make_user, db, cleared
     assert resp.status == 200
     assert (await resp.json())["title"] is None
     assert await db.fetchval("SELECT title FROM conversations") is None
+
+
+@pytest.mark.parametrize(
+    ("title", "message"),
+    [
+        ("\u202eevil", "must not contain bidirectional formatting characters (U+202E)"),
+        ("\u200b\u200b", "must contain a visible character"),
+        ("\x1b[5mblink", "must not contain control characters (U+001B)"),
+        ("two\nlines", "must not contain control characters (U+000A)"),
+    ],
+)
+async def test_titles_refuse_controls_bidi_and_invisible_text(
+    client, make_user, title, message
+) -> None:
+    alice, bob, carol = await make_user(), await make_user(), await make_user()
+    resp = await client.post(
+        "/conversations",
+        json={"member_ids": [bob.id, carol.id], "title": title},
+        headers=alice.headers,
+    )
+    error = (await resp.json())["error"]
+    assert (resp.status, error["code"], error["field"]) == (422, "invalid", "title")
+    assert error["message"] == f"title: {message}"
+    group = await create_conversation(client, alice, [bob.id, carol.id], "Lunch")
+    resp = await client.patch(
+        f"/conversations/{group['id']}", json={"title": title}, headers=alice.headers
+    )
+    assert (resp.status, (await resp.json())["error"]["field"]) == (422, "title")
 
 
 @pytest.mark.parametrize(

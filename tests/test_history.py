@@ -149,6 +149,11 @@ async def test_page_edges(client, chat, insert_messages, params, expected, has_m
         ("after=-1", "after"),
         ("after=99999999999999999999", "after"),
         ("before=5&after=1", "after"),
+        ("before=9223372036854775808", "before"),
+        ("after=" + chr(0x0661), "after"),  # ARABIC-INDIC DIGIT ONE
+        ("after=%201", "after"),
+        ("limit=1_0", "limit"),
+        ("limit=" + "9" * 5000, "limit"),
     ],
 )
 async def test_bad_query_is_422(client, chat, query, field) -> None:

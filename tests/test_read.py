@@ -164,3 +164,37 @@ async def test_store_advance_read_marker(chat, db, insert_messages) -> None:
     with pytest.raises(ApiError) as outsider:
         await advance_read_marker(db, cid, alice.id + 1000, 1)
     assert (outsider.value.status, outsider.value.code) == (404, "not_found")
+
+
+# --- read-your-writes: a socket ack, then HTTP ----------------------------------------------
+
+
+async def test_an_ack_is_seen_by_the_next_http_read(
+    make_client, make_user, make_group, insert_messages, aiohttp_client
+) -> None:
+    # Markers are written behind (readbuffer.py); a minute makes the write-behind certain to
+    # be pending when the reads below run.
+    client = await make_client(read_flush_ms=60_000)
+    alice, bob = await make_user(), await make_user()
+    cid = await make_group(alice, bob)
+    await insert_messages(cid, bob.id, 5)
+    ws = await client.ws_connect("/ws", headers=alice.headers)
+    assert (await ws.receive_json())["type"] == "hello"
+    await ws.send_json({"type": "ack", "ref": 1, "conversation_id": cid, "seq": 3})
+    reply = await ws.receive_json()
+    assert reply == {"type": "reply", "ref": 1, "data": {"conversation_id": cid, "read_seq": 3}}
+    assert await state(client, alice, cid) == (5, 3, 2)
+    listed = await (await client.get("/conversations", headers=alice.headers)).json()
+    assert [(c["id"], c["read_seq"], c["unread"]) for c in listed["items"]] == [(cid, 3, 2)]
+    # The same for the HTTP read endpoint's answer, and a later socket ack.
+    assert await (await mark_read(client, alice, cid, 1)).json() == {"read_seq": 3}
+    await ws.send_json({"type": "ack", "ref": 2, "conversation_id": cid, "seq": 4})
+    assert (await ws.receive_json())["data"]["read_seq"] == 4
+    # Another socket's join reports it (without waiting for the write).
+    other = await client.ws_connect("/ws", headers=alice.headers)
+    assert (await other.receive_json())["type"] == "hello"
+    await other.send_json({"type": "join", "ref": "j", "conversation_id": cid})
+    assert (await other.receive_json())["data"]["read_seq"] == 4
+    assert await state(client, alice, cid) == (5, 4, 1)
+    await ws.close()
+    await other.close()

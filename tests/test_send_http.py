@@ -126,6 +126,9 @@ async def test_reply_to_a_message_of_another_conversation_is_invalid(
         ({"client_msg_id": "m", "body": " \n\t "}, "invalid", "body"),
         ({"client_msg_id": "m", "body": ["x"]}, "invalid", "body"),
         ({"client_msg_id": "m", "body": "x" * 4001}, "too_large", "body"),
+        ({"client_msg_id": "m", "body": "\x1b[2Jcleared"}, "invalid", "body"),
+        ({"client_msg_id": "m", "body": "gnp.\u202eexe"}, "invalid", "body"),
+        ({"client_msg_id": "m", "body": "\u200b"}, "invalid", "body"),
         ({"client_msg_id": "m", "body": "x", "reply_to": 0}, "invalid", "reply_to"),
         ({"client_msg_id": "m", "body": "x", "reply_to": "1"}, "invalid", "reply_to"),
         ({"client_msg_id": "m", "body": "x", "reply_to": True}, "invalid", "reply_to"),
@@ -146,6 +149,14 @@ async def test_longest_body_is_accepted(client, chat) -> None:
     resp = await send(client, alice, cid, {"client_msg_id": "long", "body": "é" * 4000})
     assert resp.status == 201
     assert len((await resp.json())["body"]) == 4000
+
+
+async def test_body_keeps_newlines_and_stores_crlf_as_lf(client, chat) -> None:
+    alice, _, cid = chat
+    body = "first\r\nsecond\n\tindented \U0001f469\u200d\U0001f4bb"
+    resp = await send(client, alice, cid, {"client_msg_id": "lines", "body": body})
+    assert resp.status == 201
+    assert (await resp.json())["body"] == body.replace("\r\n", "\n")
 
 
 async def test_body_that_is_not_an_object_is_400(client, chat) -> None:

@@ -2,13 +2,20 @@
 
 from __future__ import annotations
 
+import re
 import stat
 from pathlib import Path
 
 import pytest
 
 from trustmess.__main__ import main
-from trustmess.settings import Settings, SettingsError, resolve_jwt_secret
+from trustmess.settings import (
+    Settings,
+    SettingsError,
+    env_name,
+    resolve_jwt_secret,
+    setting_fields,
+)
 
 
 def test_defaults() -> None:
@@ -79,3 +86,11 @@ def test_cli_refuses_real_database_without_secret(monkeypatch, capsys) -> None:
     monkeypatch.delenv("TRUSTMESS_JWT_SECRET", raising=False)
     assert main(["serve", "--database-url", "postgresql://127.0.0.1/x"]) == 2
     assert "TRUSTMESS_JWT_SECRET: required" in capsys.readouterr().err
+
+
+def test_every_setting_is_in_the_readme_table() -> None:
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text(encoding="utf-8")
+    rows = [line for line in readme.splitlines() if line.startswith("| `TRUSTMESS_")]
+    documented = {name for row in rows for name in re.findall(r"`(TRUSTMESS_[A-Z0-9_]+)`", row)}
+    missing = [env_name(f.name) for f in setting_fields() if env_name(f.name) not in documented]
+    assert not missing, f"settings missing from README.md's table: {missing}"

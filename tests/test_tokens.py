@@ -95,6 +95,47 @@ async def test_tokens_with_wrong_claims_are_refused(client, make_user, changes) 
     assert (await resp.json())["error"]["code"] == "unauthenticated"
 
 
+# Digits of other scripts are digits to str.isdigit() and int(): "\u0661" (ARABIC-INDIC DIGIT
+# ONE) would be user 1. The server only ever issues canonical ASCII decimal ids.
+ARABIC_INDIC = str.maketrans("0123456789", "".join(chr(0x0660 + d) for d in range(10)))
+FULLWIDTH = str.maketrans("0123456789", "".join(chr(0xFF10 + d) for d in range(10)))
+
+
+@pytest.mark.parametrize(
+    "sub_for",
+    [
+        lambda uid: str(uid).translate(ARABIC_INDIC),
+        lambda uid: str(uid).translate(FULLWIDTH),
+        lambda uid: "0" + str(uid),
+        lambda uid: f" {uid}",
+        lambda uid: f"+{uid}",
+        lambda uid: f"{uid}_0",
+        lambda uid: "9" * 30,
+        lambda uid: str(2**63),
+        lambda uid: "0",
+    ],
+    ids=[
+        "arabic-indic",
+        "fullwidth",
+        "leading-zero",
+        "space",
+        "plus",
+        "underscore",
+        "huge",
+        "bigint-plus-one",
+        "zero",
+    ],
+)
+async def test_sub_must_be_a_canonical_ascii_id(client, make_user, sub_for) -> None:
+    user = await make_user()
+    token = jwt.encode(claims_for(user.id, sub=sub_for(user.id)), JWT_SECRET, algorithm="HS256")
+    resp = await me_with(client, token)
+    assert resp.status == 401
+    assert (await resp.json())["error"]["code"] == "unauthenticated"
+    ws_resp = await client.get("/ws", headers={"Authorization": f"Bearer {token}"})
+    assert ws_resp.status == 401
+
+
 async def test_token_signed_with_another_secret_is_refused(client, make_user) -> None:
     user = await make_user()
     token = jwt.encode(claims_for(user.id), "another-secret-" + "y" * 40, algorithm="HS256")

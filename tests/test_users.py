@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import base64
+import json
+from dataclasses import replace
 
 import pytest
 
 from tests.conftest import TEST_PASSWORD, error_of, login
-from trustmess.appkeys import ACTIVE_USERS, AUTH_LIMIT_BY_ADDRESS
+from trustmess.appkeys import ACTIVE_USERS
+from trustmess.store import users
 
 PUBLIC_FIELDS = {"id", "username", "display_name", "bio", "created_at"}
 
@@ -96,6 +99,11 @@ async def test_sql_looking_and_unicode_text_round_trips(client, make_user, db, t
         ({"bio": "b" * 501}, "bio"),
         ({"bio": None}, "bio"),
         ({"bio": "\x00"}, "bio"),
+        ({"display_name": "\u202eroot"}, "display_name"),
+        ({"display_name": "\u200b"}, "display_name"),
+        ({"display_name": "\x1b[31mred"}, "display_name"),
+        ({"bio": "\x1b]0;title\x07"}, "bio"),
+        ({"bio": "\u202eevil"}, "bio"),
         ({"username": "renamed"}, "username"),
         ({"is_admin": True}, "is_admin"),
     ],
@@ -195,15 +203,23 @@ async def test_password_change_needs_a_token(client) -> None:
     assert resp.status == 401
 
 
-async def test_password_guessing_shares_the_login_rate_limit(make_client, make_user) -> None:
+async def test_password_guessing_is_rate_limited_per_user(make_client, make_user) -> None:
     client = await make_client(auth_rate_per_s=0.001, auth_burst=2)
-    client.app[AUTH_LIMIT_BY_ADDRESS].burst = 1000
-    user = await make_user()
-    assert (await login(client, user.username, "wrong guess!")).status == 401
-    assert (await change_password(client, user, "wrong guess!", "new password!")).status == 422
-    resp = await change_password(client, user, TEST_PASSWORD, "new password!")
+    user, other = await make_user(), await make_user()
+    # Logins do not spend it (strangers can fail those as they like) ...
+    for _ in range(3):
+        assert (await login(client, user.username, "wrong guess!")).status in (401, 429)
+    # ... and a right current password gives back what it paid.
+    assert (await change_password(client, user, TEST_PASSWORD, "new password!")).status == 204
+    user = replace(user, password="new password!")
+    for _ in range(2):
+        resp = await change_password(client, user, "wrong guess!", "newer password!")
+        assert resp.status == 422
+    resp = await change_password(client, user, user.password, "newer password!")
     assert (await error_of(resp, 429))["code"] == "rate_limited"
-    assert "Retry-After" in resp.headers
+    assert int(resp.headers["Retry-After"]) > 60
+    # The budget is the user's own.
+    assert (await change_password(client, other, TEST_PASSWORD, "new password!")).status == 204
 
 
 # --- the directory ------------------------------------------------------------------------
@@ -319,6 +335,69 @@ async def test_bad_search_parameters_are_422(client, make_user, params, field) -
     error = await error_of(await search(client, me, **params), 422)
     assert error["code"] == "invalid"
     assert error["field"] == field
+
+
+class RecordingConnection:
+    """Passes ``fetch`` to a connection and keeps each query and its arguments."""
+
+    def __init__(self, conn) -> None:
+        self.conn = conn
+        self.queries: list[tuple[str, tuple]] = []
+
+    async def fetch(self, query: str, *args):
+        self.queries.append((query, args))
+        return await self.conn.fetch(query, *args)
+
+
+def plan_nodes(plan: dict) -> list[dict]:
+    """Every node of an EXPLAIN (FORMAT JSON) plan."""
+    found = [plan]
+    for child in plan.get("Plans", []):
+        found.extend(plan_nodes(child))
+    return found
+
+
+@pytest.mark.parametrize("plan_cache_mode", ["force_custom_plan", "force_generic_plan"])
+async def test_directory_search_uses_indexes_not_a_table_scan(db, plan_cache_mode) -> None:
+    # 100,000 users, names spread over the alphabet, statistics up to date.
+    await db.execute(
+        "INSERT INTO users (username, password_hash, display_name) "
+        "SELECT 'u' || g, 'x', 'Name ' || md5(g::text) FROM generate_series(1, 100000) AS g"
+    )
+    await db.execute("ANALYZE users")
+    # asyncpg prepares every statement: after five runs PostgreSQL may use a generic plan,
+    # which cannot look inside the parameters. Both kinds must find the index.
+    await db.execute(f"SET plan_cache_mode = {plan_cache_mode}")
+    for prefix, after in (("u4242", None), ("NAME 0A", None), ("name 0a", "u5"), ("q", None)):
+        recording = RecordingConnection(db)
+        found = await users.search_active_users(recording, prefix, after_username=after, limit=21)
+        ((query, args),) = recording.queries
+        plan = await db.fetchval("EXPLAIN (FORMAT JSON) " + query, *args)
+        nodes = plan_nodes(json.loads(plan)[0]["Plan"])
+        scans = {node["Node Type"] for node in nodes if node.get("Relation Name") == "users"}
+        assert "Seq Scan" not in scans, (prefix, plan)
+        # Not a walk of every username in order either (the LIMIT trap): each half of the OR
+        # is a range of its own index.
+        used = {node.get("Index Name") for node in nodes}
+        assert {"ix_users_username_prefix", "ix_users_display_name_prefix"} <= used, plan
+        assert all(
+            u.username.startswith(prefix.lower())
+            or u.display_name.lower().startswith(prefix.lower())
+            for u in found
+        )
+    assert len(await users.search_active_users(db, "u4242", after_username=None, limit=50)) == 11
+
+
+async def test_directory_search_is_rate_limited_per_user(make_client, make_user) -> None:
+    client = await make_client(search_rate_per_s=0.01, search_burst=3)
+    me, other = await make_user(), await make_user()
+    for prefix in ("a", "al", "ali"):
+        assert (await search(client, me, q=prefix)).status == 200
+    resp = await search(client, me, q="alic")
+    assert (await error_of(resp, 429))["code"] == "rate_limited"
+    assert int(resp.headers["Retry-After"]) >= 90
+    # Someone else, even from the same address, still searches.
+    assert (await search(client, other, q="alice")).status == 200
 
 
 async def test_directory_needs_a_token(client) -> None:

@@ -7,6 +7,7 @@ from collections.abc import AsyncIterator
 from aiohttp import web
 
 from trustmess import appkeys
+from trustmess.auth import PasswordQueue
 from trustmess.cluster.redis_broker import RedisBroker
 from trustmess.delivery.broker import Broker, MemoryBroker
 from trustmess.delivery.hub import Hub
@@ -17,9 +18,10 @@ from trustmess.delivery.sending import message_publisher
 from trustmess.delivery.writer import MessageWriter
 from trustmess.errors import CloseCode
 from trustmess.gateway import control, endpoint
-from trustmess.gateway.ratelimit import KeyedRateLimiter
+from trustmess.gateway.ratelimit import KeyedCap, KeyedRateLimiter, UserBudget
 from trustmess.gateway.registry import Gateway
 from trustmess.http import accounts, conversations, health, messages, openapi, prometheus
+from trustmess.http.loginguard import LoginGuard
 from trustmess.http.middleware import json_errors
 from trustmess.metrics import Metrics
 from trustmess.runtime.pool import create_pool
@@ -28,20 +30,40 @@ from trustmess.store.activeusers import ActiveUsers
 from trustmess.store.history import messages_in_range
 from trustmess.wire import events
 
+LINGER_S = 1.0
+
 
 def create_app(settings: Settings) -> web.Application:
     """Build the application for a resolved ``settings`` (database URL and JWT secret set)."""
     if settings.database_url is None or not settings.jwt_secret:
         raise ValueError("create_app needs settings with database_url and jwt_secret resolved")
-    app = web.Application(middlewares=[json_errors], client_max_size=64 * 1024)
+    app = web.Application(
+        middlewares=[json_errors],
+        client_max_size=64 * 1024,
+        handler_args={
+            # aiohttp's keep-alive timer runs from the connection's start and from each answer
+            # while no complete request head has arrived: it is also the head timeout (a head
+            # dripped in byte by byte is cut off). Bodies have their own (jsonio.py).
+            "keepalive_timeout": settings.http_read_timeout_s,
+            # After an answer to a request whose body was not read to its end (413, 408), how
+            # long the rest may still come in before the connection is closed (default 10 s).
+            "lingering_time": LINGER_S,
+        },
+    )
     app[appkeys.SETTINGS] = settings
     app[appkeys.METRICS] = Metrics()
-    app[appkeys.AUTH_LIMIT_BY_ADDRESS] = KeyedRateLimiter(
-        settings.auth_rate_per_s, settings.auth_burst
+    app[appkeys.LOGIN_GUARD] = LoginGuard(settings)
+    app[appkeys.PASSWORDS] = PasswordQueue(
+        queue_max=settings.bcrypt_queue_max, per_client=settings.bcrypt_per_address
     )
-    app[appkeys.AUTH_LIMIT_BY_USERNAME] = KeyedRateLimiter(
-        settings.auth_rate_per_s, settings.auth_burst
+    app[appkeys.SEARCH_LIMIT_BY_USER] = KeyedRateLimiter(
+        settings.search_rate_per_s, settings.search_burst
     )
+    app[appkeys.SEND_BUDGET] = UserBudget(
+        settings.ws_rate_per_s if settings.send_rate_per_s is None else settings.send_rate_per_s,
+        settings.ws_burst if settings.send_burst is None else settings.send_burst,
+    )
+    app[appkeys.AWAITING_AUTH] = KeyedCap(settings.ws_unauthenticated_per_address)
     app.cleanup_ctx.append(_database)
     app.cleanup_ctx.append(_realtime)
     app.on_shutdown.append(_close_sockets)

@@ -5,12 +5,14 @@ from __future__ import annotations
 import asyncpg
 from aiohttp import web
 
+from trustmess.auth import PasswordQueue
 from trustmess.delivery.hub import Hub
 from trustmess.delivery.notifications import Notifier
 from trustmess.delivery.readbuffer import ReadMarkerBuffer
 from trustmess.delivery.writer import MessageWriter
-from trustmess.gateway.ratelimit import KeyedRateLimiter
+from trustmess.gateway.ratelimit import KeyedCap, KeyedRateLimiter, UserBudget
 from trustmess.gateway.registry import Gateway
+from trustmess.http.loginguard import LoginGuard
 from trustmess.metrics import Metrics
 from trustmess.settings import Settings
 from trustmess.store.activeusers import ActiveUsers
@@ -24,5 +26,9 @@ GATEWAY = web.AppKey("gateway", Gateway)
 METRICS = web.AppKey("metrics", Metrics)
 READ_MARKERS = web.AppKey("read_markers", ReadMarkerBuffer)
 NOTIFIER = web.AppKey("notifier", Notifier)
-AUTH_LIMIT_BY_ADDRESS = web.AppKey("auth_limit_by_address", KeyedRateLimiter)
-AUTH_LIMIT_BY_USERNAME = web.AppKey("auth_limit_by_username", KeyedRateLimiter)
+LOGIN_GUARD = web.AppKey("login_guard", LoginGuard)
+PASSWORDS = web.AppKey("passwords", PasswordQueue)
+SEARCH_LIMIT_BY_USER = web.AppKey("search_limit_by_user", KeyedRateLimiter)
+SEND_BUDGET = web.AppKey("send_budget", UserBudget)
+# Sockets upgraded without a token, still waiting for their first-frame auth, per address.
+AWAITING_AUTH = web.AppKey("awaiting_auth", KeyedCap)

@@ -12,14 +12,17 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import functools
 import hashlib
 import hmac
+import math
 import os
 import re
 import secrets
 import time
 import uuid
-from collections.abc import Mapping
+from collections import deque
+from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
@@ -28,7 +31,7 @@ import bcrypt
 import jwt
 
 from trustmess.errors import ApiError, ErrorCode, invalid
-from trustmess.wire.validation import require_str
+from trustmess.wire.validation import BIGINT_MAX, require_str
 
 JWT_ALGORITHMS = ["HS256"]
 ISSUER = "trustmess"
@@ -37,6 +40,10 @@ BEARER_CHALLENGE = {"WWW-Authenticate": "Bearer"}
 # Checked on the raw input before lower-casing, so no non-ASCII letter (such as the Kelvin sign,
 # which str.lower() turns into "k") can slip in.
 USERNAME_PATTERN = re.compile(r"[A-Za-z0-9_.]{3,32}")
+# The only ``sub`` this server issues: ``str(user_id)``, ASCII digits without a leading zero,
+# at most a bigint. str.isdigit() and int() would also take U+0661 (ARABIC-INDIC DIGIT ONE) or
+# the fullwidth digits as user 1, and a larger number would fail in the database.
+USER_ID = re.compile(r"[1-9][0-9]{0,18}", re.ASCII)
 PASSWORD_MIN_CHARS = 8
 PASSWORD_MAX_CHARS = 128
 
@@ -128,7 +135,9 @@ def decode_access_token(secret: str, token: str) -> AccessClaims:
     except jwt.PyJWTError:
         raise unauthenticated() from None
     sub = claims.get("sub")
-    if claims.get("typ") != ACCESS_TYP or not isinstance(sub, str) or not sub.isdigit():
+    if claims.get("typ") != ACCESS_TYP or not isinstance(sub, str) or not USER_ID.fullmatch(sub):
+        raise unauthenticated()
+    if int(sub) > BIGINT_MAX:
         raise unauthenticated()
     return AccessClaims(user_id=int(sub), expires_at=int(claims["exp"]), jti=str(claims["jti"]))
 
@@ -166,13 +175,13 @@ def _check_password_sync(password: str, password_hash: str) -> bool:
 # cpu+4 threads let a burst of logins take every core, and the event loop (every socket of the
 # process) then waits its turn for tens of milliseconds; more threads than cores would not hash
 # any faster anyway.
-_HASHERS = ThreadPoolExecutor(
-    max_workers=max(1, (os.cpu_count() or 2) - 1), thread_name_prefix="bcrypt"
-)
+BCRYPT_THREADS = max(1, (os.cpu_count() or 2) - 1)
+_HASHERS = ThreadPoolExecutor(max_workers=BCRYPT_THREADS, thread_name_prefix="bcrypt")
 
 
 async def hash_password(password: str, rounds: int) -> str:
-    """bcrypt off the event loop: a hash takes ~0.25 s at cost 12."""
+    """bcrypt off the event loop: a hash takes ~0.25 s at cost 12. Unqueued: for the command
+    line; requests go through a :class:`PasswordQueue`."""
     loop = asyncio.get_running_loop()
     return await loop.run_in_executor(_HASHERS, _hash_password_sync, password, rounds)
 
@@ -182,14 +191,138 @@ async def verify_password(password: str, password_hash: str) -> bool:
     return await loop.run_in_executor(_HASHERS, _check_password_sync, password, password_hash)
 
 
-_dummy_hashes: dict[int, str] = {}
+@dataclass(slots=True, eq=False)
+class _Check:
+    """One bcrypt call waiting for (or on) a thread."""
+
+    client: str
+    call: Callable[[], Any]
+    future: asyncio.Future[Any]
+    started: bool = False
 
 
-async def burn_password_check(password: str, rounds: int) -> None:
-    """Spend the time of a real check, so unknown usernames answer as slowly as wrong passwords."""
-    if rounds not in _dummy_hashes:
-        _dummy_hashes[rounds] = await hash_password(secrets.token_hex(8), rounds)
-    await verify_password(password, _dummy_hashes[rounds])
+class PasswordQueue:
+    """Fair, bounded access to the bcrypt threads for requests.
+
+    bcrypt is the server's most expensive operation and anyone can ask for it (a login for any
+    name costs a check: unknown names are checked against a dummy hash so that they take as
+    long). Each client (address) may have ``per_client`` checks queued or running, beyond which
+    it is answered 429; at most ``queue_max`` checks wait for a thread, beyond which everyone
+    is answered 503. Waiting checks are served round robin by client, so a legitimate login
+    waits for at most one check of each other client, not for a flood queued before it. Both
+    answers carry Retry-After, estimated from the measured time of a check.
+    """
+
+    def __init__(self, *, queue_max: int, per_client: int, threads: int = BCRYPT_THREADS) -> None:
+        self.queue_max = queue_max
+        self.per_client = per_client
+        self.threads = threads
+        self.check_s = 0.25  # a moving average of one check's duration
+        self._running = 0
+        self._queued = 0
+        # client -> its waiting checks; a client served goes to the back (dicts keep order).
+        self._waiting: dict[str, deque[_Check]] = {}
+        self._load: dict[str, int] = {}  # checks queued or running, per client
+        self._dummy_hashes: dict[int, str] = {}
+
+    async def hash(self, client: str, password: str, rounds: int) -> str:
+        result: str = await self._run(client, _hash_password_sync, password, rounds)
+        return result
+
+    async def verify(self, client: str, password: str, password_hash: str) -> bool:
+        result: bool = await self._run(client, _check_password_sync, password, password_hash)
+        return result
+
+    async def burn(self, client: str, password: str, rounds: int) -> None:
+        """Spend the time of a real check (an unknown username), in the client's turn."""
+        if rounds not in self._dummy_hashes:
+            self._dummy_hashes[rounds] = await self.hash(client, secrets.token_hex(8), rounds)
+        await self.verify(client, password, self._dummy_hashes[rounds])
+
+    def _retry_after(self, checks: int) -> float:
+        return max(1.0, checks * self.check_s / self.threads)
+
+    async def _run(self, client: str, func: Callable[..., Any], *args: Any) -> Any:
+        load = self._load.get(client, 0)
+        if load >= self.per_client:
+            raise ApiError(
+                429,
+                ErrorCode.RATE_LIMITED,
+                "too many password checks from your address at once; retry later",
+                headers=_retry_after_header(max(1.0, load * self.check_s)),
+            )
+        if self._running >= self.threads and self._queued >= self.queue_max:
+            raise ApiError(
+                503,
+                ErrorCode.UNAVAILABLE,
+                "the server is busy checking passwords; retry later",
+                headers=_retry_after_header(self._retry_after(self._queued + self._running)),
+            )
+        loop = asyncio.get_running_loop()
+        check = _Check(client, functools.partial(func, *args), loop.create_future())
+        self._load[client] = load + 1
+        self._waiting.setdefault(client, deque()).append(check)
+        self._queued += 1
+        check.future.add_done_callback(lambda _: self._abandoned(check))
+        self._pump()
+        return await check.future
+
+    def _pump(self) -> None:
+        while self._running < self.threads and self._waiting:
+            client = next(iter(self._waiting))
+            waiting = self._waiting.pop(client)
+            check = waiting.popleft()
+            if waiting:
+                self._waiting[client] = waiting  # to the back of the round
+            self._queued -= 1
+            if check.future.done():  # cancelled, not yet taken out by _abandoned
+                self._release(check.client)
+                continue
+            self._start(check)
+
+    def _start(self, check: _Check) -> None:
+        check.started = True
+        self._running += 1
+        started = time.monotonic()
+        done = asyncio.get_running_loop().run_in_executor(_HASHERS, check.call)
+
+        def finished(done: asyncio.Future[Any]) -> None:
+            self._running -= 1
+            self._release(check.client)
+            self.check_s = 0.8 * self.check_s + 0.2 * (time.monotonic() - started)
+            if not check.future.done():  # else the request went away meanwhile
+                if done.cancelled():
+                    check.future.cancel()
+                elif (error := done.exception()) is not None:
+                    check.future.set_exception(error)
+                else:
+                    check.future.set_result(done.result())
+            self._pump()
+
+        done.add_done_callback(finished)
+
+    def _abandoned(self, check: _Check) -> None:
+        """A waiting check whose request went away (cancelled) leaves the queue unchecked."""
+        if check.started or not check.future.cancelled():
+            return
+        waiting = self._waiting.get(check.client)
+        if waiting is not None and check in waiting:  # else _pump dropped it already
+            waiting.remove(check)
+            if not waiting:
+                del self._waiting[check.client]
+            self._queued -= 1
+            self._release(check.client)
+
+    def _release(self, client: str) -> None:
+        load = self._load[client] - 1
+        if load:
+            self._load[client] = load
+        else:
+            del self._load[client]
+
+
+def _retry_after_header(seconds: float) -> dict[str, str]:
+    return {"Retry-After": str(max(1, math.ceil(seconds)))}
 
 
 def new_refresh_token() -> str:

@@ -49,6 +49,15 @@ def _parse_float(lo: float, hi: float) -> Callable[[str], float]:
     return parse
 
 
+def _parse_optional(parse: Callable[[str], Any]) -> Callable[[str], Any]:
+    """``parse``, with an empty value meaning unset (None)."""
+
+    def parse_or_none(raw: str) -> Any:
+        return None if raw == "" else parse(raw)
+
+    return parse_or_none
+
+
 def _parse_bool(raw: str) -> bool:
     lowered = raw.strip().lower()
     if lowered in {"1", "true", "yes", "on"}:
@@ -132,12 +141,38 @@ class Settings:
         30 * 86400, _parse_int(60, 365 * 86400), "refresh token lifetime"
     )
     bcrypt_rounds: int = _setting(12, _parse_int(4, 16), "bcrypt cost factor")
+    bcrypt_queue_max: int = _setting(
+        8, _parse_int(0, 100_000), "password checks waiting for a bcrypt thread (then 503)"
+    )
+    bcrypt_per_address: int = _setting(
+        2, _parse_int(1, 100_000), "password checks queued or running per address (then 429)"
+    )
     auth_rate_per_s: float = _setting(
         0.5, _parse_float(0.001, 1e6), "login/signup refill per address and per username"
     )
     auth_burst: int = _setting(10, _parse_int(1, 1_000_000), "login/signup burst")
+    login_failure_rate_per_s: float = _setting(
+        0.05,
+        _parse_float(0.0001, 1e6),
+        "failed logins/s per username from addresses it has not logged in from",
+    )
+    login_failure_burst: int = _setting(
+        20, _parse_int(1, 1_000_000), "failed-login burst per username (such addresses)"
+    )
+    search_rate_per_s: float = _setting(
+        5.0, _parse_float(0.001, 1e6), "directory searches/s per user"
+    )
+    search_burst: int = _setting(30, _parse_int(1, 1_000_000), "directory search burst per user")
     allowed_origins: tuple[str, ...] = _setting(
         (), _parse_origins, "comma-separated Origin allow-list for /ws (empty: same host only)"
+    )
+    http_read_timeout_s: float = _setting(
+        20.0,
+        _parse_float(0.1, 3600),
+        "time to send a request head (after connecting or the last answer), and its body",
+    )
+    ws_unauthenticated_per_address: int = _setting(
+        16, _parse_int(1, 1_000_000), "sockets waiting for first-frame auth per address"
     )
     ws_heartbeat_s: float = _setting(30.0, _parse_float(1, 3600), "WebSocket ping interval")
     ws_auth_timeout_s: float = _setting(10.0, _parse_float(0.1, 600), "first-frame auth window")
@@ -145,6 +180,16 @@ class Settings:
     ws_compression: bool = _setting(False, _parse_bool, "per-message deflate")
     ws_rate_per_s: float = _setting(30.0, _parse_float(0.1, 1e6), "commands/s per connection")
     ws_burst: int = _setting(60, _parse_int(1, 1_000_000), "command burst per connection")
+    send_rate_per_s: float | None = _setting(
+        None,
+        _parse_optional(_parse_float(0.001, 1e6)),
+        "messages/s per user on a node, HTTP and sockets together (unset: WS_RATE_PER_S)",
+    )
+    send_burst: int | None = _setting(
+        None,
+        _parse_optional(_parse_int(1, 1_000_000)),
+        "message burst per user on a node (unset: WS_BURST)",
+    )
     ws_abuse_s: float = _setting(10.0, _parse_float(0.1, 3600), "seconds over the rate → 4008")
     ws_max_per_user: int = _setting(20, _parse_int(1, 10000), "connections per user")
     ws_queue_frames: int = _setting(1000, _parse_int(1, 1_000_000), "outbound queue, frames")

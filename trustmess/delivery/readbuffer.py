@@ -5,6 +5,10 @@ backwards; it is loaded from the database on first use and kept current by this 
 sends. Dirty markers are flushed every ``flush_s`` in one statement (``GREATEST`` in SQL, so a
 late flush can never move a marker back). An ack's reply may therefore precede its write by up
 to ``flush_s``; on shutdown everything pending is flushed before the pool closes.
+
+Read-your-writes on this node: an HTTP view that shows a user's markers first calls
+``flush_user``, which writes that user's pending markers at once (and costs nothing when there
+are none); ``current`` gives the socket's ``join`` the marker without a write.
 """
 
 from __future__ import annotations
@@ -34,6 +38,9 @@ class ReadMarkerBuffer:
         self._size = 0
         self._last_seq: dict[int, int] = {}
         self._dirty: dict[tuple[int, int], int] = {}
+        # Users with markers in ``_dirty``, and in the batch being written.
+        self._dirty_users: set[int] = set()
+        self._flushing_users: set[int] = set()
         self._flush_handle: asyncio.TimerHandle | None = None
         self._flushing: asyncio.Task[None] | None = None
         self.flushes = 0
@@ -54,8 +61,34 @@ class ReadMarkerBuffer:
         users[user_id] = seq
         key = (conversation_id, user_id)
         self._dirty[key] = max(seq, self._dirty.get(key, 0))
+        self._dirty_users.add(user_id)
         self._schedule_flush()
         return seq, True
+
+    def current(self, conversation_id: int, user_id: int) -> int:
+        """The marker this node holds for the user (0 if none): at least what it last acked."""
+        return self._read.get(conversation_id, {}).get(user_id, 0)
+
+    async def flush_user(self, user_id: int) -> None:
+        """Write the user's pending markers now: a read right after an ack then sees it.
+
+        Waits for a flush already carrying them, else starts the next one early (it writes
+        every pending marker in its one statement). Bounded: if the database fails, the
+        read goes on and fails or shows the stored markers.
+        """
+        for _ in range(3):
+            task = self._flushing
+            if task is not None and (
+                user_id in self._flushing_users or user_id in self._dirty_users
+            ):
+                await asyncio.shield(task)
+            elif user_id in self._dirty_users:
+                if self._flush_handle is not None:
+                    self._flush_handle.cancel()
+                    self._flush_handle = None
+                self._start_flush()
+            else:
+                return
 
     async def _load(self, conversation_id: int, user_id: int) -> dict[int, int]:
         async with self._pool.acquire() as db:
@@ -110,6 +143,7 @@ class ReadMarkerBuffer:
 
     async def _flush(self) -> None:
         batch, self._dirty = self._dirty, {}
+        self._flushing_users, self._dirty_users = self._dirty_users, set()
         try:
             if batch:
                 async with self._pool.acquire() as db:
@@ -119,8 +153,10 @@ class ReadMarkerBuffer:
             log.exception("flushing %d read markers failed; will retry", len(batch))
             for key, seq in batch.items():
                 self._dirty[key] = max(seq, self._dirty.get(key, 0))
+            self._dirty_users |= self._flushing_users
         finally:
             self._flushing = None
+            self._flushing_users = set()
             if self._dirty:
                 self._schedule_flush()
 

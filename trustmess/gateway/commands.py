@@ -19,12 +19,13 @@ from trustmess.appkeys import (
     NOTIFIER,
     POOL,
     READ_MARKERS,
+    SEND_BUDGET,
     SETTINGS,
     WRITER,
 )
 from trustmess.auth import decode_access_token, unauthenticated
 from trustmess.delivery.sending import submit_message
-from trustmess.errors import ApiError, conversation_not_found
+from trustmess.errors import ApiError, ErrorCode, conversation_not_found
 from trustmess.gateway.connection import Connection, JoinState
 from trustmess.models import SendResult, format_ts
 from trustmess.store.conversations import conversation_state
@@ -53,6 +54,8 @@ async def join(app: web.Application, conn: Connection, cmd: frames.Join) -> Repl
             if found is None:
                 raise conversation_not_found()
             last_seq, read_seq = found
+            # An ack of this user that is not written yet (readbuffer.py) counts already.
+            read_seq = max(read_seq, app[READ_MARKERS].current(cid, conn.user_id))
             hub.position(cid, last_seq)
             missing = None if cmd.since is None else last_seq - cmd.since
             resumed = missing is not None and missing <= app[SETTINGS].replay_limit
@@ -106,6 +109,9 @@ def message(app: web.Application, conn: Connection, cmd: frames.SendMessage) -> 
             }
             conn.send(frames.reply(ref, data))
 
+    if not app[SEND_BUDGET].take(conn.user_id):
+        # The user's budget on this node, shared with its other sockets and HTTP sends.
+        raise ApiError(429, ErrorCode.RATE_LIMITED, "too many messages")
     new = NewMessage(cmd.conversation_id, conn.user_id, cmd.client_msg_id, cmd.body, cmd.reply_to)
     submit_message(app[WRITER], new, answer)
 

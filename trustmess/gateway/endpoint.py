@@ -14,13 +14,14 @@ from urllib.parse import urlsplit
 
 from aiohttp import WSMsgType, web
 
-from trustmess.appkeys import ACTIVE_USERS, GATEWAY, HUB, METRICS, SETTINGS
+from trustmess.appkeys import ACTIVE_USERS, AWAITING_AUTH, GATEWAY, HUB, METRICS, SETTINGS
 from trustmess.auth import AccessClaims, decode_access_token
-from trustmess.errors import ApiError, CloseCode, ErrorCode
+from trustmess.errors import ApiError, CloseCode, ErrorCode, rate_limited
 from trustmess.gateway.connection import ABORT_AFTER_S, Connection
 from trustmess.gateway.ratelimit import TokenBucket
 from trustmess.gateway.router import dispatch, dispatch_now
 from trustmess.http.authn import authenticate
+from trustmess.http.clientaddress import client_key
 from trustmess.settings import Settings
 from trustmess.wire import events, frames
 
@@ -126,12 +127,20 @@ async def _open(
         decode_text=False,
         timeout=2.0,
     )
-    await ws.prepare(request)
     if claims is None:
-        authed = await _first_frame_auth(ws, request)
+        awaiting, address = app[AWAITING_AUTH], client_key(request)
+        if not awaiting.admit(address):
+            raise rate_limited(settings.ws_auth_timeout_s)
+        try:
+            await ws.prepare(request)
+            authed = await _first_frame_auth(ws, request)
+        finally:
+            awaiting.release(address)
         if authed is None:
             return ws
         claims, ref = authed
+    else:
+        await ws.prepare(request)
     conn = Connection(
         ws,
         claims.user_id,

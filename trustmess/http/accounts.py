@@ -1,8 +1,9 @@
 """Views for signing up, logging in, refreshing and logging out; the route table for accounts.
 
-Login and signup are rate limited per client address (``request.remote``: a forwarded-for header
-is not trusted) and per username. bcrypt runs in the executor, so a burst of logins never stalls
-the sockets. Request bodies, passwords and tokens are never logged.
+Login and signup are rate limited by the LoginGuard (loginguard.py: attempts per client address,
+failures per username and address, and per username for unfamiliar addresses), and every bcrypt
+call waits its turn in the PasswordQueue (auth.py), bounded per address and in total, off the
+event loop. Request bodies, passwords and tokens are never logged.
 """
 
 from __future__ import annotations
@@ -13,27 +14,25 @@ from typing import Any
 
 from aiohttp import web
 
-from trustmess.appkeys import AUTH_LIMIT_BY_ADDRESS, AUTH_LIMIT_BY_USERNAME, POOL, SETTINGS
+from trustmess.appkeys import LOGIN_GUARD, PASSWORDS, POOL, SETTINGS
 from trustmess.auth import (
     USERNAME_PATTERN,
     account_disabled,
-    burn_password_check,
-    hash_password,
     hash_refresh_token,
     invalid_credentials,
     issue_access_token,
     new_refresh_token,
     require_new_password,
     require_username,
-    verify_password,
 )
-from trustmess.errors import ApiError, ErrorCode, rate_limited
+from trustmess.errors import ApiError, ErrorCode
 from trustmess.http import users as user_views
 from trustmess.http.authn import current_user_id
+from trustmess.http.clientaddress import client_key
 from trustmess.http.jsonio import json_response
 from trustmess.http.users import display_name_field, no_content, read_fields
 from trustmess.store import tokens, users
-from trustmess.store.users import Conn, Db, User
+from trustmess.store.users import Conn, Credentials, Db, User
 from trustmess.wire.validation import require_str
 
 log = logging.getLogger(__name__)
@@ -43,20 +42,6 @@ routes = web.RouteTableDef()
 # Long enough for any password that could have been set; longer input is refused unread.
 LOGIN_FIELD_MAX = 1024
 REFRESH_TOKEN_MAX = 512
-
-
-def _limit_address(request: web.Request) -> None:
-    """Spend one login/signup attempt of the client address (before the body is even read)."""
-    wait = request.app[AUTH_LIMIT_BY_ADDRESS].take(request.remote or "unknown")
-    if wait is not None:
-        raise rate_limited(wait)
-
-
-def _limit_username(request: web.Request, username: str) -> None:
-    """Spend one login/signup attempt of ``username``, whichever address it comes from."""
-    wait = request.app[AUTH_LIMIT_BY_USERNAME].take(username)
-    if wait is not None:
-        raise rate_limited(wait)
 
 
 def _bad_refresh_token() -> ApiError:
@@ -93,9 +78,11 @@ async def signup(request: web.Request) -> web.Response:
     """``{username, password, display_name?}`` → 201 the public profile.
 
     The username is stored lower-cased and must be unique in any case (409 ``username_taken``);
-    ``display_name`` defaults to the username.
+    ``display_name`` defaults to the username. Only the address's attempts are spent: a signup
+    for a taken name costs its owner nothing (and, being refused before bcrypt, little to us).
     """
-    _limit_address(request)
+    address = client_key(request)
+    request.app[LOGIN_GUARD].attempt(address)
     data = await read_fields(
         request, {"username", "password", "display_name"}, {"username", "password"}
     )
@@ -103,12 +90,20 @@ async def signup(request: web.Request) -> web.Response:
     password = require_new_password(data, "password", username=username)
     display_name = display_name_field(data, default=username)
     assert display_name is not None
-    _limit_username(request, username)
-    password_hash = await hash_password(password, request.app[SETTINGS].bcrypt_rounds)
-    user = await users.insert_user(request.app[POOL], username, password_hash, display_name)
-    if user is None:
-        raise ApiError(409, ErrorCode.USERNAME_TAKEN, "username is taken", field="username")
+    pool = request.app[POOL]
+    # 409 says the name exists anyway; saying it before hashing saves a bcrypt call.
+    if await users.get_credentials(pool, username) is not None:
+        raise _username_taken()
+    passwords = request.app[PASSWORDS]
+    password_hash = await passwords.hash(address, password, request.app[SETTINGS].bcrypt_rounds)
+    user = await users.insert_user(pool, username, password_hash, display_name)
+    if user is None:  # taken meanwhile
+        raise _username_taken()
     return json_response(user.public_json(), status=201)
+
+
+def _username_taken() -> ApiError:
+    return ApiError(409, ErrorCode.USERNAME_TAKEN, "username is taken", field="username")
 
 
 @routes.post("/auth/login")
@@ -116,27 +111,45 @@ async def login(request: web.Request) -> web.Response:
     """``{username, password}`` → a token pair and the profile.
 
     An unknown username and a wrong password get the same 401 ``invalid_credentials`` after the
-    same bcrypt work; a disabled account is 403 ``account_disabled``, said only to someone who
-    knows its password.
+    same bcrypt work, in the same queue; a disabled account is 403 ``account_disabled``, said
+    only to someone who knows its password.
     """
-    _limit_address(request)
+    address = client_key(request)
+    guard = request.app[LOGIN_GUARD]
+    guard.attempt(address)
     data = await read_fields(request, {"username", "password"}, {"username", "password"})
     username = require_str(data, "username", max_len=LOGIN_FIELD_MAX).lower()
     password = require_str(data, "password", max_len=LOGIN_FIELD_MAX)
-    _limit_username(request, username)
-    pool = request.app[POOL]
-    credentials = None
-    if USERNAME_PATTERN.fullmatch(username):
-        credentials = await users.get_credentials(pool, username)
+    ticket = guard.before_check(username, address)
+    try:
+        credentials = await _check_password(request, address, username, password)
+    except BaseException:
+        guard.refund(ticket)  # no verdict on the password (busy, cancelled, database down)
+        raise
     if credentials is None:
-        await burn_password_check(password, request.app[SETTINGS].bcrypt_rounds)
         raise invalid_credentials()
-    if not await verify_password(password, credentials.password_hash):
-        raise invalid_credentials()
+    guard.refund(ticket)
+    guard.signed_in(username, address)
     if not credentials.user.is_active:
         raise account_disabled()
-    session = await _start_session(pool, request, credentials.user, uuid.uuid4().hex)
+    session = await _start_session(request.app[POOL], request, credentials.user, uuid.uuid4().hex)
     return json_response(session)
+
+
+async def _check_password(
+    request: web.Request, address: str, username: str, password: str
+) -> Credentials | None:
+    """The account if ``password`` is its password, else None after the same work."""
+    passwords, rounds = request.app[PASSWORDS], request.app[SETTINGS].bcrypt_rounds
+    credentials = None
+    if USERNAME_PATTERN.fullmatch(username):
+        credentials = await users.get_credentials(request.app[POOL], username)
+    if credentials is None:
+        await passwords.burn(address, password, rounds)
+        return None
+    if not await passwords.verify(address, password, credentials.password_hash):
+        return None
+    return credentials
 
 
 @routes.post("/auth/refresh")
@@ -160,7 +173,10 @@ async def _rotate(db: Conn, request: web.Request, token_hash: str) -> dict[str, 
         spent = await tokens.spend_refresh_token(db, token_hash)
         user = None if spent is None else await users.get_user(db, spent.user_id)
         if spent is not None and user is not None and user.is_active:
-            return await _start_session(db, request, user, spent.family_id)
+            session = await _start_session(db, request, user, spent.family_id)
+            # Holding a session proves as much as a password: this address is familiar now.
+            request.app[LOGIN_GUARD].signed_in(user.username, client_key(request))
+            return session
     if spent is not None:
         raise account_disabled()
     # Outside the transaction above, so the revocation is committed whatever happens next.

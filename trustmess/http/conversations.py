@@ -23,7 +23,7 @@ from typing import Any
 
 from aiohttp import web
 
-from trustmess.appkeys import NOTIFIER, POOL
+from trustmess.appkeys import NOTIFIER, POOL, READ_MARKERS
 from trustmess.errors import ApiError, ErrorCode, conversation_not_found, invalid, not_found
 from trustmess.http.authn import current_user_id
 from trustmess.http.jsonio import json_response, path_id, query_int, read_json_object
@@ -44,7 +44,14 @@ from trustmess.store.conversations import (
     unknown_or_inactive_users,
 )
 from trustmess.store.history import DbConnection
-from trustmess.wire.validation import check_fields, get_str, require_id_list
+from trustmess.wire.validation import (
+    BIGINT_MAX,
+    check_fields,
+    check_name,
+    get_str,
+    parse_decimal,
+    require_id_list,
+)
 
 routes = web.RouteTableDef()
 
@@ -62,10 +69,10 @@ def _title(data: dict[str, Any]) -> str | None:
     if data.get("title") is None:
         return None
     title = get_str(data, "title", max_len=MAX_TITLE_CHARS, strip=True)
-    # PostgreSQL text cannot hold NUL; refuse it here rather than fail in the database.
-    if title is not None and "\x00" in title:
-        raise invalid("title", "must not contain NUL characters")
-    return title or None
+    if not title:
+        return None
+    check_name("title", title)
+    return title
 
 
 def _too_many_members(field: str) -> ApiError:
@@ -121,12 +128,20 @@ def encode_cursor(key: ActivityKey) -> str:
 
 def decode_cursor(cursor: str) -> ActivityKey:
     """The key of a cursor made by :func:`encode_cursor`; 422 for anything else."""
+    bad = invalid("cursor", "is not a cursor returned by this endpoint")
     try:
         raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode("ascii")
-        micros, conversation_id = (int(part) for part in raw.split(":"))
+    except (binascii.Error, UnicodeDecodeError, ValueError):
+        raise bad from None
+    micros_text, _, id_text = raw.partition(":")
+    micros, conversation_id = parse_decimal(micros_text), parse_decimal(id_text)
+    # Both parts go to the database: out of range would fail there (a 500), not here.
+    if micros is None or conversation_id is None or not 1 <= conversation_id <= BIGINT_MAX:
+        raise bad
+    try:
         return _EPOCH + micros * _MICROSECOND, conversation_id
-    except (binascii.Error, UnicodeDecodeError, ValueError, OverflowError):
-        raise invalid("cursor", "is not a cursor returned by this endpoint") from None
+    except OverflowError:
+        raise bad from None
 
 
 @routes.post("/conversations")
@@ -162,6 +177,7 @@ async def list_conversations(request: web.Request) -> web.Response:
     limit = query_int(request, "limit", lo=1, hi=MAX_PAGE) or DEFAULT_PAGE
     cursor = request.query.get("cursor")
     after = None if cursor is None else decode_cursor(cursor)
+    await request.app[READ_MARKERS].flush_user(user_id)  # show the caller's own acks
     async with request.app[POOL].acquire() as conn:
         items, next_key = await conversations_page(conn, user_id, limit, after)
     return json_response(
@@ -176,6 +192,7 @@ async def list_conversations(request: web.Request) -> web.Response:
 async def show_conversation(request: web.Request) -> web.Response:
     user_id = await current_user_id(request)
     conversation_id = path_id(request, "id")
+    await request.app[READ_MARKERS].flush_user(user_id)  # show the caller's own acks
     async with request.app[POOL].acquire() as conn:
         conversation = await _conversation_for(conn, conversation_id, user_id)
     return json_response(conversation.to_json())

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 import orjson
 from aiohttp import web
 
+from trustmess.appkeys import SETTINGS
 from trustmess.errors import ApiError, ErrorCode, invalid
-from trustmess.wire.validation import BIGINT_MAX
+from trustmess.wire.validation import BIGINT_MAX, parse_decimal
 
 MAX_BODY_BYTES = 64 * 1024
 
@@ -31,12 +33,23 @@ async def read_json_object(request: web.Request) -> dict[str, Any]:
         raise ApiError(413, ErrorCode.TOO_LARGE, f"body exceeds {MAX_BODY_BYTES} bytes")
     chunks: list[bytes] = []
     size = 0
-    # read(n) returns what has arrived so far: keep reading to the end or past the limit.
-    while chunk := await request.content.read(MAX_BODY_BYTES + 1 - size):
-        chunks.append(chunk)
-        size += len(chunk)
-        if size > MAX_BODY_BYTES:
-            raise ApiError(413, ErrorCode.TOO_LARGE, f"body exceeds {MAX_BODY_BYTES} bytes")
+    timeout_s = request.app[SETTINGS].http_read_timeout_s
+    try:
+        # A body dripped in byte by byte must not hold the connection (and the handler) open.
+        async with asyncio.timeout(timeout_s):
+            # read(n) returns what has arrived so far: keep reading to the end or past the limit.
+            while chunk := await request.content.read(MAX_BODY_BYTES + 1 - size):
+                chunks.append(chunk)
+                size += len(chunk)
+                if size > MAX_BODY_BYTES:
+                    raise ApiError(413, ErrorCode.TOO_LARGE, f"body exceeds {MAX_BODY_BYTES} bytes")
+    except TimeoutError:
+        raise ApiError(
+            408,
+            ErrorCode.REQUEST_TIMEOUT,
+            f"the body did not arrive within {timeout_s:g} s",
+            headers={"Connection": "close"},
+        ) from None
     raw = b"".join(chunks)
     try:
         data = orjson.loads(raw)
@@ -62,9 +75,8 @@ def query_int(
     raw = request.query.get(name)
     if raw is None:
         return default
-    try:
-        value = int(raw)
-    except ValueError:
+    value = parse_decimal(raw)
+    if value is None:
         raise invalid(name, "must be an integer") from None
     if not lo <= value <= hi:
         raise invalid(name, f"must be between {lo} and {hi}")

@@ -11,18 +11,19 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from trustmess.appkeys import NOTIFIER, POOL, WRITER
+from trustmess.appkeys import NOTIFIER, POOL, READ_MARKERS, SEND_BUDGET, WRITER
 from trustmess.delivery.sending import send_message
-from trustmess.errors import conversation_not_found, invalid
+from trustmess.errors import conversation_not_found, invalid, rate_limited
 from trustmess.http.authn import current_user_id
 from trustmess.http.conversations import read_conversation_request
-from trustmess.http.jsonio import json_response, path_id, query_int
+from trustmess.http.jsonio import json_response, path_id, query_int, read_json_object
 from trustmess.store.conversations import is_member
 from trustmess.store.history import latest_messages, messages_after, messages_before
 from trustmess.store.messages import NewMessage
 from trustmess.store.readmarkers import advance_read_marker
 from trustmess.wire.validation import (
     BIGINT_MAX,
+    check_fields,
     client_msg_id,
     get_int,
     message_body,
@@ -33,6 +34,7 @@ routes = web.RouteTableDef()
 
 DEFAULT_PAGE = 50
 MAX_PAGE = 200
+_SEND_FIELDS = frozenset({"client_msg_id", "body", "reply_to"})
 
 
 @routes.get("/conversations/{id}/messages")
@@ -65,10 +67,18 @@ async def message_history(request: web.Request) -> web.Response:
 
 @routes.post("/conversations/{id}/messages")
 async def post_message(request: web.Request) -> web.Response:
-    """Send a message: 201 with the stored message, 200 with the original on a retry."""
-    user_id, conversation_id, data = await read_conversation_request(
-        request, allowed=("client_msg_id", "body", "reply_to"), required=("client_msg_id", "body")
-    )
+    """Send a message: 201 with the stored message, 200 with the original on a retry.
+
+    Spends from the sender's message budget on this node (shared with its sockets) before the
+    body is read: 429 with Retry-After when it is empty.
+    """
+    user_id = await current_user_id(request)
+    budget = request.app[SEND_BUDGET]
+    if not budget.take(user_id):
+        raise rate_limited(budget.retry_after(user_id))
+    conversation_id = path_id(request, "id")
+    data = await read_json_object(request)
+    check_fields(data, _SEND_FIELDS, required=("client_msg_id", "body"))
     message = NewMessage(
         conversation_id,
         user_id,
@@ -87,6 +97,7 @@ async def mark_read(request: web.Request) -> web.Response:
         request, allowed=("seq",), required=("seq",)
     )
     seq = require_int(data, "seq", lo=0)
+    await request.app[READ_MARKERS].flush_user(user_id)  # answer with the caller's own acks
     async with request.app[POOL].acquire() as conn:
         read_seq, moved = await advance_read_marker(conn, conversation_id, user_id, seq)
     if moved:

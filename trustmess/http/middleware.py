@@ -28,7 +28,10 @@ async def json_errors(request: web.Request, handler: Handler) -> web.StreamRespo
     try:
         return await handler(request)
     except ApiError as error:
-        return error_response(error)
+        response = error_response(error)
+        if error.headers.get("Connection") == "close":
+            response.force_close()  # the request was not read to its end
+        return response
     except web.HTTPException as exc:
         if exc.status < 400:
             raise

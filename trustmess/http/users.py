@@ -13,19 +13,33 @@ from typing import Any
 
 from aiohttp import web
 
-from trustmess.appkeys import ACTIVE_USERS, AUTH_LIMIT_BY_USERNAME, NOTIFIER, POOL, SETTINGS
+from trustmess.appkeys import (
+    ACTIVE_USERS,
+    LOGIN_GUARD,
+    NOTIFIER,
+    PASSWORDS,
+    POOL,
+    SEARCH_LIMIT_BY_USER,
+    SETTINGS,
+)
 from trustmess.auth import (
     PASSWORD_MAX_CHARS,
     USERNAME_PATTERN,
-    hash_password,
     require_new_password,
-    verify_password,
 )
 from trustmess.errors import ApiError, ErrorCode, invalid, not_found, rate_limited
 from trustmess.http.authn import current_user_id
+from trustmess.http.clientaddress import client_key
 from trustmess.http.jsonio import json_response, path_id, query_int, read_json_object
 from trustmess.store import tokens, users
-from trustmess.wire.validation import check_fields, get_bool, get_str, require_str
+from trustmess.wire.validation import (
+    check_fields,
+    check_name,
+    check_text,
+    get_bool,
+    get_str,
+    require_str,
+)
 
 DISPLAY_NAME_MAX = 64
 BIO_MAX = 500
@@ -48,10 +62,14 @@ async def read_fields(
 
 
 def display_name_field(data: dict[str, Any], default: str | None = None) -> str | None:
-    """``display_name``: 1-64 characters once surrounding whitespace is stripped."""
-    return get_str(
+    """``display_name``: 1-64 characters once surrounding whitespace is stripped, with a visible
+    one and no control, bidi or zero-width spacing character (``check_name``)."""
+    value = get_str(
         data, "display_name", min_len=1, max_len=DISPLAY_NAME_MAX, strip=True, default=default
     )
+    if value is not None:
+        check_name("display_name", value)
+    return value
 
 
 def no_content() -> web.Response:
@@ -78,6 +96,8 @@ async def update_me(request: web.Request) -> web.Response:
     data = await read_fields(request, {"display_name", "bio"})
     display_name = display_name_field(data)
     bio = get_str(data, "bio", max_len=BIO_MAX)
+    if bio is not None:
+        bio = check_text("bio", bio)
     user = await users.update_profile(
         request.app[POOL], user_id, display_name=display_name, bio=bio
     )
@@ -91,9 +111,10 @@ async def change_password(request: web.Request) -> web.Response:
 
     A wrong ``current_password`` is 422 ``invalid`` naming that field, not 401: the access token
     is fine, and a 401 would make clients throw the session away. Success revokes every refresh
-    token of the user (access tokens already issued live out their short lifetime). Attempts
-    spend from the same per-username rate limit as logins, so a stolen access token cannot be
-    used to guess the password at speed.
+    token of the user (access tokens already issued live out their short lifetime). Wrong
+    current passwords spend from a budget of the user's own (not the login limits, which
+    strangers can spend), so a stolen access token cannot be used to guess the password at
+    speed; bcrypt waits its turn in the PasswordQueue like a login's.
     """
     user_id = await current_user_id(request)
     data = await read_fields(
@@ -104,13 +125,22 @@ async def change_password(request: web.Request) -> web.Response:
     credentials = await users.get_credentials_by_id(pool, user_id)
     if credentials is None:
         raise not_found("user not found")
-    wait = request.app[AUTH_LIMIT_BY_USERNAME].take(credentials.user.username)
-    if wait is not None:
-        raise rate_limited(wait)
     new = require_new_password(data, "new_password", username=credentials.user.username)
-    if not await verify_password(current, credentials.password_hash):
+    guard, passwords, address = (
+        request.app[LOGIN_GUARD],
+        request.app[PASSWORDS],
+        client_key(request),
+    )
+    guard.before_password_change(user_id)
+    try:
+        right = await passwords.verify(address, current, credentials.password_hash)
+    except BaseException:
+        guard.password_change_checked(user_id)
+        raise
+    if not right:
         raise invalid("current_password", "is not your current password")
-    new_hash = await hash_password(new, request.app[SETTINGS].bcrypt_rounds)
+    guard.password_change_checked(user_id)
+    new_hash = await passwords.hash(address, new, request.app[SETTINGS].bcrypt_rounds)
     async with pool.acquire() as conn, conn.transaction():
         # Compare-and-set: a concurrent change wins, and this one's "current" is then stale.
         if not await users.replace_password_hash(
@@ -144,7 +174,10 @@ async def list_users(request: web.Request) -> web.Response:
     ``\\`` are literal); empty or absent lists everyone. ``limit`` is 1-100 (default 20).
     ``next_cursor`` is null on the last page, else passed as ``cursor`` for the next.
     """
-    await current_user_id(request)
+    user_id = await current_user_id(request)
+    wait = request.app[SEARCH_LIMIT_BY_USER].take(str(user_id))
+    if wait is not None:
+        raise rate_limited(wait)
     prefix = request.query.get("q", "")
     if len(prefix) > SEARCH_PREFIX_MAX:
         raise invalid("q", f"must be at most {SEARCH_PREFIX_MAX} characters")

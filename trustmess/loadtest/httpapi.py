@@ -36,21 +36,24 @@ class Api:
     async def request(
         self, method: str, path: str, *, token: str | None = None, body: Any = None
     ) -> tuple[int, Any]:
-        """Status and decoded JSON body (None when empty); 429s are retried after the wait."""
+        """Status and decoded JSON body (None when empty); 429s, and 503s that say how long to
+        wait (a full password queue), are retried after the wait."""
         headers = {"Authorization": f"Bearer {token}"} if token else {}
         for _ in range(RETRIES_ON_429):
             async with self._session.request(
                 method, self.base_url + path, json=body, headers=headers
             ) as resp:
                 raw = await resp.read()
-                if resp.status != 429:
+                busy = resp.status == 503 and "Retry-After" in resp.headers
+                if resp.status != 429 and not busy:
                     return resp.status, orjson.loads(raw) if raw else None
                 self.rate_limited += 1
                 wait = float(resp.headers.get("Retry-After", "1"))
             await asyncio.sleep(min(wait, 5.0))
         raise SetupError(
-            f"{method} {path}: still rate limited (429) after {RETRIES_ON_429} tries; start the "
-            "server with TRUSTMESS_AUTH_BURST=1000000 TRUSTMESS_AUTH_RATE_PER_S=100000"
+            f"{method} {path}: still rate limited (429/503) after {RETRIES_ON_429} tries; start "
+            "the server with TRUSTMESS_AUTH_BURST=1000000 TRUSTMESS_AUTH_RATE_PER_S=100000 "
+            "TRUSTMESS_BCRYPT_PER_ADDRESS=100000 TRUSTMESS_BCRYPT_QUEUE_MAX=100000"
         )
 
     async def signup(self, username: str, password: str) -> bool:

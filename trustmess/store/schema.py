@@ -21,6 +21,7 @@ from sqlalchemy import (
     Table,
     Text,
     UniqueConstraint,
+    func,
     text,
 )
 
@@ -51,6 +52,22 @@ users = Table(
     Column("created_at", DateTime(timezone=True), nullable=False, server_default=NOW),
     Column("updated_at", DateTime(timezone=True), nullable=False, server_default=NOW),
     CheckConstraint("username = lower(username)", name="username_lower"),
+)
+
+# The directory's prefix search (store/users.py search_active_users): a range scan of each
+# index for "starts with", in any case. text_pattern_ops compares code points, whatever the
+# database's collation; only active users are ever searched.
+Index(
+    "ix_users_username_prefix",
+    users.c.username,
+    postgresql_ops={"username": "text_pattern_ops"},
+    postgresql_where=users.c.is_active,
+)
+Index(
+    "ix_users_display_name_prefix",
+    func.lower(users.c.display_name).label("lower_display_name"),
+    postgresql_ops={"lower_display_name": "text_pattern_ops"},
+    postgresql_where=users.c.is_active,
 )
 
 refresh_tokens = Table(

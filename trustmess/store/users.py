@@ -183,27 +183,45 @@ async def update_flags(
     return None if row is None else _user(row)
 
 
-def like_prefix(prefix: str) -> str:
-    """A LIKE pattern matching strings that start with ``prefix`` taken literally."""
-    escaped = prefix.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
-    return escaped + "%"
+# "Starts with $1 in any case" as ranges the prefix indexes (schema.py) answer: from the
+# lower-cased prefix up to it followed by the last code point (chr(1114111), U+10FFFF). ~>=~
+# and ~<~ compare code points, as those indexes do, and take parameters, so a generic plan uses
+# them too (LIKE with a parameter would not). The one string this misses, a name continuing the
+# prefix with U+10FFFF (a noncharacter), cannot be typed.
+#
+# MATERIALIZED keeps ORDER BY ... LIMIT out of the match: with it in view, the planner may walk
+# every active username in order hoping to meet 21 matches soon, which for a rare prefix reads
+# the whole table. The ranges read only the matches (all of them, then the top of them sorted).
+_SEARCH_BY_PREFIX = """
+WITH matches AS MATERIALIZED (
+    SELECT id, username, display_name, bio, created_at, is_active, is_admin FROM users
+    WHERE is_active
+      AND ((username ~>=~ lower($1::text) AND username ~<~ (lower($1::text) || chr(1114111)))
+           OR (lower(display_name) ~>=~ lower($1::text)
+               AND lower(display_name) ~<~ (lower($1::text) || chr(1114111))))
+      AND ($2::text IS NULL OR username > $2)
+)
+SELECT id, username, display_name, bio, created_at, is_active, is_admin FROM matches
+ORDER BY username LIMIT $3
+"""
+
+_LIST_ALL = """
+SELECT id, username, display_name, bio, created_at, is_active, is_admin FROM users
+WHERE is_active AND ($1::text IS NULL OR username > $1)
+ORDER BY username LIMIT $2
+"""
 
 
 async def search_active_users(
     db: Db, prefix: str, *, after_username: str | None, limit: int
 ) -> list[User]:
-    """Active users whose username or display name starts with ``prefix`` (any case).
+    """Active users whose username or display name starts with ``prefix`` (any case; an empty
+    prefix lists everyone).
 
     Ordered by username; ``after_username`` continues after the last one of a previous page.
     """
-    rows = await db.fetch(
-        "SELECT id, username, display_name, bio, created_at, is_active, is_admin FROM users "
-        "WHERE is_active "
-        "AND (username ILIKE $1 ESCAPE '\\' OR display_name ILIKE $1 ESCAPE '\\') "
-        "AND ($2::text IS NULL OR username > $2) "
-        "ORDER BY username LIMIT $3",
-        like_prefix(prefix),
-        after_username,
-        limit,
-    )
+    if prefix:
+        rows = await db.fetch(_SEARCH_BY_PREFIX, prefix, after_username, limit)
+    else:
+        rows = await db.fetch(_LIST_ALL, after_username, limit)
     return [_user(row) for row in rows]

@@ -7,6 +7,7 @@ Each function reads one field of a decoded JSON object and raises an :class:`Api
 from __future__ import annotations
 
 import re
+import unicodedata
 from collections.abc import Collection, Mapping
 from typing import Any
 
@@ -15,6 +16,14 @@ from trustmess.errors import ApiError, ErrorCode, invalid
 BIGINT_MAX = 2**63 - 1
 CLIENT_MSG_ID = re.compile(r"[A-Za-z0-9_-]{1,64}")
 MAX_BODY_CHARS = 4000
+# What ``parse_decimal`` takes: int() also reads other scripts' digits ("\u0661" is 1),
+# "+", "_" and surrounding whitespace, and thousands of digits.
+_DECIMAL = re.compile(r"-?[0-9]{1,20}", re.ASCII)
+
+
+def parse_decimal(raw: str) -> int | None:
+    """An integer written in ASCII decimal digits (optional leading minus), else None."""
+    return int(raw) if _DECIMAL.fullmatch(raw) else None
 
 
 def check_fields(
@@ -128,6 +137,14 @@ def message_body(data: Mapping[str, Any], name: str = "body") -> str:
     stripped = value.strip()
     if not stripped:
         raise invalid(name, "must not be empty or only whitespace")
+    # The hot path: isprintable() (one C loop) rules out every control, format and separator
+    # character at once, and most bodies start with a letter or digit. The rest is checked in
+    # full.
+    if not stripped.isprintable():
+        stripped = check_text(name, stripped)
+    first = stripped[0]
+    if not (first.isalnum() and first not in _BLANK_CHARACTERS) and not _has_visible(stripped):
+        raise invalid(name, "must contain a visible character")
     if len(stripped) > MAX_BODY_CHARS:
         raise ApiError(
             422,
@@ -136,6 +153,100 @@ def message_body(data: Mapping[str, Any], name: str = "body") -> str:
             field=name,
         )
     return stripped
+
+
+# ---------------------------------------------------------------- text people read
+#
+# What reaches other people's screens must not be able to hide itself or rewrite what is around
+# it. Names (display names, conversation titles: one line shown beside other text) refuse every
+# control character (C0, C1, U+2028/2029), every bidirectional formatting character and the
+# zero-width spacers, and need one visible character. Bodies and bios keep tab and line feed
+# (a CR LF pair is stored as LF), refuse the other controls and the bidi overrides (which make
+# "gnp.exe" look like "exe.png"), and may use embeddings and isolates only when they close them,
+# so none leaks into the surrounding interface. Joiners (ZWJ in emoji, ZWNJ in Persian) and
+# variation selectors are kept everywhere.
+
+# Everything a body could be refused for (a one-pass scan that finds nothing in most bodies).
+_TEXT_SUSPECTS = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069]")
+_NAME_SUSPECTS = re.compile(
+    "[\x00-\x1f\x7f-\x9f\u2028\u2029\u202a-\u202e\u2066-\u2069\u200b\u2060\ufeff]"
+)
+_BIDI_OVERRIDES = "\u202d\u202e"
+_BIDI_FORMATTING = frozenset("\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069")
+_ZERO_WIDTH_SPACERS = frozenset("\u200b\u2060\ufeff")
+# Categories that draw nothing by themselves: formats, marks, separators, controls.
+_INVISIBLE_CATEGORIES = frozenset({"Cc", "Cf", "Mn", "Me", "Zs", "Zl", "Zp"})
+# Letters and symbols that render blank (Hangul fillers, the blank braille pattern).
+_BLANK_CHARACTERS = frozenset("\u115f\u1160\u3164\uffa0\u2800")
+
+
+def _code_point(char: str) -> str:
+    return f"U+{ord(char):04X}"
+
+
+def _has_visible(value: str) -> bool:
+    category = unicodedata.category
+    return any(
+        char not in _BLANK_CHARACTERS and category(char) not in _INVISIBLE_CATEGORIES
+        for char in value
+    )
+
+
+def _bidi_closed(value: str) -> bool:
+    """Whether every embedding (U+202A/B, closed by U+202C) and isolate (U+2066-2068, closed by
+    U+2069) the text opens is closed again; a closer with nothing to close is ignored (UAX #9)."""
+    open_: list[str] = []
+    for char in value:
+        if char in "\u202a\u202b":
+            open_.append("embedding")
+        elif char == "\u202c":
+            if open_ and open_[-1] == "embedding":
+                open_.pop()
+        elif char in "\u2066\u2067\u2068":
+            open_.append("isolate")
+        elif char == "\u2069" and "isolate" in open_:
+            # A PDI also closes the embeddings opened inside its isolate.
+            while open_.pop() != "isolate":
+                pass
+    return not open_
+
+
+def check_name(name: str, value: str) -> None:
+    """A display name or title (already stripped): 422 naming ``name`` for a control, bidi or
+    zero-width spacing character, or when nothing in it is visible."""
+    if not _has_visible(value):
+        raise invalid(name, "must contain a visible character")
+    found = _NAME_SUSPECTS.search(value)
+    if found is not None:
+        char = found.group()
+        if char in _BIDI_FORMATTING:
+            what = "bidirectional formatting characters"
+        elif char in _ZERO_WIDTH_SPACERS:
+            what = "invisible spacing characters"
+        else:
+            what = "control characters"
+        raise invalid(name, f"must not contain {what} ({_code_point(char)})")
+
+
+def check_text(name: str, value: str) -> str:
+    """A body or bio: the text with CR LF stored as LF; 422 naming ``name`` for a control other
+    than tab and line feed, a bidi override, or an embedding or isolate left open."""
+    if _TEXT_SUSPECTS.search(value) is None:
+        return value
+    if "\r\n" in value:
+        value = value.replace("\r\n", "\n")
+    bidi = False
+    for char in _TEXT_SUSPECTS.findall(value):
+        if char in _BIDI_OVERRIDES:
+            raise invalid(
+                name, f"must not contain bidirectional override characters ({_code_point(char)})"
+            )
+        if char not in _BIDI_FORMATTING:
+            raise invalid(name, f"must not contain control characters ({_code_point(char)})")
+        bidi = True
+    if bidi and not _bidi_closed(value):
+        raise invalid(name, "must close every bidirectional embedding or isolate it opens")
+    return value
 
 
 def client_msg_id(data: Mapping[str, Any], name: str = "client_msg_id") -> str:

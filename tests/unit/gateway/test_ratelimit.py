@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from trustmess.gateway import ratelimit
-from trustmess.gateway.ratelimit import KeyedRateLimiter, TokenBucket
+from trustmess.gateway.ratelimit import KeyedRateLimiter, TokenBucket, UserBudget
 
 
 class FakeClock:
@@ -104,3 +104,31 @@ def test_memory_stays_bounded(clock: FakeClock) -> None:
     for number in range(1000):
         limiter.take(f"10.0.0.{number}")
     assert len(limiter._buckets) == 10
+
+
+# ---------------------------------------------------------------- UserBudget
+
+
+def test_a_user_budget_is_one_bucket_per_user(clock: FakeClock) -> None:
+    budget = UserBudget(rate=1.0, burst=2)
+    assert [budget.take(7) for _ in range(3)] == [True, True, False]
+    assert budget.retry_after(7) == pytest.approx(1.0)
+    assert budget.take(8)  # another user
+    assert budget.retry_after(9) == 0.0  # never seen: nothing to wait for
+    clock.now += 1.0
+    assert budget.take(7)
+
+
+def test_a_user_budget_forgets_only_full_buckets(clock: FakeClock) -> None:
+    budget = UserBudget(rate=1.0, burst=2, max_users=3)
+    for user in (1, 2, 3):
+        assert budget.take(user)
+    clock.now += 0.5  # nobody is full yet: all are kept, and the threshold grows
+    assert budget.take(4)
+    assert len(budget._buckets) == 4
+    assert budget.take(1) and not budget.take(1)  # user 1's bucket survived, now empty
+    clock.now += 10  # everyone refilled
+    for user in range(5, 12):
+        budget.take(user)
+    assert len(budget._buckets) <= 8
+    assert budget.take(1) and budget.take(1)  # a fresh bucket is a full one

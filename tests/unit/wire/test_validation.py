@@ -13,6 +13,7 @@ from trustmess.wire.validation import (
     BIGINT_MAX,
     MAX_BODY_CHARS,
     check_fields,
+    check_name,
     client_msg_id,
     get_bool,
     get_int,
@@ -252,3 +253,84 @@ def test_client_msg_id_invalid(value: Any, message: str) -> None:
 
 def test_client_msg_id_absent_is_required() -> None:
     assert_invalid(lambda: client_msg_id({}), "client_msg_id", "is required")
+
+
+# ---------------------------------------------------------------- text people read
+
+# (text, what the message says) for names (display names, titles) that must be refused.
+BAD_NAMES = [
+    ("\u202eroot", "must not contain bidirectional formatting characters (U+202E)"),
+    ("ad\u202dmin", "must not contain bidirectional formatting characters (U+202D)"),
+    ("\u2066Ada\u2069", "must not contain bidirectional formatting characters (U+2066)"),
+    ("\u202aAda\u202c", "must not contain bidirectional formatting characters (U+202A)"),
+    ("\u200b", "must contain a visible character"),
+    ("\u200d\u200c\u2060", "must contain a visible character"),
+    ("\u3164", "must contain a visible character"),  # HANGUL FILLER
+    ("\u0301\u0301", "must contain a visible character"),  # combining marks only
+    ("\ufe0f", "must contain a visible character"),  # a variation selector alone
+    ("ro\u200bot", "must not contain invisible spacing characters (U+200B)"),
+    ("\x1b[31mred", "must not contain control characters (U+001B)"),
+    ("two\nlines", "must not contain control characters (U+000A)"),
+    ("tab\tbed", "must not contain control characters (U+0009)"),
+    ("c1\x9bcontrol", "must not contain control characters (U+009B)"),
+    ("line\u2028sep", "must not contain control characters (U+2028)"),
+]
+GOOD_NAMES = [
+    "Ada Lovelace",
+    "\U0001f469\u200d\U0001f4bb",  # woman technologist: a ZWJ sequence
+    "\u2764\ufe0f",  # red heart with its emoji presentation selector
+    "\U0001f3f4\U000e0067\U000e0062\U000e0073\U000e0063\U000e0074\U000e007f",  # flag tags
+    "\u0645\u06cc\u200c\u062e\u0648\u0627\u0645",  # Persian with a ZWNJ
+    "\u05e9\u05dc\u05d5\u05dd \u200fAda",  # Hebrew and an RLM mark
+    "Zo\u00eb \ufdfd",
+]
+
+
+@pytest.mark.parametrize(("name", "message"), BAD_NAMES, ids=repr)
+def test_names_refuse_controls_bidi_and_invisible_text(name: str, message: str) -> None:
+    assert_invalid(lambda: check_name("display_name", name), "display_name", message)
+
+
+@pytest.mark.parametrize("name", GOOD_NAMES, ids=repr)
+def test_names_of_every_script_and_emoji_are_kept(name: str) -> None:
+    check_name("title", name)
+
+
+BAD_BODIES = [
+    ("\x1b[2J\x1b[Hgotcha", "must not contain control characters (U+001B)"),
+    ("bell\x07", "must not contain control characters (U+0007)"),
+    ("over\rwrite", "must not contain control characters (U+000D)"),
+    ("c1\x85next line", "must not contain control characters (U+0085)"),
+    ("\x7fdelete", "must not contain control characters (U+007F)"),
+    ("see gnp.\u202eexe", "must not contain bidirectional override characters (U+202E)"),
+    ("\u202dforced", "must not contain bidirectional override characters (U+202D)"),
+    ("open \u2067isolate", "must close every bidirectional embedding or isolate it opens"),
+    ("open \u202bembedding", "must close every bidirectional embedding or isolate it opens"),
+    # A PDF inside an isolate cannot close the embedding around it.
+    ("\u202aa\u2066b\u202c", "must close every bidirectional embedding or isolate it opens"),
+    ("\u200b", "must contain a visible character"),
+    ("\u200b \u2060\n\ufeff", "must contain a visible character"),
+]
+GOOD_BODIES = [
+    ("line one\nline two\tand a tab", "line one\nline two\tand a tab"),
+    ("windows\r\nline ends\r\n", "windows\nline ends"),
+    ("\U0001f468\u200d\U0001f469\u200d\U0001f467", None),  # family: ZWJ sequence
+    ("\u05e9\u05dc\u05d5\u05dd \u2066(ltr)\u2069 end", None),  # a closed isolate
+    ("\u202bnested \u2067inner\u2069\u202c", None),
+    ("\u2067unclosed embedding closed by its isolate\u202b\u2069", None),
+    ("stray closers \u202c\u2069 are harmless", None),
+    ("\u2066a\u202ab\u2069\u202c", None),  # the PDI closes the embedding inside it too
+    ("zero\u200bwidth inside text", None),
+]
+
+
+@pytest.mark.parametrize(("body", "message"), BAD_BODIES, ids=repr)
+def test_bodies_refuse_controls_overrides_and_open_bidi(body: str, message: str) -> None:
+    assert_invalid(lambda: message_body({"body": body}), "body", message)
+
+
+@pytest.mark.parametrize(("body", "stored"), GOOD_BODIES, ids=repr)
+def test_bodies_keep_newlines_tabs_joiners_and_closed_isolates(
+    body: str, stored: str | None
+) -> None:
+    assert message_body({"body": body}) == (body if stored is None else stored)
