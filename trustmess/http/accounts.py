@@ -25,6 +25,7 @@ from trustmess.auth import (
     new_refresh_token,
     require_new_password,
     require_username,
+    unauthenticated,
     verify_password,
 )
 from trustmess.errors import ApiError, ErrorCode, rate_limited
@@ -60,7 +61,7 @@ def _limit_username(request: web.Request, username: str) -> None:
 
 
 def _bad_refresh_token() -> ApiError:
-    return ApiError(401, ErrorCode.UNAUTHENTICATED, "refresh token is invalid, expired or revoked")
+    return unauthenticated("refresh token is invalid, expired or revoked")
 
 
 async def _start_session(
