@@ -20,6 +20,7 @@ from trustmess.gateway import control, endpoint
 from trustmess.gateway.ratelimit import KeyedRateLimiter
 from trustmess.gateway.registry import Gateway
 from trustmess.http import accounts, conversations, health, messages, openapi, prometheus
+from trustmess.http.cors import cors
 from trustmess.http.middleware import json_errors
 from trustmess.metrics import Metrics
 from trustmess.runtime.pool import create_pool
@@ -33,7 +34,8 @@ def create_app(settings: Settings) -> web.Application:
     """Build the application for a resolved ``settings`` (database URL and JWT secret set)."""
     if settings.database_url is None or not settings.jwt_secret:
         raise ValueError("create_app needs settings with database_url and jwt_secret resolved")
-    app = web.Application(middlewares=[json_errors], client_max_size=64 * 1024)
+    # cors first (outermost): it adds its headers to the JSON errors json_errors makes.
+    app = web.Application(middlewares=[cors, json_errors], client_max_size=64 * 1024)
     app[appkeys.SETTINGS] = settings
     app[appkeys.METRICS] = Metrics()
     app[appkeys.AUTH_LIMIT_BY_ADDRESS] = KeyedRateLimiter(

@@ -79,7 +79,20 @@ def _parse_broker(raw: str) -> str:
 
 
 def _parse_origins(raw: str) -> tuple[str, ...]:
-    return tuple(origin.strip().rstrip("/") for origin in raw.split(",") if origin.strip())
+    """``*``, or origins (``scheme://host[:port]``), lower-cased as browsers send them."""
+    origins = []
+    for entry in raw.split(","):
+        origin = entry.strip().rstrip("/").lower()
+        if not origin:
+            continue
+        if origin != "*":
+            parts = urlsplit(origin)
+            if not parts.scheme or not parts.netloc or parts.path or parts.query or parts.fragment:
+                raise ValueError(
+                    f"must be * or origins such as https://chat.example.org, got {entry.strip()!r}"
+                )
+        origins.append(origin)
+    return tuple(origins)
 
 
 def _parse_str(raw: str) -> str:
@@ -137,7 +150,9 @@ class Settings:
     )
     auth_burst: int = _setting(10, _parse_int(1, 1_000_000), "login/signup burst")
     allowed_origins: tuple[str, ...] = _setting(
-        (), _parse_origins, "comma-separated Origin allow-list for /ws (empty: same host only)"
+        (),
+        _parse_origins,
+        "browser origins allowed besides the server's own, for /ws and CORS; * allows any",
     )
     ws_heartbeat_s: float = _setting(30.0, _parse_float(1, 3600), "WebSocket ping interval")
     ws_auth_timeout_s: float = _setting(10.0, _parse_float(0.1, 600), "first-frame auth window")

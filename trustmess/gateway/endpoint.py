@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
-from urllib.parse import urlsplit
 
 from aiohttp import WSMsgType, web
 
@@ -21,18 +20,11 @@ from trustmess.gateway.connection import ABORT_AFTER_S, Connection
 from trustmess.gateway.ratelimit import TokenBucket
 from trustmess.gateway.router import dispatch, dispatch_now
 from trustmess.http.authn import authenticate
+from trustmess.http.cors import origin_allowed
 from trustmess.settings import Settings
 from trustmess.wire import events, frames
 
 routes = web.RouteTableDef()
-
-
-def origin_allowed(origin: str, request: web.Request, settings: Settings) -> bool:
-    """Allow-listed origins, or (with no list) only the server's own host."""
-    origin = origin.rstrip("/")
-    if settings.allowed_origins:
-        return "*" in settings.allowed_origins or origin in settings.allowed_origins
-    return urlsplit(origin).netloc == request.host
 
 
 async def _first_frame_auth(
@@ -110,7 +102,7 @@ async def _open(
     if not usable:
         raise ApiError(503, ErrorCode.UNAVAILABLE, f"message bus unavailable ({reason})")
     origin = request.headers.get("Origin")
-    if origin is not None and not origin_allowed(origin, request, settings):
+    if origin is not None and not origin_allowed(origin, request, settings.allowed_origins):
         raise ApiError(403, ErrorCode.FORBIDDEN, "origin not allowed")
     claims: AccessClaims | None = None
     ref: frames.Ref = None
