@@ -12,11 +12,14 @@ import os
 import secrets
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from ipaddress import IPv4Network, IPv6Network, ip_network
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
 ENV_PREFIX = "TRUSTMESS_"
+
+Network = IPv4Network | IPv6Network
 
 
 class SettingsError(ValueError):
@@ -95,6 +98,21 @@ def _parse_origins(raw: str) -> tuple[str, ...]:
     return tuple(origins)
 
 
+def _parse_networks(raw: str) -> tuple[Network, ...]:
+    """Comma-separated addresses or CIDR blocks, IPv4 or IPv6."""
+    networks = []
+    for entry in raw.split(","):
+        if not entry.strip():
+            continue
+        try:
+            networks.append(ip_network(entry.strip(), strict=False))
+        except ValueError:
+            raise ValueError(
+                f"must be IP addresses or CIDR blocks such as 10.0.0.0/8 or ::1, got {entry!r}"
+            ) from None
+    return tuple(networks)
+
+
 def _parse_str(raw: str) -> str:
     return raw
 
@@ -153,6 +171,11 @@ class Settings:
         (),
         _parse_origins,
         "browser origins allowed besides the server's own, for /ws and CORS; * allows any",
+    )
+    trusted_proxies: tuple[Network, ...] = _setting(
+        (),
+        _parse_networks,
+        "proxies (addresses, CIDRs) whose Forwarded/X-Forwarded-For name the client",
     )
     ws_heartbeat_s: float = _setting(30.0, _parse_float(1, 3600), "WebSocket ping interval")
     ws_auth_timeout_s: float = _setting(10.0, _parse_float(0.1, 600), "first-frame auth window")

@@ -1,8 +1,9 @@
 """Views for signing up, logging in, refreshing and logging out; the route table for accounts.
 
-Login and signup are rate limited per client address (``request.remote``: a forwarded-for header
-is not trusted) and per username. bcrypt runs in the executor, so a burst of logins never stalls
-the sockets. Request bodies, passwords and tokens are never logged.
+Login and signup are rate limited per client address (``client_key``: the TCP peer, or behind a
+trusted proxy the client it names; an IPv6 client's /64) and per username. bcrypt runs in the
+executor, so a burst of logins never stalls the sockets. Request bodies, passwords and tokens
+are never logged.
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ from trustmess.auth import (
 from trustmess.errors import ApiError, ErrorCode, rate_limited
 from trustmess.http import users as user_views
 from trustmess.http.authn import current_user_id
+from trustmess.http.clientaddr import client_key
 from trustmess.http.jsonio import json_response
 from trustmess.http.users import display_name_field, no_content, read_fields
 from trustmess.store import tokens, users
@@ -48,7 +50,7 @@ REFRESH_TOKEN_MAX = 512
 
 def _limit_address(request: web.Request) -> None:
     """Spend one login/signup attempt of the client address (before the body is even read)."""
-    wait = request.app[AUTH_LIMIT_BY_ADDRESS].take(request.remote or "unknown")
+    wait = request.app[AUTH_LIMIT_BY_ADDRESS].take(client_key(request))
     if wait is not None:
         raise rate_limited(wait)
 
