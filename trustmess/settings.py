@@ -113,6 +113,20 @@ def _parse_networks(raw: str) -> tuple[Network, ...]:
     return tuple(networks)
 
 
+def _parse_optional_port(raw: str) -> int | None:
+    if raw == "":
+        return None
+    return _parse_int(0, 65535)(raw)
+
+
+def _parse_metrics_token(raw: str) -> str | None:
+    if raw == "":
+        return None
+    if len(raw) < 16:
+        raise ValueError("must be at least 16 characters")
+    return raw
+
+
 def _parse_str(raw: str) -> str:
     return raw
 
@@ -156,6 +170,18 @@ class Settings:
     )
     log_level: str = _setting("INFO", _parse_log_level, "DEBUG, INFO, WARNING or ERROR")
     log_format: str = _setting("text", _parse_log_format, "text, or json (one object per line)")
+    access_log: bool = _setting(
+        False, _parse_bool, "one log line per HTTP request and per socket open and close"
+    )
+    metrics_token: str | None = _setting(
+        None, _parse_metrics_token, "bearer token GET /metrics requires (unset: none)"
+    )
+    metrics_host: str = _setting(
+        "127.0.0.1", _parse_str, "address of the separate metrics listener (with METRICS_PORT)"
+    )
+    metrics_port: int | None = _setting(
+        None, _parse_optional_port, "serve /metrics on this port only, not on PORT (unset: on PORT)"
+    )
     pool_min: int = _setting(2, _parse_int(1, 1000), "minimum database connections")
     pool_max: int = _setting(20, _parse_int(1, 1000), "maximum database connections")
     access_token_ttl_s: int = _setting(900, _parse_int(10, 86400), "access token lifetime")
