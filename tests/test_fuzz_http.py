@@ -67,6 +67,9 @@ async def test_schemathesis_finds_nothing(
             "TRUSTMESS_AUTH_BURST": "1000000",
             "TRUSTMESS_AUTH_RATE_PER_S": "1000000",
             "TRUSTMESS_LOG_LEVEL": "INFO",
+            # Fuzzed requests go through the access log and CORS middlewares too.
+            "TRUSTMESS_ACCESS_LOG": "true",
+            "TRUSTMESS_ALLOWED_ORIGINS": "https://chat.example.org",
         },
         "serve",
         "--no-migrate",
