@@ -247,8 +247,10 @@ async def test_wrong_password_and_unknown_user_look_the_same(
 async def test_disabled_user_is_told_only_with_the_right_password(client, make_user, db) -> None:
     user = await make_user("nina")
     await db.execute("UPDATE users SET is_active = false WHERE id = $1", user.id)
-    wrong = await error_of(await login(client, "nina", "wrong password"), 401)
+    resp = await login(client, "nina", "wrong password")
+    wrong = await error_of(resp, 401)
     assert wrong["code"] == "invalid_credentials"
+    assert resp.headers["WWW-Authenticate"] == "Bearer"  # RFC 9110: every 401 has a challenge
     right = await error_of(await login(client, "nina", user.password), 403)
     assert right["code"] == "account_disabled"
     assert await db.fetchval("SELECT count(*) FROM refresh_tokens") == 0

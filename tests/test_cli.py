@@ -6,7 +6,10 @@ SIGKILL) and checks that no PostgreSQL process outlives it and that data survive
 
 from __future__ import annotations
 
+import asyncio
+import os
 import signal
+import sys
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
@@ -14,7 +17,7 @@ import aiohttp
 import asyncpg
 import pytest
 
-from tests.serverproc import Server, embedded_data_dir, postgres_pids, start_server
+from tests.serverproc import ROOT, Server, embedded_data_dir, postgres_pids, start_server
 
 
 @pytest.fixture
@@ -82,3 +85,73 @@ async def test_restart_after_sigkill_still_stops_postgres(data_dir: Path) -> Non
     # ... and the next run adopts it and stops it on exit.
     assert await stop(second) == 0, "".join(second.log)
     assert postgres_pids(data_dir) == []
+
+
+async def run_cli(env: dict[str, str], *args: str, stdin: bytes = b"") -> tuple[int, str]:
+    """``python -m trustmess ARGS`` to completion: its exit code and standard error."""
+    full_env = {k: v for k, v in os.environ.items() if not k.startswith("TRUSTMESS_")}
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "trustmess",
+        *args,
+        cwd=ROOT,
+        env={**full_env, **env},
+        stdin=asyncio.subprocess.PIPE,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    _, err = await asyncio.wait_for(process.communicate(stdin), 60)
+    assert process.returncode is not None
+    return process.returncode, err.decode()
+
+
+async def test_a_second_server_on_the_same_data_dir_is_refused(
+    running: Server, data_dir: Path
+) -> None:
+    code, err = await run_cli({"TRUSTMESS_DATA_DIR": str(data_dir), "TRUSTMESS_PORT": "0"})
+    assert code == 4, err
+    (line,) = err.splitlines()
+    assert line.startswith(
+        f"trustmess: another server is running on the data directory {data_dir.resolve()} "
+        f"(pid {running.process.pid})"
+    ), line
+    # The first is unharmed, and still the only one.
+    async with aiohttp.ClientSession() as session, session.get(running.url + "/readyz") as resp:
+        assert resp.status == 200
+
+
+async def test_createuser_beside_a_running_server_leaves_its_database_alone(
+    running: Server, data_dir: Path
+) -> None:
+    code, err = await run_cli(
+        {"TRUSTMESS_DATA_DIR": str(data_dir), "TRUSTMESS_BCRYPT_ROUNDS": "4"},
+        "createuser",
+        "carol",
+        "--password-stdin",
+        stdin=b"a long enough password\n",
+    )
+    assert code == 0, err
+    assert "already running" in err and "left running (still used by pid" in err, err
+    assert "embedded PostgreSQL stopped" not in err
+    async with aiohttp.ClientSession() as session:
+        login = {"username": "carol", "password": "a long enough password"}
+        async with session.post(running.url + "/auth/login", json=login) as resp:
+            assert resp.status == 200, await resp.text()
+    assert postgres_pids(data_dir)
+
+
+@pytest.mark.parametrize("command", ["serve", "migrate"])
+async def test_an_unreachable_database_is_one_line_and_exit_3(command: str) -> None:
+    code, err = await run_cli(
+        {
+            "TRUSTMESS_DATABASE_URL": "postgresql://someone:hunter2hunter2@127.0.0.1:1/chat",
+            "TRUSTMESS_JWT_SECRET": "s" * 40,
+        },
+        command,
+    )
+    assert code == 3
+    assert err.splitlines()[-1] == (
+        "trustmess: cannot use the database at 127.0.0.1:1/chat: Connection refused"
+    )
+    assert "Traceback" not in err and "hunter2" not in err

@@ -352,7 +352,6 @@ def cursor_of(raw: str) -> str:
         ("limit=-1", "limit"),
         ("limit=101", "limit"),
         ("limit=ten", "limit"),
-        ("cursor=", "cursor"),
         ("cursor=garbage", "cursor"),
         ("cursor=MQ", "cursor"),  # "1": no id part
         ("cursor=Ojo", "cursor"),  # "::"
@@ -378,6 +377,16 @@ async def test_list_rejects_bad_query(client, make_user, query, field) -> None:
     assert resp.status == 422
     error = (await resp.json())["error"]
     assert (error["code"], error["field"]) == ("invalid", field)
+
+
+async def test_empty_cursor_is_the_first_page(client, make_user) -> None:
+    """As for GET /users: a client can always send `cursor=<the last next_cursor>`."""
+    alice, bob = await make_user(), await make_user()
+    for index in range(3):
+        await create_conversation(client, alice, [bob.id], f"c{index}")
+    first = await (await client.get("/conversations?limit=2", headers=alice.headers)).json()
+    empty = await (await client.get("/conversations?limit=2&cursor=", headers=alice.headers)).json()
+    assert empty == first and first["next_cursor"]
 
 
 async def test_list_is_one_query_per_page(make_client, make_user, insert_messages) -> None:

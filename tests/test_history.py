@@ -154,6 +154,15 @@ async def test_page_edges(client, chat, insert_messages, params, expected, has_m
         ("after=%201", "after"),
         ("limit=1_0", "limit"),
         ("limit=" + "9" * 5000, "limit"),
+        # int() would take all of these; the API takes plain ASCII digits only.
+        ("limit=%205", "limit"),
+        ("limit=5%20", "limit"),
+        ("limit=%2B5", "limit"),
+        ("limit=1_0", "limit"),
+        ("limit=%D9%A5", "limit"),  # ARABIC-INDIC DIGIT FIVE
+        ("before=0x10", "before"),
+        ("after=%E2%80%8B7", "after"),  # a zero-width space first
+        ("after=" + "9" * 5000, "after"),  # beyond int()'s digit limit: still a clean 422
     ],
 )
 async def test_bad_query_is_422(client, chat, query, field) -> None:

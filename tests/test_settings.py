@@ -12,7 +12,9 @@ from trustmess.__main__ import main
 from trustmess.settings import (
     Settings,
     SettingsError,
+    describe_default,
     env_name,
+    flag_name,
     resolve_jwt_secret,
     setting_fields,
 )
@@ -58,8 +60,51 @@ def test_cli_reports_bad_value_in_one_line(monkeypatch, capsys) -> None:
 
 
 def test_cli_flag_is_validated_like_the_variable(capsys) -> None:
+    """...and the error names the flag, since that is what the operator typed."""
     assert main(["migrate", "--database-url", "nonsense"]) == 2
-    assert "TRUSTMESS_DATABASE_URL" in capsys.readouterr().err
+    assert capsys.readouterr().err == "trustmess: --database-url: must be a postgresql:// URL\n"
+    assert main(["serve", "--port", "80000"]) == 2
+    assert capsys.readouterr().err == "trustmess: --port: must be between 0 and 65535, got 80000\n"
+
+
+def test_pool_bounds_are_checked_together(monkeypatch, capsys) -> None:
+    monkeypatch.setenv("TRUSTMESS_POOL_MAX", "5")
+    assert main(["serve", "--pool-min", "8"]) == 2
+    assert capsys.readouterr().err == (
+        "trustmess: --pool-min: pool_min (8) must not exceed pool_max (5)\n"
+    )
+
+
+def test_help_shows_every_setting_with_its_values_default_and_variable(capsys) -> None:
+    with pytest.raises(SystemExit):
+        main(["serve", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    for f in setting_fields():
+        expected = (
+            f"{flag_name(f.name)} VALUE {f.metadata['doc']} "
+            f"[{f.metadata['values']}; default {describe_default(f.default)}] ${env_name(f.name)}"
+        )
+        assert expected in text, expected
+    assert "--port VALUE TCP port to listen on [integer 0-65535; default 8080]" in text
+    assert "[number 0.001-1000000; default 0.5]" in text
+
+
+def readme_configuration_variables() -> set[str]:
+    """The variables named in the first column of the README's configuration table."""
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    section = readme.split("## Configuration", 1)[1].split("\n## ", 1)[0]
+    names: set[str] = set()
+    for line in section.splitlines():
+        if line.startswith("| `TRUSTMESS_"):
+            names |= set(re.findall(r"TRUSTMESS_[A-Z0-9_]+", line.split("|")[1]))
+    return names
+
+
+def test_readme_configuration_table_lists_exactly_the_settings() -> None:
+    documented = readme_configuration_variables()
+    settings = {env_name(f.name) for f in setting_fields()}
+    assert sorted(settings - documented) == [], "settings missing from README.md's table"
+    assert sorted(documented - settings) == [], "README.md's table names unknown settings"
 
 
 def test_embedded_secret_generated_once_with_private_mode(tmp_path: Path) -> None:

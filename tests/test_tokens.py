@@ -53,6 +53,7 @@ async def assert_refresh_refused(client, token: str) -> None:
     resp = await refresh(client, token)
     assert resp.status == 401
     assert (await resp.json())["error"]["code"] == "unauthenticated"
+    assert resp.headers["WWW-Authenticate"] == "Bearer"  # RFC 9110: every 401 has a challenge
 
 
 # --- access tokens ------------------------------------------------------------------------

@@ -18,6 +18,7 @@ import subprocess
 import sys
 import time
 from collections.abc import AsyncIterator, Iterator
+from ipaddress import ip_network
 from pathlib import Path
 
 import aiohttp
@@ -56,6 +57,7 @@ def test_settings_survive_the_trip_through_the_environment() -> None:
         data_dir=Path("/srv/tm"),
         jwt_secret="s" * 40,
         allowed_origins=("https://a.example", "https://b.example"),
+        trusted_proxies=(ip_network("10.0.0.0/8"), ip_network("2001:db8::/32")),
         ws_compression=True,
         ws_rate_per_s=12.5,
         commit_window_ms=0.25,

@@ -14,7 +14,15 @@ from typing import Any, NoReturn
 from trustmess import __version__
 from trustmess.cluster.supervisor import check_workers, supervise
 from trustmess.logs import configure_logging
-from trustmess.settings import Settings, SettingsError, env_name, resolve_jwt_secret, setting_fields
+from trustmess.settings import (
+    Settings,
+    SettingsError,
+    describe_default,
+    env_name,
+    flag_name,
+    resolve_jwt_secret,
+    setting_fields,
+)
 
 log = logging.getLogger("trustmess")
 
@@ -44,14 +52,20 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _add_setting_flags(parser: argparse.ArgumentParser) -> None:
-    group = parser.add_argument_group("settings")
+    group = parser.add_argument_group(
+        "settings", "each also from its environment variable (shown last); a flag wins"
+    )
     for f in setting_fields():
+        shown = (
+            f"{f.metadata['doc']} [{f.metadata['values']}; default {describe_default(f.default)}]"
+        )
         group.add_argument(
-            "--" + f.name.replace("_", "-"),
+            flag_name(f.name),
             dest="setting_" + f.name,
             metavar="VALUE",
             default=argparse.SUPPRESS,
-            help=f"{f.metadata['doc']} (${env_name(f.name)})",
+            # argparse formats help with %: a literal one must be doubled.
+            help=f"{shown} ${env_name(f.name)}".replace("%", "%%"),
         )
 
 
@@ -76,11 +90,18 @@ def database_url(settings: Settings) -> Iterator[str]:
     log.info("starting embedded PostgreSQL, data in %s", embedded.pgdata)
     try:
         dsn = embedded.start()
-        log.info("embedded PostgreSQL ready (pid %s)", embedded.pid)
+        if embedded.attached:
+            log.info("embedded PostgreSQL already running (pid %s): using it", embedded.pid)
+        else:
+            log.info("embedded PostgreSQL ready (pid %s)", embedded.pid)
         yield dsn
     finally:
-        embedded.stop()
-        log.info("embedded PostgreSQL stopped")
+        still_used_by = embedded.stop()
+        if still_used_by:
+            pids = ", ".join(map(str, still_used_by))
+            log.info("embedded PostgreSQL left running (still used by pid %s)", pids)
+        else:
+            log.info("embedded PostgreSQL stopped")
 
 
 def _exit_on_sigterm(signum: int, frame: Any) -> NoReturn:
@@ -116,29 +137,63 @@ def main(argv: list[str] | None = None) -> int:
     # blocks so that an embedded PostgreSQL is stopped.
     signal.signal(signal.SIGTERM, _exit_on_sigterm)
     try:
-        with database_url(settings) as dsn:
-            if command == "migrate" or (
-                command == "serve" and not getattr(args, "no_migrate", False)
-            ):
-                from trustmess.runtime.migrate import upgrade
+        with contextlib.ExitStack() as stack:
+            if command == "serve" and settings.embedded and not getattr(args, "worker", False):
+                from trustmess.runtime.datadir import data_dir_lock
 
-                upgrade(dsn)
-                log.info("database schema is up to date")
-            if command == "serve" and settings.workers > 1 and not getattr(args, "worker", False):
-                return supervise(settings.replace(database_url=dsn))
-            if command == "serve":
-                from trustmess.runtime.server import serve
-
-                _run(serve(settings.replace(database_url=dsn)))
-            elif command == "createuser":
-                from trustmess.runtime.createuser import create_user_command
-
-                return create_user_command(settings.replace(database_url=dsn), args)
+                stack.enter_context(data_dir_lock(settings.data_dir))
+            dsn = stack.enter_context(database_url(settings))
+            return _run_command(command, args, settings, dsn)
     except KeyboardInterrupt:
         return 130
     except SettingsError as exc:
         print(f"trustmess: {exc}", file=sys.stderr)
         return 2
+    except Exception as exc:
+        code = _known_failure(exc)
+        if code is None:
+            raise
+        print(f"trustmess: {exc}", file=sys.stderr)
+        return code
+
+
+# Exit codes besides 0 (done), 1 (failed: see the log) and 2 (a bad setting or argument).
+EXIT_DATABASE_UNAVAILABLE = 3
+EXIT_DATA_DIR_IN_USE = 4
+
+
+def _known_failure(exc: Exception) -> int | None:
+    """The exit code for a failure that deserves one line rather than a traceback."""
+    from trustmess.runtime.datadir import DataDirInUse
+    from trustmess.runtime.pool import DatabaseUnavailable
+
+    if isinstance(exc, DatabaseUnavailable):
+        return EXIT_DATABASE_UNAVAILABLE
+    if isinstance(exc, DataDirInUse):
+        return EXIT_DATA_DIR_IN_USE
+    return None
+
+
+def _run_command(command: str, args: argparse.Namespace, settings: Settings, dsn: str) -> int:
+    """``command`` against the database at ``dsn`` (reachable: checked first)."""
+    from trustmess.runtime.pool import check_database
+
+    asyncio.run(check_database(dsn))
+    if command == "migrate" or (command == "serve" and not getattr(args, "no_migrate", False)):
+        from trustmess.runtime.migrate import upgrade
+
+        upgrade(dsn)
+        log.info("database schema is up to date")
+    if command == "serve" and settings.workers > 1 and not getattr(args, "worker", False):
+        return supervise(settings.replace(database_url=dsn))
+    if command == "serve":
+        from trustmess.runtime.server import serve
+
+        _run(serve(settings.replace(database_url=dsn)))
+    elif command == "createuser":
+        from trustmess.runtime.createuser import create_user_command
+
+        return create_user_command(settings.replace(database_url=dsn), args)
     return 0
 
 

@@ -21,6 +21,8 @@ from trustmess.gateway import control, endpoint
 from trustmess.gateway.ratelimit import KeyedCap, KeyedRateLimiter, UserBudget
 from trustmess.gateway.registry import Gateway
 from trustmess.http import accounts, conversations, health, messages, openapi, prometheus
+from trustmess.http.accesslog import access_log
+from trustmess.http.cors import cors
 from trustmess.http.loginguard import LoginGuard
 from trustmess.http.middleware import json_errors
 from trustmess.metrics import Metrics
@@ -37,8 +39,13 @@ def create_app(settings: Settings) -> web.Application:
     """Build the application for a resolved ``settings`` (database URL and JWT secret set)."""
     if settings.database_url is None or not settings.jwt_secret:
         raise ValueError("create_app needs settings with database_url and jwt_secret resolved")
+    # cors outside json_errors: it adds its headers to the JSON errors json_errors makes; the
+    # access log outside both, so it logs the final status.
+    middlewares = [cors, json_errors]
+    if settings.access_log:
+        middlewares.insert(0, access_log)
     app = web.Application(
-        middlewares=[json_errors],
+        middlewares=middlewares,
         client_max_size=64 * 1024,
         handler_args={
             # aiohttp's keep-alive timer runs from the connection's start and from each answer

@@ -62,8 +62,17 @@ def unauthenticated(message: str = "missing or invalid access token") -> ApiErro
 
 
 def invalid_credentials() -> ApiError:
-    """The one answer for an unknown username and a wrong password alike."""
-    return ApiError(401, ErrorCode.INVALID_CREDENTIALS, "wrong username or password")
+    """The one answer for an unknown username and a wrong password alike.
+
+    With ``WWW-Authenticate: Bearer`` like every 401 (RFC 9110 requires a challenge): the scheme
+    the rest of the API expects. Not ``Basic``, which would make browsers show a login dialog.
+    """
+    return ApiError(
+        401,
+        ErrorCode.INVALID_CREDENTIALS,
+        "wrong username or password",
+        headers=dict(BEARER_CHALLENGE),
+    )
 
 
 def account_disabled() -> ApiError:

@@ -12,41 +12,67 @@ import os
 import secrets
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from ipaddress import IPv4Network, IPv6Network, ip_network
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
 ENV_PREFIX = "TRUSTMESS_"
 
+Network = IPv4Network | IPv6Network
+
 
 class SettingsError(ValueError):
     """A setting has a value the server cannot start with."""
 
 
-def _parse_int(lo: int, hi: int) -> Callable[[str], int]:
-    def parse(raw: str) -> int:
+@dataclass(frozen=True, slots=True)
+class IntRange:
+    """Parses an integer within [lo, hi]; shown in ``--help`` as its range."""
+
+    lo: int
+    hi: int
+
+    def __call__(self, raw: str) -> int:
         try:
             value = int(raw)
         except ValueError:
             raise ValueError(f"must be an integer, got {raw!r}") from None
-        if not lo <= value <= hi:
-            raise ValueError(f"must be between {lo} and {hi}, got {value}")
+        if not self.lo <= value <= self.hi:
+            raise ValueError(f"must be between {self.lo} and {self.hi}, got {value}")
         return value
 
-    return parse
+    def __str__(self) -> str:
+        return f"integer {self.lo}-{self.hi}"
 
 
-def _parse_float(lo: float, hi: float) -> Callable[[str], float]:
-    def parse(raw: str) -> float:
+@dataclass(frozen=True, slots=True)
+class FloatRange:
+    """Parses a number within [lo, hi]; shown in ``--help`` as its range."""
+
+    lo: float
+    hi: float
+
+    def __call__(self, raw: str) -> float:
         try:
             value = float(raw)
         except ValueError:
             raise ValueError(f"must be a number, got {raw!r}") from None
-        if not lo <= value <= hi:
-            raise ValueError(f"must be between {lo} and {hi}, got {value}")
+        if not self.lo <= value <= self.hi:
+            raise ValueError(f"must be between {self.lo:g} and {self.hi:g}, got {value:g}")
         return value
 
-    return parse
+    def __str__(self) -> str:
+        return f"number {_number(self.lo)}-{_number(self.hi)}"
+
+
+def _number(value: float) -> str:
+    """``30`` for 30.0, ``0.001``, ``1000000`` (not ``1e+06``)."""
+    return str(int(value)) if value == int(value) else repr(value)
+
+
+_parse_int = IntRange
+_parse_float = FloatRange
 
 
 def _parse_optional(parse: Callable[[str], Any]) -> Callable[[str], Any]:
@@ -88,7 +114,49 @@ def _parse_broker(raw: str) -> str:
 
 
 def _parse_origins(raw: str) -> tuple[str, ...]:
-    return tuple(origin.strip().rstrip("/") for origin in raw.split(",") if origin.strip())
+    """``*``, or origins (``scheme://host[:port]``), lower-cased as browsers send them."""
+    origins = []
+    for entry in raw.split(","):
+        origin = entry.strip().rstrip("/").lower()
+        if not origin:
+            continue
+        if origin != "*":
+            parts = urlsplit(origin)
+            if not parts.scheme or not parts.netloc or parts.path or parts.query or parts.fragment:
+                raise ValueError(
+                    f"must be * or origins such as https://chat.example.org, got {entry.strip()!r}"
+                )
+        origins.append(origin)
+    return tuple(origins)
+
+
+def _parse_networks(raw: str) -> tuple[Network, ...]:
+    """Comma-separated addresses or CIDR blocks, IPv4 or IPv6."""
+    networks = []
+    for entry in raw.split(","):
+        if not entry.strip():
+            continue
+        try:
+            networks.append(ip_network(entry.strip(), strict=False))
+        except ValueError:
+            raise ValueError(
+                f"must be IP addresses or CIDR blocks such as 10.0.0.0/8 or ::1, got {entry!r}"
+            ) from None
+    return tuple(networks)
+
+
+def _parse_optional_port(raw: str) -> int | None:
+    if raw == "":
+        return None
+    return IntRange(0, 65535)(raw)
+
+
+def _parse_metrics_token(raw: str) -> str | None:
+    if raw == "":
+        return None
+    if len(raw) < 16:
+        raise ValueError("must be at least 16 characters")
+    return raw
 
 
 def _parse_str(raw: str) -> str:
@@ -113,8 +181,25 @@ def _parse_log_format(raw: str) -> str:
     return log_format
 
 
-def _setting(default: Any, parse: Callable[[str], Any], doc: str) -> Any:
-    return field(default=default, metadata={"parse": parse, "doc": doc})
+def _setting(default: Any, parse: Callable[[str], Any], doc: str, values: str = "") -> Any:
+    """A field read from its variable with ``parse``; ``values`` says what it takes (for
+    ``--help``; a range parser says it itself)."""
+    if not values:
+        values = "true or false" if parse is _parse_bool else str(parse)
+    return field(default=default, metadata={"parse": parse, "doc": doc, "values": values})
+
+
+def describe_default(value: Any) -> str:
+    """A default as ``--help`` and the README show it."""
+    if value is None:
+        return "unset"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if value == ():
+        return "empty"
+    if isinstance(value, float):
+        return _number(value)
+    return str(value)
 
 
 @dataclass(frozen=True, slots=True)
@@ -122,18 +207,49 @@ class Settings:
     """Server configuration. Field ``x_y`` is read from ``TRUSTMESS_X_Y``."""
 
     database_url: str | None = _setting(
-        None, _parse_database_url, "PostgreSQL URL; unset starts the embedded database"
+        None,
+        _parse_database_url,
+        "PostgreSQL URL; unset starts the embedded database",
+        "postgresql://user:password@host:port/db",
     )
-    host: str = _setting("127.0.0.1", _parse_str, "address to listen on")
+    host: str = _setting("127.0.0.1", _parse_str, "address to listen on", "IP address or name")
     port: int = _setting(8080, _parse_int(0, 65535), "TCP port to listen on")
     data_dir: Path = _setting(
-        Path(".trustmess"), lambda raw: Path(raw), "embedded database and generated secret"
+        Path(".trustmess"), Path, "embedded database and generated secret", "a directory"
     )
     jwt_secret: str | None = _setting(
-        None, _parse_optional_str, "HS256 signing key (generated in embedded mode)"
+        None,
+        _parse_optional_str,
+        "HS256 signing key (generated in embedded mode)",
+        "at least 32 characters",
     )
-    log_level: str = _setting("INFO", _parse_log_level, "DEBUG, INFO, WARNING or ERROR")
-    log_format: str = _setting("text", _parse_log_format, "text, or json (one object per line)")
+    log_level: str = _setting(
+        "INFO", _parse_log_level, "least severe log level shown", "DEBUG, INFO, WARNING or ERROR"
+    )
+    log_format: str = _setting(
+        "text", _parse_log_format, "log line format (json: one object per line)", "text or json"
+    )
+    access_log: bool = _setting(
+        False, _parse_bool, "one log line per HTTP request and per socket open and close"
+    )
+    metrics_token: str | None = _setting(
+        None,
+        _parse_metrics_token,
+        "bearer token GET /metrics requires (unset: none)",
+        "at least 16 characters",
+    )
+    metrics_host: str = _setting(
+        "127.0.0.1",
+        _parse_str,
+        "address of the separate metrics listener (with METRICS_PORT)",
+        "IP address or name",
+    )
+    metrics_port: int | None = _setting(
+        None,
+        _parse_optional_port,
+        "serve /metrics on this port only, not on PORT (unset: on PORT)",
+        "integer 0-65535",
+    )
     pool_min: int = _setting(2, _parse_int(1, 1000), "minimum database connections")
     pool_max: int = _setting(20, _parse_int(1, 1000), "maximum database connections")
     access_token_ttl_s: int = _setting(900, _parse_int(10, 86400), "access token lifetime")
@@ -164,7 +280,16 @@ class Settings:
     )
     search_burst: int = _setting(30, _parse_int(1, 1_000_000), "directory search burst per user")
     allowed_origins: tuple[str, ...] = _setting(
-        (), _parse_origins, "comma-separated Origin allow-list for /ws (empty: same host only)"
+        (),
+        _parse_origins,
+        "browser origins allowed besides the server's own, for /ws and CORS",
+        "comma-separated origins (https://chat.example.org), or *",
+    )
+    trusted_proxies: tuple[Network, ...] = _setting(
+        (),
+        _parse_networks,
+        "reverse proxies whose Forwarded/X-Forwarded-For name the client",
+        "comma-separated IP addresses or CIDR blocks",
     )
     http_read_timeout_s: float = _setting(
         20.0,
@@ -201,7 +326,9 @@ class Settings:
     commit_window_ms: float = _setting(0.0, _parse_float(0, 1000), "group-commit wait window")
     read_flush_ms: float = _setting(50.0, _parse_float(0, 60_000), "ack write-behind delay")
     group_commit: bool = _setting(True, _parse_bool, "batch message inserts")
-    broker: str = _setting("local", _parse_broker, "'local' or redis://host:port/db")
+    broker: str = _setting(
+        "local", _parse_broker, "event bus between processes", "local or redis://host:port/db"
+    )
     broker_gap_ms: float = _setting(200.0, _parse_float(1, 60_000), "wait for a missing seq")
     broker_grace_s: float = _setting(5.0, _parse_float(0.1, 3600), "bus outage → close 1001")
     workers: int = _setting(1, _parse_int(1, 256), "server processes sharing the port")
@@ -210,22 +337,31 @@ class Settings:
     def from_env(
         cls, env: Mapping[str, str] | None = None, overrides: Mapping[str, str] | None = None
     ) -> Settings:
-        """Build settings from ``env`` (default ``os.environ``) then raw string ``overrides``."""
+        """Build settings from ``env`` (default ``os.environ``) then raw string ``overrides``
+        (the command line's flags): a bad value is reported under the name it was given by,
+        ``--port`` or ``TRUSTMESS_PORT``."""
         env = os.environ if env is None else env
         overrides = overrides or {}
         values: dict[str, Any] = {}
+        names: dict[str, str] = {}
         for f in dataclasses.fields(cls):
-            name = env_name(f.name)
-            raw = overrides.get(f.name, env.get(name))
-            if raw is None:
+            if f.name in overrides:
+                raw, names[f.name] = overrides[f.name], flag_name(f.name)
+            elif env_name(f.name) in env:
+                raw, names[f.name] = env[env_name(f.name)], env_name(f.name)
+            else:
                 continue
             try:
                 values[f.name] = f.metadata["parse"](raw)
             except ValueError as exc:
-                raise SettingsError(f"{name}: {exc}") from None
+                raise SettingsError(f"{names[f.name]}: {exc}") from None
         settings = cls(**values)
         if settings.pool_min > settings.pool_max:
-            raise SettingsError("TRUSTMESS_POOL_MIN: must not exceed TRUSTMESS_POOL_MAX")
+            name = names.get("pool_min") or names.get("pool_max") or env_name("pool_min")
+            raise SettingsError(
+                f"{name}: pool_min ({settings.pool_min}) must not exceed pool_max "
+                f"({settings.pool_max})"
+            )
         return settings
 
     @property
@@ -239,6 +375,11 @@ class Settings:
 
 def env_name(field_name: str) -> str:
     return ENV_PREFIX + field_name.upper()
+
+
+def flag_name(field_name: str) -> str:
+    """``--ws-max-frame-bytes`` for ``ws_max_frame_bytes``."""
+    return "--" + field_name.replace("_", "-")
 
 
 def setting_fields() -> list[dataclasses.Field[Any]]:

@@ -67,7 +67,7 @@ def settings_env(settings: Settings) -> dict[str, str]:
         if isinstance(value, bool):
             raw = "true" if value else "false"
         elif isinstance(value, tuple):
-            raw = ",".join(value)
+            raw = ",".join(map(str, value))
         elif isinstance(value, float):
             raw = repr(value)
         else:

@@ -112,6 +112,7 @@ class Connection:
         "joined",
         "last_rejected",
         "rate",
+        "sent_close_code",
         "session_id",
         "silent_sweeps",
         "transport",
@@ -144,6 +145,8 @@ class Connection:
         self.abuse_since: float | None = None
         self.last_rejected = 0.0
         self.closing = False
+        # The code of the close frame this side sent (ws.close_code becomes the peer's answer).
+        self.sent_close_code: int | None = None
         # Liveness, for the process-wide heartbeat (heartbeat.py). ``busy``: a command is
         # being awaited, so the reader loop is not taking the peer's pongs meanwhile.
         self.heard = True
@@ -391,6 +394,7 @@ class Connection:
 
     async def _close_handshake(self, code: int, reason: str) -> None:
         log.debug("closing %r with %d: %s", self, code, reason)
+        self.sent_close_code = code
         with contextlib.suppress(TimeoutError, ConnectionError, RuntimeError):
             # drain=False: a peer that stopped reading would block a draining close forever.
             await asyncio.wait_for(

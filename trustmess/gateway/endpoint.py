@@ -10,9 +10,9 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
-from urllib.parse import urlsplit
+from typing import NamedTuple
 
-from aiohttp import WSMsgType, web
+from aiohttp import WebSocketError, WSMsgType, web
 
 from trustmess.appkeys import ACTIVE_USERS, AWAITING_AUTH, GATEWAY, HUB, METRICS, SETTINGS
 from trustmess.auth import AccessClaims, decode_access_token
@@ -20,26 +20,27 @@ from trustmess.errors import ApiError, CloseCode, ErrorCode, rate_limited
 from trustmess.gateway.connection import ABORT_AFTER_S, Connection
 from trustmess.gateway.ratelimit import TokenBucket
 from trustmess.gateway.router import dispatch, dispatch_now
+from trustmess.http.accesslog import log_socket_close, log_socket_open, note_upgraded
 from trustmess.http.authn import authenticate
-from trustmess.http.clientaddress import client_key
+from trustmess.http.clientaddr import client_key
+from trustmess.http.cors import origin_allowed
 from trustmess.settings import Settings
 from trustmess.wire import events, frames
 
 routes = web.RouteTableDef()
 
 
-def origin_allowed(origin: str, request: web.Request, settings: Settings) -> bool:
-    """Allow-listed origins, or (with no list) only the server's own host."""
-    origin = origin.rstrip("/")
-    if settings.allowed_origins:
-        return "*" in settings.allowed_origins or origin in settings.allowed_origins
-    return urlsplit(origin).netloc == request.host
+class Refused(NamedTuple):
+    """A socket closed before it was authenticated, and the close code it ended with."""
+
+    ws: web.WebSocketResponse
+    code: int
 
 
 async def _first_frame_auth(
     ws: web.WebSocketResponse, request: web.Request
-) -> tuple[AccessClaims, frames.Ref] | None:
-    """Wait for ``{"type":"auth"}``; close with 4001 on timeout or failure."""
+) -> tuple[AccessClaims, frames.Ref] | int:
+    """Wait for ``{"type":"auth"}``; close with 4001 on timeout or failure (return the code)."""
     settings = request.app[SETTINGS]
     try:
         async with asyncio.timeout(settings.ws_auth_timeout_s):
@@ -50,13 +51,15 @@ async def _first_frame_auth(
                 msg = await ws.receive()
     except TimeoutError:
         await ws.close(code=CloseCode.AUTH_FAILED, message=b"auth timeout")
-        return None
+        return CloseCode.AUTH_FAILED
+    if msg.type == WSMsgType.ERROR and isinstance(msg.data, WebSocketError):
+        return int(msg.data.code)  # a frame over the limit (1009): aiohttp has closed
     if msg.type not in (WSMsgType.TEXT, WSMsgType.BINARY):
-        return None
+        return ws.close_code or CloseCode.ABNORMAL  # the peer closed or went away
     command = frames.decode(msg.data)
     if not isinstance(command, frames.Auth):
         await ws.close(code=CloseCode.AUTH_FAILED, message=b"first frame must be auth")
-        return None
+        return CloseCode.AUTH_FAILED
     try:
         assert settings.jwt_secret is not None
         claims = decode_access_token(settings.jwt_secret, command.token)
@@ -64,7 +67,7 @@ async def _first_frame_auth(
             raise ApiError(401, ErrorCode.UNAUTHENTICATED, "account disabled")
     except ApiError as error:
         await ws.close(code=CloseCode.AUTH_FAILED, message=error.message.encode())
-        return None
+        return CloseCode.AUTH_FAILED
     return claims, command.ref
 
 
@@ -81,27 +84,43 @@ def _note_rejected(conn: Connection, settings: Settings) -> None:
 @routes.get("/ws")
 async def websocket(request: web.Request) -> web.StreamResponse:
     """Upgrade to the TrustMess socket protocol (see protocol/README.md)."""
+    started = time.perf_counter()
+    app = request.app
+    access_log = app[SETTINGS].access_log
     opened = await _open(request)
-    if isinstance(opened, web.WebSocketResponse):
-        return opened  # refused after the upgrade (first-frame auth)
+    if isinstance(opened, Refused):  # after the upgrade (first-frame auth)
+        app[METRICS].closes[opened.code] += 1
+        if access_log:
+            log_socket_close(request, opened.code, time.perf_counter() - started, None)
+        return opened.ws
     # Everything the opening needed (headers, claims, the hello) died with _open's frame:
     # what this frame keeps for the connection's lifetime is all an idle socket costs us.
-    (conn, ws), app = opened, request.app
+    conn, ws = opened
+    if access_log:
+        log_socket_open(request, conn.user_id)
+    error_code: int | None = None
     try:
-        await _read_loop(app, conn, ws, app[SETTINGS])
+        error_code = await _read_loop(app, conn, ws, app[SETTINGS])
         if conn.closing:
             await conn.wait_closed(ABORT_AFTER_S + 1)
     finally:
         conn.detach()
         app[GATEWAY].unregister(conn)
+        # Counted before the await below: a dropped connection cancels this handler there.
+        # The code the server closed with: a protocol error's (a frame over the limit: 1009)
+        # or the one Connection sent, not the peer's answer (or 1006 when none came), which is
+        # all ws.close_code tells; else the peer's own close code.
+        code = error_code or conn.sent_close_code or ws.close_code or CloseCode.ABNORMAL
+        app[METRICS].closes[code] += 1
+        if access_log:
+            log_socket_close(request, code, time.perf_counter() - started, conn.user_id)
         await conn.stop_writer()
-        app[METRICS].closes[ws.close_code or CloseCode.ABNORMAL] += 1
     return ws
 
 
 async def _open(
     request: web.Request,
-) -> tuple[Connection, web.WebSocketResponse] | web.WebSocketResponse:
+) -> tuple[Connection, web.WebSocketResponse] | Refused:
     """Checks, upgrade, authentication, registration and ``hello``."""
     app = request.app
     settings, gateway = app[SETTINGS], app[GATEWAY]
@@ -111,7 +130,7 @@ async def _open(
     if not usable:
         raise ApiError(503, ErrorCode.UNAVAILABLE, f"message bus unavailable ({reason})")
     origin = request.headers.get("Origin")
-    if origin is not None and not origin_allowed(origin, request, settings):
+    if origin is not None and not origin_allowed(origin, request, settings.allowed_origins):
         raise ApiError(403, ErrorCode.FORBIDDEN, "origin not allowed")
     claims: AccessClaims | None = None
     ref: frames.Ref = None
@@ -133,11 +152,12 @@ async def _open(
             raise rate_limited(settings.ws_auth_timeout_s)
         try:
             await ws.prepare(request)
+            note_upgraded()
             authed = await _first_frame_auth(ws, request)
         finally:
             awaiting.release(address)
-        if authed is None:
-            return ws
+        if isinstance(authed, int):
+            return Refused(ws, authed)
         claims, ref = authed
     else:
         await ws.prepare(request)
@@ -170,7 +190,8 @@ async def _open(
 
 async def _read_loop(
     app: web.Application, conn: Connection, ws: web.WebSocketResponse, settings: Settings
-) -> None:
+) -> int | None:
+    """Read until the socket closes; the close code of a protocol error that ended it, if any."""
     metrics = app[METRICS]
     receive = ws.receive  # not `async for`: one coroutine layer less per frame
     while True:
@@ -202,8 +223,12 @@ async def _read_loop(
             pass
         elif msg.type == WSMsgType.BINARY:
             conn.send(frames.error(None, ErrorCode.BAD_FRAME, "binary frames are not supported"))
+        elif msg.type == WSMsgType.ERROR and isinstance(msg.data, WebSocketError):
+            # A frame over the size limit (1009), or a broken frame (1002): aiohttp has sent
+            # that code in its close frame and dropped the connection (which cancels this
+            # handler at its next await: return without one).
+            return int(msg.data.code)
         else:
-            # CLOSE/CLOSING/CLOSED, or ERROR (e.g. a frame over the size limit: aiohttp has
-            # closed with 1009).
-            break
+            break  # CLOSE/CLOSING/CLOSED, or a transport ERROR
     await asyncio.sleep(0)
+    return None

@@ -24,11 +24,12 @@ from trustmess.auth import (
     new_refresh_token,
     require_new_password,
     require_username,
+    unauthenticated,
 )
 from trustmess.errors import ApiError, ErrorCode
 from trustmess.http import users as user_views
 from trustmess.http.authn import current_user_id
-from trustmess.http.clientaddress import client_key
+from trustmess.http.clientaddr import client_key
 from trustmess.http.jsonio import json_response
 from trustmess.http.users import display_name_field, no_content, read_fields
 from trustmess.store import tokens, users
@@ -45,7 +46,7 @@ REFRESH_TOKEN_MAX = 512
 
 
 def _bad_refresh_token() -> ApiError:
-    return ApiError(401, ErrorCode.UNAUTHENTICATED, "refresh token is invalid, expired or revoked")
+    return unauthenticated("refresh token is invalid, expired or revoked")
 
 
 async def _start_session(

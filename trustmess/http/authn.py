@@ -6,6 +6,7 @@ from aiohttp import web
 
 from trustmess.appkeys import ACTIVE_USERS, SETTINGS
 from trustmess.auth import AccessClaims, bearer_token, decode_access_token, unauthenticated
+from trustmess.http.accesslog import note_caller
 
 
 async def authenticate(request: web.Request) -> AccessClaims:
@@ -16,6 +17,7 @@ async def authenticate(request: web.Request) -> AccessClaims:
     claims = decode_access_token(secret, token)
     if not await request.app[ACTIVE_USERS].is_active(claims.user_id):
         raise unauthenticated("account disabled or removed")
+    note_caller(claims.user_id)  # for the access log
     return claims
 
 

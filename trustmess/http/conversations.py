@@ -5,8 +5,9 @@ the issue left open, decided here:
 
 * ``title`` that is empty after stripping is no title, so ``{member_ids: [b], title: ""}`` is the
   direct conversation with b.
-* A direct conversation has neither a title nor a changeable member list: renaming it, adding to
-  it or leaving it is 422 ``invalid``.
+* A direct conversation has neither a title nor a changeable member list: renaming it or adding
+  to it is 422 ``invalid`` naming the field; leaving it (or removing its other member) is 409
+  ``conflict``, since no input is at fault, only the conversation's kind.
 * Adding members: ids already in the group are ignored; only the new ones must be active users.
   New members see the whole history, and their read marker starts at the newest message.
 * When the owner leaves, the longest-standing member (earliest ``joined_at``, then lowest id)
@@ -176,7 +177,8 @@ async def list_conversations(request: web.Request) -> web.Response:
     user_id = await current_user_id(request)
     limit = query_int(request, "limit", lo=1, hi=MAX_PAGE) or DEFAULT_PAGE
     cursor = request.query.get("cursor")
-    after = None if cursor is None else decode_cursor(cursor)
+    # Empty is the first page, as for GET /users: a client may always send `cursor=<last>`.
+    after = None if not cursor else decode_cursor(cursor)
     await request.app[READ_MARKERS].flush_user(user_id)  # show the caller's own acks
     async with request.app[POOL].acquire() as conn:
         items, next_key = await conversations_page(conn, user_id, limit, after)
@@ -247,7 +249,9 @@ async def remove_conversation_member(request: web.Request) -> web.Response:
     conversation_id = path_id(request, "id")
     target_id = path_id(request, "user_id")
     async with request.app[POOL].acquire() as conn, conn.transaction():
-        no_leaving = ApiError(422, ErrorCode.INVALID, "a direct conversation cannot be left")
+        no_leaving = ApiError(
+            409, ErrorCode.CONFLICT, "the members of a direct conversation cannot change"
+        )
         membership = await _lock_group(conn, conversation_id, user_id, if_direct=no_leaving)
         if target_id != user_id and membership.role != "owner":
             raise ApiError(403, ErrorCode.FORBIDDEN, "only the owner may remove other members")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import re
 from typing import Any
 
 import orjson
@@ -10,9 +11,14 @@ from aiohttp import web
 
 from trustmess.appkeys import SETTINGS
 from trustmess.errors import ApiError, ErrorCode, invalid
-from trustmess.wire.validation import BIGINT_MAX, parse_decimal
+from trustmess.wire.validation import BIGINT_MAX
 
 MAX_BODY_BYTES = 64 * 1024
+
+# What an integer query parameter may look like: ASCII digits, an optional leading '-', and no
+# more digits than a 64-bit integer has (so int() never parses a huge string). int() alone
+# would also take " 5", "+5", "1_0" and non-ASCII digits (Arabic-Indic five, say).
+_QUERY_INT = re.compile(r"-?[0-9]{1,19}")
 
 
 def json_response(
@@ -71,13 +77,19 @@ def path_id(request: web.Request, name: str) -> int:
 def query_int(
     request: web.Request, name: str, *, lo: int, hi: int, default: int | None = None
 ) -> int | None:
-    """An integer query parameter within [lo, hi], or 422 naming it."""
+    """An integer query parameter within [lo, hi], or 422 naming it.
+
+    Only ASCII digits with an optional leading ``-`` are an integer; a negative one is then out
+    of range unless ``lo`` is below zero.
+    """
     raw = request.query.get(name)
     if raw is None:
         return default
-    value = parse_decimal(raw)
-    if value is None:
-        raise invalid(name, "must be an integer") from None
+    if not _QUERY_INT.fullmatch(raw):
+        if re.fullmatch(r"-?[0-9]+", raw):
+            raise invalid(name, f"must be between {lo} and {hi}")
+        raise invalid(name, "must be an integer (ASCII digits, no sign or spaces)")
+    value = int(raw)
     if not lo <= value <= hi:
         raise invalid(name, f"must be between {lo} and {hi}")
     return value

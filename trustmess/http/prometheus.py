@@ -1,19 +1,62 @@
-"""``GET /metrics``: Prometheus text format for this process."""
+"""``GET /metrics``: the process's counters in the Prometheus text format.
+
+Optionally guarded by a bearer token (``TRUSTMESS_METRICS_TOKEN``), and optionally served on a
+listener of its own (``TRUSTMESS_METRICS_PORT``, ``TRUSTMESS_METRICS_HOST``) instead of the API's
+port, so it can stay on an internal network: :func:`metrics_app` is that listener's app.
+"""
 
 from __future__ import annotations
 
+import hmac
+
 from aiohttp import web
 
-from trustmess.appkeys import GATEWAY, HUB, METRICS, WRITER
+from trustmess.appkeys import GATEWAY, HUB, METRICS, SETTINGS, WRITER
+from trustmess.auth import bearer_token, unauthenticated
+from trustmess.errors import not_found
+from trustmess.http.middleware import json_errors
 from trustmess.metrics import Sample, process_cpu_seconds, process_rss_bytes, render
 
 routes = web.RouteTableDef()
 
+# On the metrics listener's own app: the application whose counters it shows.
+SERVED_APP = web.AppKey("served_app", web.Application)
+
 
 @routes.get("/metrics")
 async def metrics(request: web.Request) -> web.Response:
-    """Connections, subscriptions, persisted messages, deliveries, batches, errors, process."""
-    app = request.app
+    """Connections, subscriptions, persisted messages, deliveries, batches, errors, process.
+
+    404 here when the metrics have a listener of their own.
+    """
+    if request.app[SETTINGS].metrics_port is not None:
+        raise not_found()
+    return _metrics_response(request, request.app)
+
+
+async def _metrics_on_own_listener(request: web.Request) -> web.Response:
+    return _metrics_response(request, request.app[SERVED_APP])
+
+
+def metrics_app(served: web.Application) -> web.Application:
+    """The app of the separate metrics listener: ``GET /metrics`` of ``served``."""
+    app = web.Application(middlewares=[json_errors])
+    app[SERVED_APP] = served
+    app.router.add_get("/metrics", _metrics_on_own_listener)
+    return app
+
+
+def _metrics_response(request: web.Request, app: web.Application) -> web.Response:
+    token = app[SETTINGS].metrics_token
+    if token is not None:
+        given = bearer_token(request.headers.get("Authorization"))
+        if not hmac.compare_digest(given.encode(), token.encode()):
+            raise unauthenticated("wrong metrics token")
+    return web.Response(text=render_samples(app), content_type="text/plain", charset="utf-8")
+
+
+def render_samples(app: web.Application) -> str:
+    """Everything ``/metrics`` shows, as Prometheus exposition text."""
     gateway, hub, writer, counters = app[GATEWAY], app[HUB], app[WRITER], app[METRICS]
     samples: list[Sample] = [
         (
@@ -84,4 +127,4 @@ async def metrics(request: web.Request) -> web.Response:
         ),
     ]
     samples += hub.broker.samples()
-    return web.Response(text=render(samples), content_type="text/plain", charset="utf-8")
+    return render(samples)

@@ -29,7 +29,7 @@ from trustmess.auth import (
 )
 from trustmess.errors import ApiError, ErrorCode, invalid, not_found, rate_limited
 from trustmess.http.authn import current_user_id
-from trustmess.http.clientaddress import client_key
+from trustmess.http.clientaddr import client_key
 from trustmess.http.jsonio import json_response, path_id, query_int, read_json_object
 from trustmess.store import tokens, users
 from trustmess.wire.validation import (

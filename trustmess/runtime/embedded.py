@@ -30,18 +30,33 @@ def _pid_alive(pid: int) -> bool:
     return True
 
 
+def live_handles(pgdata: Path) -> list[int]:
+    """PIDs of other live processes on the package's handle list."""
+    try:
+        pids = [int(pid) for pid in json.loads((pgdata / ".handle_pids.json").read_text())]
+    except (OSError, ValueError, TypeError):
+        return []
+    return [pid for pid in pids if pid != os.getpid() and _pid_alive(pid)]
+
+
 def prune_dead_handles(pgdata: Path) -> list[int]:
     """Drop PIDs of processes that no longer exist from the package's handle list."""
     handles = pgdata / ".handle_pids.json"
     if not handles.exists():
         return []
-    try:
-        pids = [int(pid) for pid in json.loads(handles.read_text())]
-    except (ValueError, TypeError):
-        pids = []
-    alive = [pid for pid in pids if pid != os.getpid() and _pid_alive(pid)]
+    alive = live_handles(pgdata)
     handles.write_text(json.dumps(alive))
     return alive
+
+
+def postmaster_pid(pgdata: Path) -> int | None:
+    """The PID of the PostgreSQL server running on ``pgdata``, or None if none is."""
+    try:
+        first_line = (pgdata / "postmaster.pid").read_text().split("\n", 1)[0]
+        pid = int(first_line)
+    except (OSError, ValueError):
+        return None
+    return pid if _pid_alive(pid) else None
 
 
 class EmbeddedPostgres:
@@ -51,6 +66,9 @@ class EmbeddedPostgres:
     def __init__(self, pgdata: Path) -> None:
         self.pgdata = pgdata.expanduser().resolve()
         self._server: Any = None
+        # Set by start(): the server was already running (another process started it, say a
+        # `serve` while this is `createuser`), so start() attached to it.
+        self.attached = False
 
     def start(self) -> str:
         """Start (or attach to) the server and return its DSN (a unix-socket URL)."""
@@ -62,6 +80,7 @@ class EmbeddedPostgres:
         self.pgdata.parent.mkdir(parents=True, exist_ok=True)
         if self.pgdata.exists():
             prune_dead_handles(self.pgdata)
+        self.attached = postmaster_pid(self.pgdata) is not None
         self._server = get_server(self.pgdata, cleanup_mode="stop")
         dsn: str = self._server.get_uri()
         return dsn
@@ -74,9 +93,11 @@ class EmbeddedPostgres:
         pid: int | None = self._server.get_pid()
         return pid
 
-    def stop(self) -> None:
-        """Let go of the server; it stops when no other live process holds it."""
+    def stop(self) -> list[int]:
+        """Let go of the server; it stops when no other live process holds it. The PIDs of the
+        processes that still hold it (empty: it stopped)."""
         if self._server is None:
-            return
+            return []
         server, self._server = self._server, None
         server._cleanup()
+        return live_handles(self.pgdata) if postmaster_pid(self.pgdata) else []
