@@ -161,6 +161,7 @@ async def _open(
         claims, ref = authed
     else:
         await ws.prepare(request)
+        note_upgraded()
     conn = Connection(
         ws,
         claims.user_id,
