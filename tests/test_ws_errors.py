@@ -111,12 +111,14 @@ async def test_frame_at_limit_accepted_over_limit_closes_1009(make_user, connect
 async def test_rate_limit_then_close_on_sustained_abuse(make_user, make_client, connect) -> None:
     client = await make_client(ws_rate_per_s=5, ws_burst=5, ws_abuse_s=0.5)
     sock = await connect(await make_user(), test_client=client)
-    codes = []
-    for _ in range(10):
-        codes.append((await sock.request({"type": "ping"}))["type"])
-    assert codes[:5] == ["reply"] * 5 and "error" in codes[5:]
-    limited = [f for f in sock.backlog if f.get("code") == "rate_limited"]
-    assert not limited  # answers were matched by ref, nothing left over
+    for n in range(10):
+        await sock.send({"type": "ping", "ref": n})
+    answers = [await sock.recv() for _ in range(10)]
+    assert [a.get("ref") for a in answers[:5]] == list(range(5))
+    assert all(a["type"] == "reply" for a in answers[:5])
+    # Refused before parsing: a rate_limited error carries no ref.
+    limited = [a for a in answers[5:] if a["type"] == "error"]
+    assert limited and all(a["code"] == "rate_limited" and "ref" not in a for a in limited)
 
     async def hammer() -> None:
         while True:
@@ -133,11 +135,16 @@ async def test_rate_limit_then_close_on_sustained_abuse(make_user, make_client, 
 async def test_rate_limit_recovers(make_user, make_client, connect) -> None:
     client = await make_client(ws_rate_per_s=20, ws_burst=2)
     sock = await connect(await make_user(), test_client=client)
-    answers = [(await sock.request({"type": "ping"}))["type"] for _ in range(4)]
+    for _ in range(4):
+        await sock.send({"type": "ping", "ref": "burst"})
+    answers = [(await sock.recv())["type"] for _ in range(4)]
     assert "error" in answers
     async with asyncio.timeout(3):
-        while (await sock.request({"type": "ping"}))["type"] != "reply":
-            pass
+        while True:
+            await sock.send({"type": "ping", "ref": "again"})
+            if (await sock.recv())["type"] == "reply":
+                break
+            await asyncio.sleep(0.02)  # pacing the retries, not waiting for a condition
 
 
 async def test_slow_consumer_closed_4009_without_delaying_others(

@@ -170,13 +170,13 @@ async def _read_loop(
         if conn.closing:
             break
         if msg.type == WSMsgType.TEXT:
-            command = frames.decode(msg.data)
+            # The token first: a flood costs us no JSON decoding (so its ref is not echoed).
             if not conn.rate.take():
                 _note_rejected(conn, settings)
-                ref = command.ref
                 metrics.errors[ErrorCode.RATE_LIMITED] += 1
-                conn.send(frames.error(ref, ErrorCode.RATE_LIMITED, "too many commands"))
+                conn.send(frames.error(None, ErrorCode.RATE_LIMITED, "too many commands"))
                 continue
+            command = frames.decode(msg.data)
             if isinstance(command, frames.FrameError):
                 metrics.errors[command.code] += 1
                 conn.send(frames.error_from(command))
