@@ -112,6 +112,7 @@ class Connection:
         "joined",
         "last_rejected",
         "rate",
+        "rejection_answered",
         "session_id",
         "silent_sweeps",
         "transport",
@@ -143,6 +144,7 @@ class Connection:
         self.expires_at = float("inf")  # of the access token (see expiry.py)
         self.abuse_since: float | None = None
         self.last_rejected = 0.0
+        self.rejection_answered = float("-inf")  # when rate_limited was last sent
         self.closing = False
         # Liveness, for the process-wide heartbeat (heartbeat.py). ``busy``: a command is
         # being awaited, so the reader loop is not taking the peer's pongs meanwhile.

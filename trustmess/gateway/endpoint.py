@@ -18,6 +18,7 @@ from trustmess.appkeys import ACTIVE_USERS, GATEWAY, HUB, METRICS, SETTINGS
 from trustmess.auth import AccessClaims, decode_access_token
 from trustmess.errors import ApiError, CloseCode, ErrorCode
 from trustmess.gateway.connection import ABORT_AFTER_S, Connection
+from trustmess.gateway.linger import LingeringWebSocketResponse
 from trustmess.gateway.ratelimit import TokenBucket
 from trustmess.gateway.router import dispatch, dispatch_now
 from trustmess.http.authn import authenticate
@@ -67,21 +68,34 @@ async def _first_frame_auth(
     return claims, command.ref
 
 
-def _note_rejected(conn: Connection, settings: Settings) -> None:
-    """The connection found no command token: close it when that has lasted too long."""
+RATE_LIMITED_EVERY_S = 0.5
+
+
+def _note_rejected(conn: Connection, settings: Settings) -> bool:
+    """The connection found no command token: close it when that has lasted too long.
+
+    Returns whether to answer with ``rate_limited``: once per RATE_LIMITED_EVERY_S, not per
+    refused frame (its ref is unknown anyway), so a flood does not make us write a flood of
+    errors, which the peer would have to read through before it found our close frame."""
     now = time.monotonic()
     if conn.abuse_since is None or now - conn.last_rejected > 1.0:
         conn.abuse_since = now
     conn.last_rejected = now
     if now - conn.abuse_since >= settings.ws_abuse_s:
         conn.close_soon(CloseCode.RATE_LIMITED, "rate limit exceeded for too long")
+        return False
+    if now - conn.rejection_answered < RATE_LIMITED_EVERY_S:
+        return False
+    conn.rejection_answered = now
+    return True
 
 
 @routes.get("/ws")
 async def websocket(request: web.Request) -> web.StreamResponse:
     """Upgrade to the TrustMess socket protocol (see protocol/README.md)."""
     opened = await _open(request)
-    if isinstance(opened, web.WebSocketResponse):
+    if isinstance(opened, LingeringWebSocketResponse):
+        await opened.lingered()
         return opened  # refused after the upgrade (first-frame auth)
     # Everything the opening needed (headers, claims, the hello) died with _open's frame:
     # what this frame keeps for the connection's lifetime is all an idle socket costs us.
@@ -90,6 +104,7 @@ async def websocket(request: web.Request) -> web.StreamResponse:
         await _read_loop(app, conn, ws, app[SETTINGS])
         if conn.closing:
             await conn.wait_closed(ABORT_AFTER_S + 1)
+        await ws.lingered()
     finally:
         conn.detach()
         app[GATEWAY].unregister(conn)
@@ -100,7 +115,7 @@ async def websocket(request: web.Request) -> web.StreamResponse:
 
 async def _open(
     request: web.Request,
-) -> tuple[Connection, web.WebSocketResponse] | web.WebSocketResponse:
+) -> tuple[Connection, LingeringWebSocketResponse] | LingeringWebSocketResponse:
     """Checks, upgrade, authentication, registration and ``hello``."""
     app = request.app
     settings, gateway = app[SETTINGS], app[GATEWAY]
@@ -116,7 +131,7 @@ async def _open(
     ref: frames.Ref = None
     if "Authorization" in request.headers:
         claims = await authenticate(request)
-    ws = web.WebSocketResponse(
+    ws = LingeringWebSocketResponse(
         # Pings and pongs are ours: one heartbeat sweep for all sockets (heartbeat.py).
         heartbeat=None,
         autoping=False,
@@ -172,9 +187,9 @@ async def _read_loop(
         if msg.type == WSMsgType.TEXT:
             # The token first: a flood costs us no JSON decoding (so its ref is not echoed).
             if not conn.rate.take():
-                _note_rejected(conn, settings)
                 metrics.errors[ErrorCode.RATE_LIMITED] += 1
-                conn.send(frames.error(None, ErrorCode.RATE_LIMITED, "too many commands"))
+                if _note_rejected(conn, settings):
+                    conn.send(frames.error(None, ErrorCode.RATE_LIMITED, "too many commands"))
                 continue
             command = frames.decode(msg.data)
             if isinstance(command, frames.FrameError):
