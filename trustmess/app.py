@@ -42,6 +42,10 @@ def create_app(settings: Settings) -> web.Application:
     app[appkeys.AUTH_LIMIT_BY_USERNAME] = KeyedRateLimiter(
         settings.auth_rate_per_s, settings.auth_burst
     )
+    # Per conversation: each change is one event to every online member (see notifications).
+    app[appkeys.CONVERSATION_CHANGE_LIMIT] = KeyedRateLimiter(
+        settings.conversation_change_rate_per_min / 60, settings.conversation_change_burst
+    )
     app.cleanup_ctx.append(_database)
     app.cleanup_ctx.append(_realtime)
     app.on_shutdown.append(_close_sockets)

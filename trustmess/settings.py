@@ -136,6 +136,12 @@ class Settings:
         0.5, _parse_float(0.001, 1e6), "login/signup refill per address and per username"
     )
     auth_burst: int = _setting(10, _parse_int(1, 1_000_000), "login/signup burst")
+    conversation_change_rate_per_min: float = _setting(
+        6.0, _parse_float(0.001, 1e6), "renames and member changes per conversation per minute"
+    )
+    conversation_change_burst: int = _setting(
+        20, _parse_int(1, 1_000_000), "burst of renames and member changes per conversation"
+    )
     allowed_origins: tuple[str, ...] = _setting(
         (), _parse_origins, "comma-separated Origin allow-list for /ws (empty: same host only)"
     )
