@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import os
 import socket
 
@@ -13,7 +14,7 @@ import orjson
 import pytest
 
 from tests.conftest import SocketClient, eventually, message_frame
-from trustmess.appkeys import GATEWAY, WRITER
+from trustmess.appkeys import GATEWAY, METRICS, WRITER
 from trustmess.store.messages import NewMessage
 
 BAD_FRAMES = [
@@ -111,12 +112,15 @@ async def test_frame_at_limit_accepted_over_limit_closes_1009(make_user, connect
 async def test_rate_limit_then_close_on_sustained_abuse(make_user, make_client, connect) -> None:
     client = await make_client(ws_rate_per_s=5, ws_burst=5, ws_abuse_s=0.5)
     sock = await connect(await make_user(), test_client=client)
-    codes = []
-    for _ in range(10):
-        codes.append((await sock.request({"type": "ping"}))["type"])
-    assert codes[:5] == ["reply"] * 5 and "error" in codes[5:]
-    limited = [f for f in sock.backlog if f.get("code") == "rate_limited"]
-    assert not limited  # answers were matched by ref, nothing left over
+    for n in range(10):
+        await sock.send({"type": "ping", "ref": n})
+    answers = [await sock.recv() for _ in range(6)]
+    assert [a.get("ref") for a in answers[:5]] == list(range(5))
+    assert all(a["type"] == "reply" for a in answers[:5])
+    # Refused before parsing: one rate_limited error, without a ref, for the five refused.
+    assert answers[5]["type"] == "error" and answers[5]["code"] == "rate_limited"
+    assert "ref" not in answers[5]
+    assert client.app[METRICS].errors["rate_limited"] == 5
 
     async def hammer() -> None:
         while True:
@@ -133,11 +137,18 @@ async def test_rate_limit_then_close_on_sustained_abuse(make_user, make_client, 
 async def test_rate_limit_recovers(make_user, make_client, connect) -> None:
     client = await make_client(ws_rate_per_s=20, ws_burst=2)
     sock = await connect(await make_user(), test_client=client)
-    answers = [(await sock.request({"type": "ping"}))["type"] for _ in range(4)]
-    assert "error" in answers
-    async with asyncio.timeout(3):
-        while (await sock.request({"type": "ping"}))["type"] != "reply":
-            pass
+    for _ in range(4):
+        await sock.send({"type": "ping", "ref": "burst"})
+    answers = [(await sock.recv())["type"] for _ in range(3)]
+    assert answers == ["reply", "reply", "error"]
+    async with asyncio.timeout(5):
+        while True:
+            await sock.send({"type": "ping", "ref": "again"})
+            # A refused ping may get no answer (one rate_limited per 0.5 s): try again.
+            with contextlib.suppress(TimeoutError):
+                frame = await sock.recv_where(lambda f: f.get("ref") == "again", 0.2)
+                if frame["type"] == "reply":
+                    break
 
 
 async def test_slow_consumer_closed_4009_without_delaying_others(

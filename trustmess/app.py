@@ -71,6 +71,10 @@ def create_app(settings: Settings) -> web.Application:
         settings.ws_burst if settings.send_burst is None else settings.send_burst,
     )
     app[appkeys.AWAITING_AUTH] = KeyedCap(settings.ws_unauthenticated_per_address)
+    # Per conversation: each change is one event to every online member (see notifications).
+    app[appkeys.CONVERSATION_CHANGE_LIMIT] = KeyedRateLimiter(
+        settings.conversation_change_rate_per_min / 60, settings.conversation_change_burst
+    )
     app.cleanup_ctx.append(_database)
     app.cleanup_ctx.append(_realtime)
     app.on_shutdown.append(_close_sockets)

@@ -32,3 +32,4 @@ SEARCH_LIMIT_BY_USER = web.AppKey("search_limit_by_user", KeyedRateLimiter)
 SEND_BUDGET = web.AppKey("send_budget", UserBudget)
 # Sockets upgraded without a token, still waiting for their first-frame auth, per address.
 AWAITING_AUTH = web.AppKey("awaiting_auth", KeyedCap)
+CONVERSATION_CHANGE_LIMIT = web.AppKey("conversation_change_limit", KeyedRateLimiter)

@@ -279,6 +279,12 @@ class Settings:
         5.0, _parse_float(0.001, 1e6), "directory searches/s per user"
     )
     search_burst: int = _setting(30, _parse_int(1, 1_000_000), "directory search burst per user")
+    conversation_change_rate_per_min: float = _setting(
+        6.0, _parse_float(0.001, 1e6), "renames and member changes per conversation per minute"
+    )
+    conversation_change_burst: int = _setting(
+        20, _parse_int(1, 1_000_000), "burst of renames and member changes per conversation"
+    )
     allowed_origins: tuple[str, ...] = _setting(
         (),
         _parse_origins,

@@ -20,7 +20,9 @@ gateway.control.resync). A link that goes silent without a reset (a partition) c
 once no answer to a PING came for ``LINK_DEAD_S``.
 
 The bus's trust boundary: every node trusts what it reads from Redis (it is the same
-deployment's own bus), so Redis must be reachable by the nodes only.
+deployment's own bus), so Redis must be reachable by the nodes only (README.md says what a
+writer to Redis could do). A message no node could have published is still dropped, counted
+and logged, rather than breaking the listener (and its connection) on it.
 """
 
 from __future__ import annotations
@@ -58,6 +60,7 @@ LAST_CHECK_TIMEOUT_S = 0.5
 LINK_CHECK_S = 1.0
 LINK_DEAD_S = 3.0
 PUBLISH_BATCH = 512
+MALFORMED_LOG_EVERY_S = 10.0
 
 
 def channel_prefix(url: str) -> str:
@@ -106,6 +109,8 @@ class RedisBroker:
         self.bus_received = 0
         self._bus_dropped = 0  # volatile events not even queued (bus down)
         self.bus_lag_s = 0.0
+        self.bus_malformed = 0
+        self._malformed_logged = float("-inf")
 
     def bind(self, node: Node) -> None:
         self._hub = node
@@ -170,6 +175,12 @@ class RedisBroker:
                 "counter",
                 "Bus messages not sent (bus down).",
                 [({}, self.bus_dropped)],
+            ),
+            (
+                "trustmess_broker_malformed_total",
+                "counter",
+                "Bus messages dropped as malformed (not from a node of this deployment).",
+                [({}, self.bus_malformed)],
             ),
             (
                 "trustmess_broker_lag_seconds",
@@ -407,7 +418,7 @@ class RedisBroker:
                 await self._pubsub.ping(b"tm-alive")
 
     def _receive(self, message: dict[str, Any]) -> None:
-        channel = message["channel"].decode()
+        channel = message["channel"].decode(errors="replace")
         if message["type"] == "subscribe":
             future = self._ready.pop(channel, None)
             if future is not None and not future.done():
@@ -415,25 +426,77 @@ class RedisBroker:
             return
         if message["type"] != "message":
             return
-        data: bytes = message["data"]
-        split = data.index(b"\n")
-        node, sent_at, seq, skip_user = orjson.loads(data[:split])
+        try:
+            self._receive_message(channel, message["data"])
+        except MalformedBusMessage as exc:
+            self._drop_malformed(channel, str(exc))
+
+    def _receive_message(self, channel: str, data: bytes) -> None:
+        """One bus message; raises MalformedBusMessage, never anything else, for bad input
+        (whoever can write to Redis can send anything: see the module's docstring)."""
+        split = data.find(b"\n")
+        if split < 0:
+            raise MalformedBusMessage("no header line")
+        try:
+            header = orjson.loads(data[:split])
+        except orjson.JSONDecodeError:
+            raise MalformedBusMessage("header is not JSON") from None
+        if not (isinstance(header, list) and len(header) == 4):
+            raise MalformedBusMessage("header is not [node, sent_at, seq, skip_user]")
+        node, sent_at, seq, skip_user = header
+        if not (
+            isinstance(node, str)
+            and _is_number(sent_at)
+            and (seq is None or (_is_int(seq) and seq > 0))
+            and (skip_user is None or _is_int(skip_user))
+        ):
+            raise MalformedBusMessage("header field of the wrong type")
         if node == self.node:
             return
-        self.bus_received += 1
-        self.bus_lag_s = max(0.0, time.time() - sent_at)
         payload = data[split + 1 :]
         kind, _, key = channel.removeprefix(self._prefix).partition(":")
         if channel == self._control_channel:
-            self.hub.control(orjson.loads(payload))
-        elif kind == "c":
+            try:
+                op = orjson.loads(payload)
+            except orjson.JSONDecodeError:
+                raise MalformedBusMessage("control operation is not JSON") from None
+            if not isinstance(op, dict):
+                raise MalformedBusMessage("control operation is not an object")
+            self._count_received(sent_at)
+            try:
+                self.hub.control(op)
+            except (KeyError, TypeError, ValueError, AttributeError) as exc:
+                raise MalformedBusMessage(f"control operation refused: {exc!r}") from None
+            return
+        if kind not in ("c", "u") or not key.isdigit():
+            raise MalformedBusMessage("unknown channel")
+        self._count_received(sent_at)
+        if kind == "c":
             conversation_id = int(key)
             if seq is not None:
                 self._sequencer.offer(conversation_id, seq, payload)
             else:
                 self.hub.deliver(conversation_id, None, payload, skip_user)
-        elif kind == "u":
+        else:
             self.hub.deliver_user(int(key), payload)
+
+    def _count_received(self, sent_at: float) -> None:
+        self.bus_received += 1
+        self.bus_lag_s = max(0.0, time.time() - sent_at)
+
+    def _drop_malformed(self, channel: str, reason: str) -> None:
+        """Count it, and log it at most once per MALFORMED_LOG_EVERY_S (a flood of them must
+        not flood the log)."""
+        self.bus_malformed += 1
+        now = time.monotonic()
+        if now - self._malformed_logged >= MALFORMED_LOG_EVERY_S:
+            self._malformed_logged = now
+            log.warning(
+                "dropped a malformed bus message on %s: %s (%d dropped so far)",
+                channel[:100],
+                reason,
+                self.bus_malformed,
+            )
 
     def _deliver_message(self, conversation_id: int, seq: int, payload: bytes) -> None:
         self.hub.deliver(conversation_id, seq, payload)
@@ -476,6 +539,18 @@ class RedisBroker:
         finally:
             with contextlib.suppress(Exception):
                 await client.aclose()
+
+
+class MalformedBusMessage(Exception):
+    """A bus message this node cannot have published: dropped, counted and logged."""
+
+
+def _is_int(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_number(value: object) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
 
 
 def _log_failure(task: asyncio.Task[Any]) -> None:

@@ -37,12 +37,18 @@ Reply = dict[str, Any] | None
 
 
 async def join(app: web.Application, conn: Connection, cmd: frames.Join) -> Reply:
-    """Subscribe first, then read: an event committed meanwhile is either in the replay or
-    waiting in ``pending``, and the connection's ``delivered`` seq removes the overlap."""
+    """Check, subscribe, then read: an event committed meanwhile is either in the replay or
+    waiting in ``pending``, and the connection's ``delivered`` seq removes the overlap.
+
+    Membership is checked (through the cache) before subscribing, so a non-member never sits
+    in the hub, not even for the moment the read takes; the read checks it again.
+    """
     hub = app[HUB]
     cid = cmd.conversation_id
     state = conn.joined.get(cid)
     fresh = state is None
+    if fresh and not await app[GATEWAY].membership.is_member(cid, conn.user_id):
+        raise conversation_not_found()
     if state is None:
         state = conn.joined[cid] = JoinState(delivered=0)
         await hub.subscribe(cid, conn)

@@ -112,6 +112,7 @@ class Connection:
         "joined",
         "last_rejected",
         "rate",
+        "rejection_answered",
         "sent_close_code",
         "session_id",
         "silent_sweeps",
@@ -144,6 +145,7 @@ class Connection:
         self.expires_at = float("inf")  # of the access token (see expiry.py)
         self.abuse_since: float | None = None
         self.last_rejected = 0.0
+        self.rejection_answered = float("-inf")  # when rate_limited was last sent
         self.closing = False
         # The code of the close frame this side sent (ws.close_code becomes the peer's answer).
         self.sent_close_code: int | None = None
@@ -403,13 +405,22 @@ class Connection:
         # A closed transport still flushes its buffer before it lets go; a peer that never
         # reads would keep this connection (and its handler) alive for ever. Cut it off.
         if self.transport is not None:
-            asyncio.get_running_loop().call_later(ABORT_AFTER_S, self.transport.abort)
+            asyncio.get_running_loop().call_later(ABORT_AFTER_S, _abort_unfinished, self.transport)
 
     async def stop_writer(self) -> None:
         if self._writer is not None:
             self._writer.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._writer
+
+
+def _abort_unfinished(transport: asyncio.Transport) -> None:
+    """The delayed abort of a closed socket. The transport may have finished meanwhile (the
+    peer read the rest of its buffer): asyncio's then has no protocol and no loop left, and
+    its ``abort`` would fail on that."""
+    if transport.get_protocol() is None:
+        return
+    transport.abort()
 
 
 def _ignore_failure(task: asyncio.Task[None]) -> None:

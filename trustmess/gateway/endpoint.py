@@ -18,6 +18,7 @@ from trustmess.appkeys import ACTIVE_USERS, AWAITING_AUTH, GATEWAY, HUB, METRICS
 from trustmess.auth import AccessClaims, decode_access_token
 from trustmess.errors import ApiError, CloseCode, ErrorCode, rate_limited
 from trustmess.gateway.connection import ABORT_AFTER_S, Connection
+from trustmess.gateway.linger import LingeringWebSocketResponse
 from trustmess.gateway.ratelimit import TokenBucket
 from trustmess.gateway.router import dispatch, dispatch_now
 from trustmess.http.accesslog import log_socket_close, log_socket_open, note_upgraded
@@ -33,7 +34,7 @@ routes = web.RouteTableDef()
 class Refused(NamedTuple):
     """A socket closed before it was authenticated, and the close code it ended with."""
 
-    ws: web.WebSocketResponse
+    ws: LingeringWebSocketResponse
     code: int
 
 
@@ -71,14 +72,26 @@ async def _first_frame_auth(
     return claims, command.ref
 
 
-def _note_rejected(conn: Connection, settings: Settings) -> None:
-    """The connection found no command token: close it when that has lasted too long."""
+RATE_LIMITED_EVERY_S = 0.5
+
+
+def _note_rejected(conn: Connection, settings: Settings) -> bool:
+    """The connection found no command token: close it when that has lasted too long.
+
+    Returns whether to answer with ``rate_limited``: once per RATE_LIMITED_EVERY_S, not per
+    refused frame (its ref is unknown anyway), so a flood does not make us write a flood of
+    errors, which the peer would have to read through before it found our close frame."""
     now = time.monotonic()
     if conn.abuse_since is None or now - conn.last_rejected > 1.0:
         conn.abuse_since = now
     conn.last_rejected = now
     if now - conn.abuse_since >= settings.ws_abuse_s:
         conn.close_soon(CloseCode.RATE_LIMITED, "rate limit exceeded for too long")
+        return False
+    if now - conn.rejection_answered < RATE_LIMITED_EVERY_S:
+        return False
+    conn.rejection_answered = now
+    return True
 
 
 @routes.get("/ws")
@@ -92,6 +105,7 @@ async def websocket(request: web.Request) -> web.StreamResponse:
         app[METRICS].closes[opened.code] += 1
         if access_log:
             log_socket_close(request, opened.code, time.perf_counter() - started, None)
+        await opened.ws.lingered()
         return opened.ws
     # Everything the opening needed (headers, claims, the hello) died with _open's frame:
     # what this frame keeps for the connection's lifetime is all an idle socket costs us.
@@ -103,6 +117,7 @@ async def websocket(request: web.Request) -> web.StreamResponse:
         error_code = await _read_loop(app, conn, ws, app[SETTINGS])
         if conn.closing:
             await conn.wait_closed(ABORT_AFTER_S + 1)
+        await ws.lingered()
     finally:
         conn.detach()
         app[GATEWAY].unregister(conn)
@@ -120,7 +135,7 @@ async def websocket(request: web.Request) -> web.StreamResponse:
 
 async def _open(
     request: web.Request,
-) -> tuple[Connection, web.WebSocketResponse] | Refused:
+) -> tuple[Connection, LingeringWebSocketResponse] | Refused:
     """Checks, upgrade, authentication, registration and ``hello``."""
     app = request.app
     settings, gateway = app[SETTINGS], app[GATEWAY]
@@ -136,7 +151,7 @@ async def _open(
     ref: frames.Ref = None
     if "Authorization" in request.headers:
         claims = await authenticate(request)
-    ws = web.WebSocketResponse(
+    ws = LingeringWebSocketResponse(
         # Pings and pongs are ours: one heartbeat sweep for all sockets (heartbeat.py).
         heartbeat=None,
         autoping=False,
@@ -201,13 +216,13 @@ async def _read_loop(
         if conn.closing:
             break
         if msg.type == WSMsgType.TEXT:
-            command = frames.decode(msg.data)
+            # The token first: a flood costs us no JSON decoding (so its ref is not echoed).
             if not conn.rate.take():
-                _note_rejected(conn, settings)
-                ref = command.ref
                 metrics.errors[ErrorCode.RATE_LIMITED] += 1
-                conn.send(frames.error(ref, ErrorCode.RATE_LIMITED, "too many commands"))
+                if _note_rejected(conn, settings):
+                    conn.send(frames.error(None, ErrorCode.RATE_LIMITED, "too many commands"))
                 continue
+            command = frames.decode(msg.data)
             if isinstance(command, frames.FrameError):
                 metrics.errors[command.code] += 1
                 conn.send(frames.error_from(command))

@@ -24,8 +24,15 @@ from typing import Any
 
 from aiohttp import web
 
-from trustmess.appkeys import NOTIFIER, POOL, READ_MARKERS
-from trustmess.errors import ApiError, ErrorCode, conversation_not_found, invalid, not_found
+from trustmess.appkeys import CONVERSATION_CHANGE_LIMIT, NOTIFIER, POOL, READ_MARKERS
+from trustmess.errors import (
+    ApiError,
+    ErrorCode,
+    conversation_not_found,
+    invalid,
+    not_found,
+    rate_limited,
+)
 from trustmess.http.authn import current_user_id
 from trustmess.http.jsonio import json_response, path_id, query_int, read_json_object
 from trustmess.models import Conversation
@@ -145,6 +152,14 @@ def decode_cursor(cursor: str) -> ActivityKey:
         raise bad from None
 
 
+def _spend_change(request: web.Request, conversation_id: int) -> None:
+    """A member's change to the conversation: within its budget, or 429. Checked after the
+    membership, so strangers cannot spend it."""
+    wait = request.app[CONVERSATION_CHANGE_LIMIT].take(str(conversation_id))
+    if wait is not None:
+        raise rate_limited(wait)
+
+
 @routes.post("/conversations")
 async def create_conversation(request: web.Request) -> web.Response:
     """A direct conversation (one other member, no title; 200 if it already exists) or a group
@@ -211,6 +226,7 @@ async def rename_conversation(request: web.Request) -> web.Response:
         async with conn.transaction():
             no_title = invalid("title", "a direct conversation has no title")
             await _lock_group(conn, conversation_id, user_id, if_direct=no_title)
+            _spend_change(request, conversation_id)
             await set_title(conn, conversation_id, title)
         conversation = await _conversation_for(conn, conversation_id, user_id)
     await request.app[NOTIFIER].conversation_changed(conversation_id)
@@ -235,6 +251,8 @@ async def add_conversation_members(request: web.Request) -> web.Response:
             await _require_active_users(conn, "user_ids", new)
             if len(current) + len(new) > MAX_MEMBERS:
                 raise _too_many_members("user_ids")
+            if new:
+                _spend_change(request, conversation_id)
             added = await add_members(conn, conversation_id, new)
         conversation = await _conversation_for(conn, conversation_id, user_id)
     if added:
@@ -255,6 +273,8 @@ async def remove_conversation_member(request: web.Request) -> web.Response:
         membership = await _lock_group(conn, conversation_id, user_id, if_direct=no_leaving)
         if target_id != user_id and membership.role != "owner":
             raise ApiError(403, ErrorCode.FORBIDDEN, "only the owner may remove other members")
+        if target_id != user_id:
+            _spend_change(request, conversation_id)  # leaving is always possible
         role = await remove_member(conn, conversation_id, target_id)
         if role is None:
             raise not_found("member not found")

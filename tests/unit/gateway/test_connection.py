@@ -25,7 +25,8 @@ TEXT, PING, PONG = 0x1, 0x9, 0xA
 
 
 class FakeTransport:
-    """What Connection uses of asyncio.Transport: write, its buffer size, closing, abort."""
+    """What Connection uses of asyncio.Transport: write, its buffer size, closing, abort, and
+    its protocol (None once the transport has finished)."""
 
     def __init__(self) -> None:
         self.writes: list[bytes] = []
@@ -50,6 +51,9 @@ class FakeTransport:
     def abort(self) -> None:
         self.closing = True
         self.aborted.set()
+
+    def get_protocol(self) -> object:
+        return object()
 
 
 class FakeWebSocket:
