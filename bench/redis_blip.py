@@ -146,7 +146,9 @@ def run_once(args: argparse.Namespace, workdir: Path, number: int) -> dict[str, 
         sender = Probe("sender", sender_config, workdir, number)
         probes.append(sender)
         timeline: dict[str, int] = {"go": sender.started()}
-        ours0, machine0 = tree_cpu_s(os.getpid()) or 0.0, machine_cpu_s()
+        db_pid = cluster.db_pid  # the postmaster runs detached: not among our descendants
+        db0 = (tree_cpu_s(db_pid) or 0.0) if db_pid else 0.0
+        ours0, machine0 = db0 + (tree_cpu_s(os.getpid()) or 0.0), machine_cpu_s()
         nodes0 = [process_cpu_s(node.pid) or 0.0 for node in cluster.nodes]
         sleep_until(timeline["go"] + int(args.steady * SECOND))
         timeline["redis_stop"] = time.monotonic_ns()
@@ -158,7 +160,8 @@ def run_once(args: argparse.Namespace, workdir: Path, number: int) -> dict[str, 
         timeline["redis_up"] = time.monotonic_ns()
         sleep_until(timeline["redis_up"] + int(args.after * SECOND))
         timeline["stop_sending"] = time.monotonic_ns()
-        ours1, machine1 = tree_cpu_s(os.getpid()) or 0.0, machine_cpu_s()
+        db1 = (tree_cpu_s(db_pid) or 0.0) if db_pid else 0.0
+        ours1, machine1 = db1 + (tree_cpu_s(os.getpid()) or 0.0), machine_cpu_s()
         nodes1 = [process_cpu_s(node.pid) or 0.0 for node in cluster.nodes]
         sent = sender.stop(wait_s=args.drain + 60)
         last = max((seq for _, _, seq, _ in sent["replies"]), default=0)
@@ -184,6 +187,7 @@ def run_once(args: argparse.Namespace, workdir: Path, number: int) -> dict[str, 
                 round(100 * (after - before) / window_s, 1)
                 for before, after in zip(nodes0, nodes1, strict=True)
             ],
+            "database_cpu_percent": round(100 * (db1 - db0) / window_s, 1),
             "machine_busy_percent": round(100 * (machine1[0] - machine0[0]) / total, 1),
             # Processes outside this benchmark (other users of the machine), share of all CPUs.
             "other_load_percent": round(
@@ -321,6 +325,7 @@ def analyse(run: dict[str, Any]) -> dict[str, Any]:
             run["ready_client"]["client_worst_lateness_ns"] / 1e6, 1
         ),
         "node_cpu_percent": run["node_cpu_percent"],
+        "database_cpu_percent": run["database_cpu_percent"],
         "machine_busy_percent": run["machine_busy_percent"],
         "other_load_percent": run["other_load_percent"],
         "node_warnings": warnings,
@@ -361,8 +366,8 @@ def summary(number: int, figures: dict[str, Any]) -> str:
         f"  /readyz        {figures['ready']}; Redis up → both ready "
         f"{figures['redis_up_to_both_ready_ms']} ms",
         f"  machine        busy {figures['machine_busy_percent']}% (other processes "
-        f"{figures['other_load_percent']}%), node CPU % of a core (A, B) "
-        f"{figures['node_cpu_percent']}",
+        f"{figures['other_load_percent']}%); % of a core: nodes A, B "
+        f"{figures['node_cpu_percent']}, PostgreSQL {figures['database_cpu_percent']}",
         f"  clients        worst lateness: sender {figures['sender_client_worst_lateness_ms']} ms "
         f"({len(figures['sender_client_stalls'])} ticks > 20 ms late), receiver "
         f"{b['client_worst_lateness_ms']} ms, /readyz poller "
