@@ -244,13 +244,12 @@ async def ready(config: dict[str, Any]) -> dict[str, Any]:
 
 
 async def poll_ready(url: str, transitions: list[tuple[int, int]], stop: asyncio.Event) -> None:
-    """Record (monotonic ns at the request's start, HTTP status) whenever the status changes;
+    """Record (monotonic ns at which the answer came, HTTP status) whenever the status changes;
     0 stands for no answer within READY_TIMEOUT_S."""
     timeout = aiohttp.ClientTimeout(total=READY_TIMEOUT_S)
     async with aiohttp.ClientSession(timeout=timeout) as session:
         last = -1
         while not stop.is_set():
-            started = time.monotonic_ns()
             try:
                 async with session.get(url.rstrip("/") + "/readyz") as resp:
                     status = resp.status
@@ -258,7 +257,7 @@ async def poll_ready(url: str, transitions: list[tuple[int, int]], stop: asyncio
             except (TimeoutError, aiohttp.ClientError):
                 status = 0
             if status != last:
-                transitions.append((started, status))
+                transitions.append((time.monotonic_ns(), status))
                 last = status
             await asyncio.sleep(READY_POLL_S)
 

@@ -23,7 +23,7 @@ Reported per run, and the run with the median longest reply gap:
   the outage, since node B hears of node A's messages only through Redis or the catch-up
   read after it);
 * time from Redis answering PING again to both nodes answering ``/readyz`` with 200 (polled
-  every 20 ms).
+  every 20 ms; the time of the answer, an upper bound).
 
 Targets: replies never pause 0.3 s or more; no socket closed; exactly-once delivery.
 """
@@ -44,8 +44,9 @@ import time
 from pathlib import Path
 from typing import Any
 
+import asyncpg
 import orjson
-from run import wait_for_quiet
+from run import QUIET_SHARE, wait_for_quiet
 from server import ROOT, BenchCluster, BenchRedis, ServerSetup
 
 from trustmess.loadtest.httpapi import Api
@@ -120,6 +121,24 @@ async def read_back(url: str, token: str, conversation_id: int) -> list[tuple[in
         await api.close()
 
 
+async def maintenance(dsn: str) -> list[tuple[str, str, float]]:
+    """(table, what, wall-clock time) of every autovacuum and autoanalyze PostgreSQL recorded:
+    they compete with the group commits for the same cores."""
+    conn = await asyncpg.connect(dsn)
+    try:
+        rows = await conn.fetch(
+            "SELECT relname, last_autovacuum, last_autoanalyze FROM pg_stat_user_tables"
+        )
+    finally:
+        await conn.close()
+    found = []
+    for row in rows:
+        for what in ("last_autovacuum", "last_autoanalyze"):
+            if row[what] is not None:
+                found.append((row["relname"], what.removeprefix("last_"), row[what].timestamp()))
+    return found
+
+
 def run_once(args: argparse.Namespace, workdir: Path, number: int) -> dict[str, Any]:
     """One run on fresh servers and a fresh Redis: what the probes saw, and the timeline."""
     redis = BenchRedis(own=True)
@@ -168,6 +187,12 @@ def run_once(args: argparse.Namespace, workdir: Path, number: int) -> dict[str, 
         received = receiver.stop(f"stop {last}", wait_s=args.drain + 60)
         polled = ready.stop()
         history = asyncio.run(read_back(node_a.url, group["tokens"][0], group["conversation_id"]))
+        # CLOCK_MONOTONIC ns of each autovacuum/autoanalyze (PostgreSQL reports wall-clock time).
+        offset = time.time() - time.monotonic_ns() / SECOND
+        vacuums = [
+            (table, what, int((at - offset) * SECOND))
+            for table, what, at in asyncio.run(maintenance(cluster.dsn))
+        ]
         window_s = (timeline["stop_sending"] - timeline["go"]) / SECOND
         total = max(1e-9, machine1[3] - machine0[3])
         for name, node in zip("AB", cluster.nodes, strict=True):
@@ -182,6 +207,7 @@ def run_once(args: argparse.Namespace, workdir: Path, number: int) -> dict[str, 
             "ready": polled["ready"],
             "ready_client": polled,
             "history": history,
+            "maintenance": vacuums,
             "node_logs": [list(node.log) for node in cluster.nodes],
             "node_cpu_percent": [
                 round(100 * (after - before) / window_s, 1)
@@ -329,6 +355,12 @@ def analyse(run: dict[str, Any]) -> dict[str, Any]:
         "machine_busy_percent": run["machine_busy_percent"],
         "other_load_percent": run["other_load_percent"],
         "node_warnings": warnings,
+        # Autovacuum/autoanalyze while the sender was sending (times relative to Redis's exit).
+        "maintenance": [
+            (table, what, rel(at))
+            for table, what, at in run["maintenance"]
+            if t["go"] <= at <= t["stop_sending"]
+        ],
     }
     result["met"] = (
         result["longest_reply_gap_s"] < PAUSE_TARGET_S
@@ -347,7 +379,7 @@ def summary(number: int, figures: dict[str, Any]) -> str:
     after = figures["reply_latency"]["first_second_after"]
     b = figures["receiver_B"]
     lines = [
-        f"run {number}: {'MET' if figures['met'] else 'MISSED'}  "
+        f"run {number} (attempt {figures['attempt']}): {'MET' if figures['met'] else 'MISSED'}  "
         f"(times relative to Redis's exit; Redis down {figures['redis_outage_s']} s)",
         f"  replies        {figures['replied']:,}/{figures['sent']:,}; longest gap "
         f"{figures['longest_reply_gap_s']} s at {figures['longest_reply_gap_at_s']} s "
@@ -373,6 +405,8 @@ def summary(number: int, figures: dict[str, Any]) -> str:
         f"{b['client_worst_lateness_ms']} ms, /readyz poller "
         f"{figures['ready_client_worst_lateness_ms']} ms",
     ]
+    if figures["maintenance"]:
+        lines.append(f"  PostgreSQL     during the run: {figures['maintenance']}")
     for name, warnings in zip("AB", figures["node_warnings"], strict=True):
         for line in warnings[:8]:
             lines.append(f"  node {name} log   {line}")
@@ -396,7 +430,8 @@ def markdown(args: argparse.Namespace, runs: list[dict[str, Any]], command: str)
             f"{after['p99_ms']} / {after['max_ms']} | {closed}"
             f" | {'yes' if b['exactly_once_in_order'] else 'NO'} ({b['received']:,}) | "
             f"{b['max_delay_s']:.2f} | {f['redis_up_to_both_ready_ms']} | "
-            f"{f['machine_busy_percent']:.0f}% / {f['other_load_percent']:.0f}% | "
+            f"{f['machine_busy_percent']:.0f}% / {f['other_load_percent']:.0f}% "
+            f"({f['attempts']}) | "
             f"{'MET' if f['met'] else 'MISSED'} |"
         )
     return "\n".join(
@@ -417,12 +452,14 @@ def markdown(args: argparse.Namespace, runs: list[dict[str, Any]], command: str)
             "Times are relative to Redis's exit. A run is MET when replies never paused "
             f"{PAUSE_TARGET_S} s or more, no socket was closed, every command was answered "
             "without error, both sockets received every message exactly once in seq order and "
-            "the stored history is exactly the replied messages.",
+            "the stored history is exactly the replied messages. As in `run.py`, a run during "
+            f"which other processes took more than {QUIET_SHARE:.0%} of the machine is run "
+            f"again (up to {args.attempts} attempts) and the least disturbed one kept.",
             "",
             "| run | longest reply gap, s | send→reply p99 / max while down, ms | "
             "p99 / max in the first second after, ms | sockets closed | node B: exactly once, "
             "in order (messages) | longest delay to node B, s | Redis up → both /readyz 200, ms "
-            "| machine busy / by other processes | |",
+            "| machine busy / by other processes (attempts) | |",
             "|---|---|---|---|---|---|---|---|---|---|",
             *rows,
             "",
@@ -448,6 +485,9 @@ def main() -> int:
     parser.add_argument("--json", type=Path, help="write every run's figures here")
     parser.add_argument("--markdown", type=Path, help="write the RESULTS.md section here")
     parser.add_argument(
+        "--attempts", type=int, default=3, help="runs of one repeat disturbed by other load"
+    )
+    parser.add_argument(
         "--quiet-wait", type=float, default=300.0, help="max seconds to wait for a quiet machine"
     )
     args = parser.parse_args()
@@ -465,12 +505,23 @@ def main() -> int:
             shown.append(word)
     runs = []
     for number in range(1, args.repeat + 1):
-        if args.quiet_wait > 0:
-            wait_for_quiet(args.quiet_wait)
-        figures = analyse(run_once(args, workdir, number))
-        figures["number"] = number
-        runs.append(figures)
-        print(summary(number, figures), flush=True)
+        # As run.py does: while other processes took a noticeable share of the machine, run
+        # again (up to --attempts) and keep the least disturbed run.
+        best: dict[str, Any] | None = None
+        for attempt in range(1, args.attempts + 1):
+            if args.quiet_wait > 0:
+                wait_for_quiet(args.quiet_wait)
+            figures = analyse(run_once(args, workdir, number * 10 + attempt))
+            figures["number"], figures["attempt"] = number, attempt
+            print(summary(number, figures), flush=True)
+            if best is None or figures["other_load_percent"] < best["other_load_percent"]:
+                best = figures
+            if figures["other_load_percent"] <= QUIET_SHARE * 100:
+                break
+            print(f"   other processes used {figures['other_load_percent']:.0f}% of the machine")
+        assert best is not None
+        best["attempts"] = attempt
+        runs.append(best)
     if args.json:
         args.json.write_bytes(orjson.dumps(runs, option=orjson.OPT_INDENT_2))
     text = markdown(args, runs, " ".join(["python bench/redis_blip.py", *map(shlex.quote, shown)]))
