@@ -216,8 +216,9 @@ def run_once(args: argparse.Namespace, workdir: Path, number: int) -> dict[str, 
             "database_cpu_percent": round(100 * (db1 - db0) / window_s, 1),
             "machine_busy_percent": round(100 * (machine1[0] - machine0[0]) / total, 1),
             # Processes outside this benchmark (other users of the machine), share of all CPUs.
-            "other_load_percent": round(
-                100 * ((machine1[0] - machine0[0]) - (ours1 - ours0)) / total, 1
+            # Clamped: the machine's and the processes' counters are read a moment apart.
+            "other_load_percent": max(
+                0.0, round(100 * ((machine1[0] - machine0[0]) - (ours1 - ours0)) / total, 1)
             ),
         }
     finally:
