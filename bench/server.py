@@ -245,24 +245,34 @@ class RedisUnavailable(RuntimeError):
 class BenchRedis:
     """The Redis of the scale-out scenarios: ``TRUSTMESS_BENCH_REDIS_URL``, else a throwaway
     ``redis-server`` on a free loopback port that persists nothing (``pid`` is then its pid,
-    for the load tester's ``--broker-pid``)."""
+    for the load tester's ``--broker-pid``). ``own=True`` always starts one (a scenario that
+    stops and restarts it must not do that to a shared Redis)."""
 
-    def __init__(self, timeout: float = 10.0) -> None:
+    def __init__(self, timeout: float = 10.0, own: bool = False) -> None:
         self.process: subprocess.Popen[bytes] | None = None
         self.workdir: Path | None = None
-        given = os.environ.get(REDIS_URL_ENV)
+        self._binary: str | None = None
+        self._port = 0
+        given = None if own else os.environ.get(REDIS_URL_ENV)
         if given:
             self.url = given
             return
-        binary = shutil.which("redis-server")
-        if binary is None:
+        self._binary = shutil.which("redis-server")
+        if self._binary is None:
             raise RedisUnavailable(f"no `redis-server` on PATH and {REDIS_URL_ENV} is not set")
         self.workdir = Path(tempfile.mkdtemp(prefix="trustmess-bench-redis-", dir="/tmp"))
-        port = free_port("127.0.0.1")
-        self.url = f"redis://127.0.0.1:{port}/0"
+        self._port = free_port("127.0.0.1")
+        self.url = f"redis://127.0.0.1:{self._port}/0"
+        self.start_server(timeout)
+
+    def start_server(self, timeout: float = 10.0) -> None:
+        """Start the ``redis-server`` (again, on the same port: an outage ends) and return once
+        it answers PING. Nothing is persisted, so a restarted one starts empty."""
+        assert self._binary is not None and self.workdir is not None, "not a Redis started here"
+        assert self.process is None or self.process.poll() is not None, "already running"
         # Nothing persisted: a throwaway bus, not a store.
-        command = [binary, "--save", "", "--appendonly", "no", "--bind", "127.0.0.1"]
-        command += ["--port", str(port), "--dir", str(self.workdir)]
+        command = [self._binary, "--save", "", "--appendonly", "no", "--bind", "127.0.0.1"]
+        command += ["--port", str(self._port), "--dir", str(self.workdir)]
         self.process = subprocess.Popen(
             command,
             stdout=subprocess.DEVNULL,
@@ -270,17 +280,15 @@ class BenchRedis:
             preexec_fn=die_with_parent(),  # no redis-server left behind by a killed run
         )
         deadline = time.monotonic() + timeout
-        while not _answers_ping(port):
+        while not _answers_ping(self._port):
             if self.process.poll() is not None or time.monotonic() > deadline:
                 self.stop()
-                raise RedisUnavailable(f"redis-server did not start on port {port}")
-            time.sleep(0.02)
+                raise RedisUnavailable(f"redis-server did not start on port {self._port}")
+            time.sleep(0.005)
 
-    @property
-    def pid(self) -> int | None:
-        return None if self.process is None else self.process.pid
-
-    def stop(self) -> None:
+    def stop_server(self) -> None:
+        """Stop the ``redis-server`` (SIGTERM, as a service manager does) and wait for it to
+        exit; :meth:`start_server` brings it back on the same port."""
         if self.process is not None and self.process.poll() is None:
             self.process.terminate()
             try:
@@ -288,6 +296,13 @@ class BenchRedis:
             except subprocess.TimeoutExpired:
                 self.process.kill()
                 self.process.wait()
+
+    @property
+    def pid(self) -> int | None:
+        return None if self.process is None else self.process.pid
+
+    def stop(self) -> None:
+        self.stop_server()
         if self.workdir is not None:
             shutil.rmtree(self.workdir, ignore_errors=True)
 
