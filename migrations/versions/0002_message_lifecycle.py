@@ -104,17 +104,23 @@ def upgrade() -> None:
         ),
     )
     op.alter_column("messages", "body", existing_type=sa.TEXT(), nullable=True)
+    # btree_gin lets conversation_id share the GIN index with the words (a trusted extension:
+    # the database owner may create it; PostgreSQL ships it in contrib).
+    op.execute("CREATE EXTENSION IF NOT EXISTS btree_gin")
     op.create_index(
-        "ix_messages_body_tsv",
+        "ix_messages_conversation_id_body_tsv",
         "messages",
-        [sa.literal_column("to_tsvector('simple'::regconfig, body)")],
+        ["conversation_id", sa.literal_column("to_tsvector('simple'::regconfig, body)")],
         unique=False,
         postgresql_using="gin",
     )
 
 
 def downgrade() -> None:
-    op.drop_index("ix_messages_body_tsv", table_name="messages", postgresql_using="gin")
+    # btree_gin stays: other objects may use it by now.
+    op.drop_index(
+        "ix_messages_conversation_id_body_tsv", table_name="messages", postgresql_using="gin"
+    )
     # Tombstones get an empty body back: 0001's schema has no place for an erased text.
     op.execute("UPDATE messages SET body = '' WHERE body IS NULL")
     op.alter_column("messages", "body", existing_type=sa.TEXT(), nullable=False)

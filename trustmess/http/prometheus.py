@@ -41,6 +41,12 @@ async def metrics(request: web.Request) -> web.Response:
             [({}, writer.persisted)],
         ),
         (
+            "trustmess_message_changes_total",
+            "counter",
+            "Edits, deletions and reactions stored (stream entries).",
+            [({}, writer.changed)],
+        ),
+        (
             "trustmess_commit_batches_total",
             "counter",
             "Group-commit batches.",

@@ -135,9 +135,13 @@ messages = Table(
     UniqueConstraint("conversation_id", "sender_id", "client_msg_id"),
     CheckConstraint("seq > 0", name="seq_positive"),
     # Full-text search (store/search.py). The 'simple' configuration: lower-cased words, no
-    # stemming or stop words, so every language is searched alike.
+    # stemming or stop words, so every language is searched alike. conversation_id comes first
+    # (btree_gin): a search runs once per conversation of the user, and GIN then intersects
+    # that conversation's entries with the words' instead of reading every message with a
+    # common word (500 ms against 20 ms at p99 on 1M messages, bench/RESULTS.md).
     Index(
-        "ix_messages_body_tsv",
+        "ix_messages_conversation_id_body_tsv",
+        "conversation_id",
         func.to_tsvector(literal_column("'simple'::regconfig"), literal_column("body")),
         postgresql_using="gin",
     ),
