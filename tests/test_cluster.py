@@ -781,3 +781,38 @@ async def test_concurrent_edits_and_a_delete_from_two_nodes_converge(start_nodes
         assert streams[0][-1]["kind"] == "delete"
     row = await db.fetchrow("SELECT body, deleted_at FROM messages WHERE seq = 1")
     assert row["body"] is None and row["deleted_at"] is not None
+
+
+async def test_the_sequencer_fills_a_missing_change_entry_from_the_database(
+    start_nodes, chat, db
+) -> None:
+    """A change committed but never published (its node died right after the commit): the
+    next entry reveals the gap, and the node reads the change from PostgreSQL, encoded as the
+    `change` event it would have been, before delivering what follows."""
+    alice, bob, cid = chat
+    [node] = await start_nodes(1, broker_gap_ms="50")
+    async with aiohttp.ClientSession() as session:
+        sender = await joined_socket(session, node, alice, cid)
+        watcher = await joined_socket(session, node, bob, cid)
+        assert (await sender.request(message_frame(cid, "m1", "first")))["data"]["seq"] == 1
+        assert (await watcher.recv_type("message"))["seq"] == 1
+        # What apply_changes commits for an edit, with nobody told.
+        async with db.transaction():
+            await db.execute("UPDATE conversations SET last_seq = 2 WHERE id = $1", cid)
+            await db.execute(
+                "INSERT INTO message_changes (conversation_id, seq, kind, target_seq, user_id,"
+                " client_change_id) VALUES ($1, 2, 'edit', 1, $2, 'lost-1')",
+                cid,
+                alice.id,
+            )
+            await db.execute("UPDATE messages SET body = 'edited', edited_at = now() WHERE seq = 1")
+        assert (await sender.request(message_frame(cid, "m2", "second")))["data"]["seq"] == 3
+        filled = await watcher.recv_where(lambda f: f["type"] in ("message", "change"), 10)
+        after = await watcher.recv_where(lambda f: f["type"] in ("message", "change"), 10)
+    assert (filled["type"], filled["seq"], filled["kind"]) == ("change", 2, "edit")
+    assert (filled["body"], filled["client_change_id"], filled["target_seq"]) == (
+        "edited",
+        "lost-1",
+        1,
+    )
+    assert (after["type"], after["seq"]) == ("message", 3)

@@ -138,21 +138,29 @@ async def apply_changes(
 ) -> list[ChangeOutcome]:
     """Apply ``batch`` in order; call inside a transaction. Results are in input order."""
     await conn.execute(LOCK_CONVERSATIONS, sorted({c.conversation_id for c in batch}))
+    # One statement per change, pipelined: sent together, run one after the other (each sees
+    # the changes before it), one round trip for the batch. One row per change, in order.
+    rows = await conn.fetchmany(
+        APPLY_CHANGE,
+        [
+            (
+                c.kind,
+                c.conversation_id,
+                c.user_id,
+                c.target_seq,
+                c.client_change_id,
+                c.body,
+                c.emoji,
+                edit_window_s,
+                max_reactions,
+            )
+            for c in batch
+        ],
+    )
+    if len(rows) != len(batch):
+        raise RuntimeError(f"{len(batch)} changes applied, {len(rows)} results")
     outcomes = []
-    for c in batch:
-        row = await conn.fetchrow(
-            APPLY_CHANGE,
-            c.kind,
-            c.conversation_id,
-            c.user_id,
-            c.target_seq,
-            c.client_change_id,
-            c.body,
-            c.emoji,
-            edit_window_s,
-            max_reactions,
-        )
-        assert row is not None
+    for c, row in zip(batch, rows, strict=True):
         status = row["status"]
         change = None
         if status == "new":

@@ -13,11 +13,13 @@ from trustmess.wire.validation import (
     BIGINT_MAX,
     MAX_BODY_CHARS,
     check_fields,
+    client_change_id,
     client_msg_id,
     get_bool,
     get_int,
     get_str,
     message_body,
+    reaction,
     require_id_list,
     require_int,
     require_str,
@@ -252,3 +254,42 @@ def test_client_msg_id_invalid(value: Any, message: str) -> None:
 
 def test_client_msg_id_absent_is_required() -> None:
     assert_invalid(lambda: client_msg_id({}), "client_msg_id", "is required")
+
+
+# ---------------------------------------------------------------- reactions, change ids
+
+
+@pytest.mark.parametrize(
+    ("value", "stored"),
+    [
+        ("👍", "👍"),
+        ("👍🏽", "👍🏽"),  # a skin tone
+        ("👩‍💻", "👩‍💻"),  # a ZWJ sequence
+        ("🇫🇷", "🇫🇷"),  # a flag
+        ("❤️", "❤️"),
+        ("❤", "❤️"),  # without its variation selector: stored fully-qualified
+        ("1️⃣", "1️⃣"),
+    ],
+)
+def test_a_reaction_is_one_rgi_emoji_stored_fully_qualified(value: str, stored: str) -> None:
+    assert reaction(value) == stored
+
+
+@pytest.mark.parametrize("value", ["", "a", "1", "👍👍", "👍 ", "🏽", ":+1:", "👍" * 20, "\x00"])
+def test_anything_else_is_not_a_reaction(value: str) -> None:
+    assert_invalid(lambda: reaction(value), "emoji", "must be a single emoji")
+
+
+def test_a_reaction_must_be_a_string() -> None:
+    assert_invalid(lambda: reaction(None), "emoji", "is required")
+    assert_invalid(lambda: reaction(128077), "emoji", "must be a string")
+
+
+def test_a_client_change_id_is_optional_and_shaped_like_a_client_msg_id() -> None:
+    assert client_change_id({}) is None
+    assert client_change_id({"client_change_id": "e-1_X"}) == "e-1_X"
+    assert_invalid(
+        lambda: client_change_id({"client_change_id": "has space"}),
+        "client_change_id",
+        "must match [A-Za-z0-9_-]{1,64}",
+    )
