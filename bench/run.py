@@ -144,6 +144,14 @@ SCENARIOS = [
         THROUGHPUT,
         QUICK_THROUGHPUT,
     ),
+    Scenario(
+        "mixed",
+        "main",
+        "8. Mixed: scenario 1 with 80% sends, 10% reactions, 5% edits, 5% deletes",
+        [*THROUGHPUT, "--mix", "80,10,5,5"],
+        [*QUICK_THROUGHPUT, "--mix", "80,10,5,5"],
+        [],  # a comparison with scenario 1, not a target
+    ),
 ]
 # A scenario is rerun when other processes took more than this share of the machine during its
 # window, as long as the whole benchmark has run for less than the budget.

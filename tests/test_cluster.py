@@ -713,3 +713,106 @@ def test_channel_names_carry_the_redis_database() -> None:
     # Redis pub/sub ignores the database number: deployments on /1 and /2 must not mix.
     assert channel_prefix("redis://h:6379/1") != channel_prefix("redis://h:6379/2")
     assert channel_prefix("redis://h:6379") == channel_prefix("redis://h:6379/0") == "tm0:"
+
+
+async def test_concurrent_edits_and_a_delete_from_two_nodes_converge(start_nodes, chat, db) -> None:
+    """Edits of one message from two nodes at once, then edits racing a delete: every socket
+    on either node sees one gapless stream of change entries, the same one, and applying it
+    gives the stored state (the last edit's body, then the tombstone)."""
+    alice, bob, cid = chat
+    nodes = await start_nodes(2)
+    edits = 15
+    async with aiohttp.ClientSession() as session:
+        writers = [await joined_socket(session, node, alice, cid) for node in nodes]
+        watchers = [await joined_socket(session, node, bob, cid) for node in nodes]
+        reply = await writers[0].request(message_frame(cid, "m1", "original"))
+        assert reply["data"]["seq"] == 1
+
+        def edit(index: int, n: int) -> dict[str, Any]:
+            body = f"node{index}-edit{n}"
+            return {"type": "edit", "conversation_id": cid, "target_seq": 1, "body": body}
+
+        async def fire(index: int, frames: list[dict[str, Any]]) -> list[dict[str, Any]]:
+            """Send every frame at once, then collect their answers (in the order sent)."""
+            sock = writers[index]
+            refs = [f"w{index}-{n}-{random.random()}" for n in range(len(frames))]
+            for ref, frame in zip(refs, frames, strict=True):
+                await sock.send({**frame, "ref": ref})
+            answers: dict[str, dict[str, Any]] = {}
+            async with asyncio.timeout(20):
+                while len(answers) < len(refs):
+                    frame = await sock.recv()
+                    if frame.get("ref") in refs:
+                        answers[frame["ref"]] = frame
+            return [answers[ref] for ref in refs]
+
+        async def changes(sock: SocketClient, count: int) -> list[dict[str, Any]]:
+            return [await sock.recv_type("change", timeout=20) for _ in range(count)]
+
+        # Round 1: 2 x 15 concurrent edits.
+        answers = await asyncio.gather(
+            *(fire(i, [edit(i, n) for n in range(edits)]) for i in range(2))
+        )
+        assert all(a["type"] == "reply" for batch in answers for a in batch), answers
+        streams = [await changes(sock, 2 * edits) for sock in watchers]
+        expected = list(range(2, 2 + 2 * edits))
+        for stream in streams:
+            assert [event["seq"] for event in stream] == expected
+        assert streams[0] == streams[1]
+        stored = await db.fetchval("SELECT body FROM messages WHERE seq = 1")
+        assert streams[0][-1]["body"] == stored
+
+        # Round 2: edits from node 0 racing one delete from node 1.
+        racing = fire(0, [edit(0, 100 + n) for n in range(edits)])
+        deleting = fire(1, [{"type": "delete", "conversation_id": cid, "target_seq": 1}])
+        edit_answers, [deleted] = await asyncio.gather(racing, deleting)
+        assert deleted["type"] == "reply" and deleted["data"]["seq"] is not None
+        applied = [a for a in edit_answers if a["type"] == "reply"]
+        refused = [a for a in edit_answers if a["type"] == "error"]
+        assert all(a["message"] == "message was deleted" for a in refused), refused
+        # Every edit that was applied came before the delete in the stream.
+        assert all(a["data"]["seq"] < deleted["data"]["seq"] for a in applied)
+        count = len(applied) + 1
+        streams = [await changes(sock, count) for sock in watchers]
+        assert streams[0] == streams[1]
+        assert [e["seq"] for e in streams[0]] == list(
+            range(expected[-1] + 1, expected[-1] + 1 + count)
+        )
+        assert streams[0][-1]["kind"] == "delete"
+    row = await db.fetchrow("SELECT body, deleted_at FROM messages WHERE seq = 1")
+    assert row["body"] is None and row["deleted_at"] is not None
+
+
+async def test_the_sequencer_fills_a_missing_change_entry_from_the_database(
+    start_nodes, chat, db
+) -> None:
+    """A change committed but never published (its node died right after the commit): the
+    next entry reveals the gap, and the node reads the change from PostgreSQL, encoded as the
+    `change` event it would have been, before delivering what follows."""
+    alice, bob, cid = chat
+    [node] = await start_nodes(1, broker_gap_ms="50")
+    async with aiohttp.ClientSession() as session:
+        sender = await joined_socket(session, node, alice, cid)
+        watcher = await joined_socket(session, node, bob, cid)
+        assert (await sender.request(message_frame(cid, "m1", "first")))["data"]["seq"] == 1
+        assert (await watcher.recv_type("message"))["seq"] == 1
+        # What apply_changes commits for an edit, with nobody told.
+        async with db.transaction():
+            await db.execute("UPDATE conversations SET last_seq = 2 WHERE id = $1", cid)
+            await db.execute(
+                "INSERT INTO message_changes (conversation_id, seq, kind, target_seq, user_id,"
+                " client_change_id) VALUES ($1, 2, 'edit', 1, $2, 'lost-1')",
+                cid,
+                alice.id,
+            )
+            await db.execute("UPDATE messages SET body = 'edited', edited_at = now() WHERE seq = 1")
+        assert (await sender.request(message_frame(cid, "m2", "second")))["data"]["seq"] == 3
+        filled = await watcher.recv_where(lambda f: f["type"] in ("message", "change"), 10)
+        after = await watcher.recv_where(lambda f: f["type"] in ("message", "change"), 10)
+    assert (filled["type"], filled["seq"], filled["kind"]) == ("change", 2, "edit")
+    assert (filled["body"], filled["client_change_id"], filled["target_seq"]) == (
+        "edited",
+        "lost-1",
+        1,
+    )
+    assert (after["type"], after["seq"]) == ("message", 3)

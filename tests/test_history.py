@@ -66,6 +66,7 @@ async def test_message_objects(client, chat, db) -> None:
         "reply_to": None,
         "client_msg_id": "first",
         "created_at": first["created_at"],
+        "reactions": [],
     }
     assert TIMESTAMP.match(first["created_at"])
     assert (second["seq"], second["reply_to"], second["sender_id"]) == (2, 1, alice.id)

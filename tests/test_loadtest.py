@@ -78,6 +78,21 @@ async def test_tiny_run_delivers_everything_exactly_once(make_client: AppFactory
     assert "verify     OK" in summary
 
 
+async def test_mixed_run_counts_change_entries_in_the_streams(make_client: AppFactory) -> None:
+    """--mix: reactions, edits and deletes take seqs of the streams like messages; the checker
+    must still find every stream gapless and complete (history read back included)."""
+    url = await _server_url(make_client)
+    result = await run_load(_tiny(url, mix=(0.5, 0.2, 0.15, 0.15), duration=1.5))
+    assert result.verification.ok, result.verification.examples
+    data = result_json(result)
+    totals = data["totals"]
+    assert totals["changes"] > 0 and totals["change_events"] == 4 * totals["changes"]
+    assert data["verification"]["checked"]["stored_rows"] == totals["replies"]
+    # The only refusals: reacts that raced the deletion of their message.
+    assert data["errors"] == {}
+    assert "change events/s delivered" in summary_text(data)
+
+
 async def test_injected_loss_fails_verification(make_client: AppFactory) -> None:
     url = await _server_url(make_client)
     await run_load(_tiny(url, duration=0.3, warmup=0.0))

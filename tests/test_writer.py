@@ -14,8 +14,11 @@ from tests.conftest import eventually
 from trustmess.appkeys import WRITER
 from trustmess.delivery.writer import MessageWriter, WriterClosed
 from trustmess.errors import ApiError
-from trustmess.models import Message
+from trustmess.models import ChangeResult, Message
+from trustmess.store.changes import NewChange
 from trustmess.store.messages import NewMessage, append_messages
+
+EMOJI = ("👍", "🎉", "👀", "🔥")
 
 
 async def test_concurrent_batches_are_gapless_and_answers_match_rows(
@@ -430,3 +433,41 @@ async def relayed_writer(
         await writer.close()
         await pool.close()
         await relay.close()
+
+
+async def test_a_batch_of_messages_and_changes_is_published_gapless_in_seq_order(
+    client, make_user, make_group, db, connect
+) -> None:
+    """Changes share the batches with messages: one transaction appends the messages, then
+    applies the changes; every entry of a conversation is published in seq order."""
+    alice, bob = await make_user(), await make_user()
+    cid = await make_group(alice, bob)
+    watcher = await connect(bob)
+    assert (await watcher.request({"type": "join", "conversation_id": cid}))["type"] == "reply"
+    writer = client.app[WRITER]
+    await writer.submit(NewMessage(cid, alice.id, "first", "first", None))
+    futures: list[asyncio.Future[object]] = []
+    for n in range(60):
+        futures.append(writer.submit(NewMessage(cid, alice.id, f"m{n}", f"body {n}", None)))
+        futures.append(writer.submit_change(NewChange(cid, alice.id, "edit", 1, None, f"v{n}")))
+        futures.append(
+            writer.submit_change(NewChange(cid, bob.id, "react", 1, f"r{n}", emoji=EMOJI[n % 4]))
+        )
+    batches = writer.batches
+    results = await asyncio.gather(*futures)
+    assert writer.batches - batches < len(futures), "changes were not batched"
+    # 1 + 60 messages, 60 edits, 4 reacts: bob's later reacts repeat an emoji he already has
+    # on the message, and are answered with the entry that added it.
+    total = 1 + 60 + 60 + 4
+    events = [await watcher.recv_where(lambda f: f["type"] in ("message", "change"))]
+    while events[-1]["seq"] < total:
+        events.append(await watcher.recv_where(lambda f: f["type"] in ("message", "change")))
+    assert [e["seq"] for e in events] == list(range(1, total + 1))
+    edits = [r for r in results[1::3] if isinstance(r, ChangeResult)]
+    assert len({r.seq for r in edits}) == 60 and None not in {r.seq for r in edits}
+    reacts = [r for r in results[2::3] if isinstance(r, ChangeResult)]
+    assert len(reacts) == 60 and len({r.seq for r in reacts}) == 4
+    assert await db.fetchval("SELECT body FROM messages WHERE seq = 1") == "v59"
+    kinds = await db.fetch("SELECT kind, count(*) FROM message_changes GROUP BY kind")
+    assert dict(kinds) == {"edit": 60, "react": 4}
+    assert await db.fetchval("SELECT last_seq FROM conversations WHERE id = $1", cid) == total

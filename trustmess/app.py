@@ -14,7 +14,7 @@ from trustmess.delivery.hub import Hub
 from trustmess.delivery.membership import MembershipCache
 from trustmess.delivery.notifications import Notifier
 from trustmess.delivery.readbuffer import ReadMarkerBuffer
-from trustmess.delivery.sending import message_publisher
+from trustmess.delivery.sending import change_publisher, message_publisher
 from trustmess.delivery.writer import MessageWriter
 from trustmess.errors import CloseCode
 from trustmess.gateway import control, endpoint
@@ -29,7 +29,7 @@ from trustmess.metrics import Metrics
 from trustmess.runtime.pool import create_pool
 from trustmess.settings import Settings
 from trustmess.store.activeusers import ActiveUsers
-from trustmess.store.history import messages_in_range
+from trustmess.store.history import entries_in_range
 from trustmess.wire import events
 
 LINGER_S = 1.0
@@ -108,6 +108,8 @@ async def _realtime(app: web.Application) -> AsyncIterator[None]:
     writer = MessageWriter(
         pool,
         message_publisher(hub, markers),
+        publish_change=change_publisher(hub, markers),
+        edit_window_s=settings.edit_window_s,
         batch_max=settings.commit_batch_max if settings.group_commit else 1,
         window_s=settings.commit_window_ms / 1000,
     )
@@ -132,8 +134,8 @@ def _make_broker(app: web.Application) -> Broker:
 
     async def fetch_range(cid: int, after: int, through: int) -> list[tuple[int, bytes]]:
         async with app[appkeys.POOL].acquire() as conn:
-            found = await messages_in_range(conn, cid, after, through)
-        return [(m.seq, events.message(m)) for m in found]
+            found = await entries_in_range(conn, cid, after, through)
+        return [(entry.seq, events.entry(entry)) for entry in found]
 
     async def on_outage() -> None:
         await app[appkeys.GATEWAY].close_all(

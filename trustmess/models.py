@@ -22,22 +22,42 @@ def format_ts(value: datetime) -> str:
     return text
 
 
+@dataclass(frozen=True, slots=True)
+class Reaction:
+    """One emoji's reactions on a message, as one user sees them (``me``: that user is among
+    the reactors)."""
+
+    emoji: str
+    count: int
+    me: bool
+
+    def to_json(self) -> dict[str, Any]:
+        return {"emoji": self.emoji, "count": self.count, "me": self.me}
+
+
 # Not frozen: built once per message on the hot path, where a frozen init costs 4x.
 @dataclass(slots=True)
 class Message:
-    """A stored message; ``seq`` is its gapless position in the conversation."""
+    """A stored message; ``seq`` is its gapless position in the conversation.
+
+    ``body`` is None once the message was deleted for everyone (``deleted``). ``reactions`` is
+    set only where a reader's view is built (HTTP history); events never carry it.
+    """
 
     id: int
     conversation_id: int
     seq: int
     sender_id: int
-    body: str
+    body: str | None
     reply_to: int | None
     client_msg_id: str
     created_at: datetime
+    edited_at: datetime | None = None
+    deleted: bool = False
+    reactions: list[Reaction] | None = None
 
     def to_json(self) -> dict[str, Any]:
-        return {
+        data: dict[str, Any] = {
             "id": self.id,
             "conversation_id": self.conversation_id,
             "seq": self.seq,
@@ -46,6 +66,78 @@ class Message:
             "reply_to": self.reply_to,
             "client_msg_id": self.client_msg_id,
             "created_at": format_ts(self.created_at),
+        }
+        # A message as sent has none of these: its event stays the v1 object, byte for byte.
+        if self.edited_at is not None:
+            data["edited_at"] = format_ts(self.edited_at)
+        if self.deleted:
+            data["deleted"] = True
+        if self.reactions is not None:
+            data["reactions"] = [reaction.to_json() for reaction in self.reactions]
+        return data
+
+
+@dataclass(slots=True)
+class Change:
+    """An edit, deletion or reaction: an entry of the conversation's stream with its own
+    ``seq``, applied to the message at ``target_seq``.
+
+    The fields after ``created_at`` describe the target as it is now (when the event is
+    encoded): ``body`` and ``edited_at`` for an edit (``body`` None if the message has been
+    deleted since), ``emoji`` and that emoji's ``count`` for a reaction. So applying the
+    entries from any point on, in seq order, ends in the stored state, however often one is
+    applied.
+    """
+
+    conversation_id: int
+    seq: int
+    kind: str  # edit | delete | react | unreact
+    target_seq: int
+    user_id: int
+    client_change_id: str | None
+    created_at: datetime
+    body: str | None = None
+    edited_at: datetime | None = None
+    emoji: str | None = None
+    count: int = 0
+
+    def to_json(self) -> dict[str, Any]:
+        data: dict[str, Any] = {
+            "type": "change",
+            "conversation_id": self.conversation_id,
+            "seq": self.seq,
+            "kind": self.kind,
+            "target_seq": self.target_seq,
+            "user_id": self.user_id,
+            "client_change_id": self.client_change_id,
+            "created_at": format_ts(self.created_at),
+        }
+        if self.kind == "edit":
+            data["body"] = self.body
+            data["edited_at"] = None if self.edited_at is None else format_ts(self.edited_at)
+        elif self.kind != "delete":
+            data["emoji"] = self.emoji
+            data["count"] = self.count
+        return data
+
+
+@dataclass(frozen=True, slots=True)
+class ChangeResult:
+    """Outcome of an edit, delete, react or unreact: the entry's ``seq``, or None when the
+    command changed nothing (the message already deleted, the reaction already there or
+    already gone, the same body); ``duplicate`` when its ``client_change_id`` was seen before."""
+
+    conversation_id: int
+    target_seq: int
+    seq: int | None
+    duplicate: bool
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "conversation_id": self.conversation_id,
+            "target_seq": self.target_seq,
+            "seq": self.seq,
+            "duplicate": self.duplicate,
         }
 
 

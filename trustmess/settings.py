@@ -326,6 +326,9 @@ class Settings:
     ws_queue_frames: int = _setting(1000, _parse_int(1, 1_000_000), "outbound queue, frames")
     ws_queue_bytes: int = _setting(1 << 20, _parse_int(1024, 1 << 30), "outbound queue, bytes")
     replay_limit: int = _setting(500, _parse_int(0, 100_000), "most messages replayed on join")
+    edit_window_s: int = _setting(
+        48 * 3600, _parse_int(0, 10 * 365 * 86400), "how long a sender may edit (0: always)"
+    )
     typing_throttle_s: float = _setting(2.0, _parse_float(0, 3600), "min gap between starts")
     typing_timeout_s: float = _setting(6.0, _parse_float(0.05, 3600), "automatic stop after")
     commit_batch_max: int = _setting(1024, _parse_int(1, 100_000), "messages per group commit")

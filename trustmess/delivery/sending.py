@@ -1,5 +1,6 @@
 """Sending a message: the one path shared by ``POST /conversations/{id}/messages`` and the
-socket ``message`` command (membership, idempotent group-committed store, fan-out)."""
+socket ``message`` command (membership, idempotent group-committed store, fan-out); and the
+same for changes (edit, delete, react, unreact) over HTTP and the socket."""
 
 from __future__ import annotations
 
@@ -8,9 +9,10 @@ from collections.abc import Callable
 
 from trustmess.delivery.hub import Hub
 from trustmess.delivery.readbuffer import ReadMarkerBuffer
-from trustmess.delivery.writer import Answer, MessageWriter, WriterClosed
+from trustmess.delivery.writer import Answer, ChangeAnswer, MessageWriter, WriterClosed
 from trustmess.errors import ApiError, ErrorCode
-from trustmess.models import Message, SendResult
+from trustmess.models import Change, ChangeResult, Message, SendResult
+from trustmess.store.changes import NewChange
 from trustmess.store.messages import NewMessage
 from trustmess.wire import events
 
@@ -38,6 +40,24 @@ async def send_message(writer: MessageWriter, message: NewMessage) -> SendResult
     return await asyncio.shield(future)
 
 
+def submit_change(writer: MessageWriter, change: NewChange, answer: ChangeAnswer) -> None:
+    """Queue an edit, delete or reaction for the next group commit; ``answer`` is called
+    after commit with the ChangeResult or the ApiError that refused it."""
+    try:
+        writer.submit_change_with(change, answer)
+    except WriterClosed:
+        raise _shutting_down() from None
+
+
+async def send_change(writer: MessageWriter, change: NewChange) -> ChangeResult:
+    """Apply the change (or find the one stored under its ``client_change_id``)."""
+    try:
+        future = writer.submit_change(change)
+    except WriterClosed:
+        raise _shutting_down() from None
+    return await asyncio.shield(future)
+
+
 def _shutting_down() -> ApiError:
     return ApiError(503, ErrorCode.UNAVAILABLE, "server is shutting down")
 
@@ -50,5 +70,16 @@ def message_publisher(hub: Hub, markers: ReadMarkerBuffer) -> Callable[[Message]
         hub.publish(message.conversation_id, events.message(message), seq=message.seq)
         markers.note_last_seq(message.conversation_id, message.seq)
         markers.note_read(message.conversation_id, message.sender_id, message.seq)
+
+    return publish
+
+
+def change_publisher(hub: Hub, markers: ReadMarkerBuffer) -> Callable[[Change], None]:
+    """The writer's callback for changes: publish the entry to its conversation. Read markers
+    do not move (a change is never unread), but acks may now reach its seq."""
+
+    def publish(change: Change) -> None:
+        hub.publish(change.conversation_id, events.change(change), seq=change.seq)
+        markers.note_last_seq(change.conversation_id, change.seq)
 
     return publish

@@ -12,6 +12,12 @@ that loses its connection is tried once more as a whole, then refused with a ret
 (the client resends under the same client_msg_id). Rows a failed attempt stored come back from
 the retry, or from the client's resend, as duplicates, and duplicates are published too
 (receivers drop seqs they already have), so such a row reaches its receivers after all.
+
+Changes (edits, deletions, reactions: ``submit_change_with``) share the queue and the batches:
+a batch that holds any is one transaction that appends its messages first, then applies its
+changes (store/changes.py), and is published in that order, so every entry of a conversation
+leaves this process in seq order whatever its kind. A batch of messages only runs exactly as
+before: one statement, no transaction around it.
 """
 
 from __future__ import annotations
@@ -22,32 +28,38 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
+from typing import Any
 
 import asyncpg
 
-from trustmess.errors import ApiError, ErrorCode, conversation_not_found, invalid
-from trustmess.models import Message, SendResult
+from trustmess.errors import ApiError, ErrorCode, conversation_not_found, invalid, not_found
+from trustmess.models import Change, ChangeResult, Message, SendResult
+from trustmess.store.changes import ChangeOutcome, NewChange, apply_changes
 from trustmess.store.messages import AppendResult, NewMessage, append_messages
+from trustmess.wire.validation import MAX_REACTIONS_PER_MESSAGE
 
 log = logging.getLogger(__name__)
 
 Publish = Callable[[Message], None]
+PublishChange = Callable[[Change], None]
 # Called once per submitted message: with its SendResult, or the ApiError that refused it.
 Answer = Callable[[SendResult | ApiError], None]
+ChangeAnswer = Callable[[ChangeResult | ApiError], None]
 
 
 @dataclass(slots=True)
 class _Pending:
-    message: NewMessage
-    answer: Answer | None  # None once answered: every sender is answered exactly once
+    message: NewMessage | NewChange
+    # None once answered: every sender is answered exactly once
+    answer: Callable[[Any], None] | None
 
 
 @dataclass(slots=True)
 class _Batch:
     """Messages on their way to the database: one group per distinct key."""
 
-    groups: list[list[_Pending]]
-    task: asyncio.Task[list[AppendResult]]
+    groups: list[list[_Pending]]  # messages first, then changes
+    task: asyncio.Task[list[Any]]
 
 
 class WriterClosed(Exception):
@@ -62,11 +74,17 @@ class MessageWriter:
         pool: asyncpg.Pool,
         publish: Publish,
         *,
+        publish_change: PublishChange | None = None,
         batch_max: int = 1024,
         window_s: float = 0.0,
+        edit_window_s: float = 0.0,
+        max_reactions: int = MAX_REACTIONS_PER_MESSAGE,
     ) -> None:
         self._pool = pool
         self._publish = publish
+        self._publish_change = publish_change
+        self._edit_window_s = edit_window_s
+        self._max_reactions = max_reactions
         self._batch_max = batch_max
         self._window_s = window_s
         self._queue: asyncio.Queue[_Pending | None] = asyncio.Queue()
@@ -75,6 +93,7 @@ class MessageWriter:
         self._closed_reason = "the message writer is shutting down"
         self.batches = 0
         self.persisted = 0
+        self.changed = 0
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._run(), name="message-writer")
@@ -86,6 +105,18 @@ class MessageWriter:
         if self._closed:
             raise WriterClosed(self._closed_reason)
         self._queue.put_nowait(_Pending(message, answer))
+
+    def submit_change_with(self, change: NewChange, answer: ChangeAnswer) -> None:
+        """Queue an edit, delete or reaction; ``answer`` is called after commit."""
+        if self._closed:
+            raise WriterClosed(self._closed_reason)
+        self._queue.put_nowait(_Pending(change, answer))
+
+    def submit_change(self, change: NewChange) -> asyncio.Future[ChangeResult]:
+        """Queue ``change``; the future resolves after commit (or raises ApiError)."""
+        future: asyncio.Future[ChangeResult] = asyncio.get_running_loop().create_future()
+        self.submit_change_with(change, partial(_settle, future))
+        return future
 
     def submit(self, message: NewMessage) -> asyncio.Future[SendResult]:
         """Queue ``message``; the future resolves after commit (or raises ApiError)."""
@@ -175,16 +206,36 @@ class MessageWriter:
     def _launch(self, batch: list[_Pending]) -> _Batch:
         # The same key twice in one batch: the first is stored, the rest answer as duplicates.
         unique: dict[tuple[int, int, str], list[_Pending]] = {}
+        changes: list[list[_Pending]] = []
         for pending in batch:
             m = pending.message
-            unique.setdefault((m.conversation_id, m.sender_id, m.client_msg_id), []).append(pending)
+            if type(m) is NewMessage:
+                key = (m.conversation_id, m.sender_id, m.client_msg_id)
+                unique.setdefault(key, []).append(pending)
+            else:
+                # Changes are applied one by one, in order: a repeated client_change_id is found
+                # by the statement itself.
+                changes.append([pending])
         groups = list(unique.values())
+        if changes:
+            groups += changes
         rows = [group[0].message for group in groups]
         return _Batch(groups, asyncio.create_task(self._store(rows)))
 
-    async def _store(self, rows: list[NewMessage]) -> list[AppendResult]:
+    async def _store(self, rows: list[NewMessage | NewChange]) -> list[Any]:
+        """Store ``rows`` (messages first, then changes); results in the same order."""
         async with self._pool.acquire() as conn:
-            results = await append_messages(conn, rows)
+            if type(rows[-1]) is NewMessage:  # messages only: the hot path
+                results: list[Any] = await append_messages(conn, rows)  # type: ignore[arg-type]
+            else:
+                split = next(i for i, row in enumerate(rows) if type(row) is not NewMessage)
+                messages: list[NewMessage] = rows[:split]  # type: ignore[assignment]
+                changes: list[NewChange] = rows[split:]  # type: ignore[assignment]
+                async with conn.transaction():
+                    results = await append_messages(conn, messages) if messages else []
+                    results += await apply_changes(
+                        conn, changes, self._edit_window_s, self._max_reactions
+                    )
         if len(results) != len(rows):
             raise RuntimeError(f"{len(rows)} messages stored, {len(results)} results")
         return results
@@ -226,16 +277,20 @@ class MessageWriter:
                 continue
             self._answer_batch([group], [result])
 
-    def _answer_batch(self, groups: list[list[_Pending]], results: list[AppendResult]) -> None:
+    def _answer_batch(self, groups: list[list[_Pending]], results: list[Any]) -> None:
         """A stored batch (of one, in a row-by-row retry): publish and answer each row."""
         self.batches += 1
         for group, result in zip(groups, results, strict=True):
             self._answer(group, result)
 
-    def _answer(self, group: list[_Pending], result: AppendResult) -> None:
+    def _answer(self, group: list[_Pending], result: AppendResult | ChangeOutcome) -> None:
         """Publish the stored row (new or duplicate), then answer its senders; never raises,
         so one row cannot stop the writer."""
+        if not isinstance(result, AppendResult):
+            self._answer_change(group[0], result)
+            return
         first = group[0].message
+        assert type(first) is NewMessage
         if result.status == "not_member":
             _answer_all(group, conversation_not_found())
             return
@@ -254,6 +309,8 @@ class MessageWriter:
                 reply_to=result.reply_to,
                 client_msg_id=first.client_msg_id,
                 created_at=result.created_at,
+                # Only a duplicate of a message deleted since has no body.
+                deleted=result.body is None,
             )
         except Exception:
             log.exception(
@@ -276,6 +333,62 @@ class MessageWriter:
         for pending in group:
             _call(pending, SendResult(message, duplicate))
             duplicate = True
+
+    def _answer_change(self, pending: _Pending, outcome: ChangeOutcome) -> None:
+        """Publish a stored change (new or duplicate, as for messages), then answer."""
+        request = pending.message
+        assert type(request) is NewChange
+        refusal = _CHANGE_REFUSALS.get(outcome.status)
+        if refusal is not None:
+            _call(pending, refusal(self._edit_window_s))
+            return
+        change = outcome.change
+        if change is not None and self._publish_change is not None:
+            try:
+                self._publish_change(change)
+            except Exception:
+                log.exception(
+                    "publishing change %d of conversation %d failed",
+                    change.seq,
+                    change.conversation_id,
+                )
+        if outcome.status == "new":
+            self.changed += 1
+        result = ChangeResult(
+            conversation_id=request.conversation_id,
+            target_seq=request.target_seq if change is None else change.target_seq,
+            seq=outcome.existing_seq if change is None else change.seq,
+            duplicate=outcome.status == "duplicate",
+        )
+        _call(pending, result)
+
+
+def _hours(seconds: float) -> str:
+    return f"{seconds / 3600:g} h"
+
+
+# Why a change was refused, by its outcome's status (the edit window is passed in).
+_CHANGE_REFUSALS: dict[str, Callable[[float], ApiError]] = {
+    "not_member": lambda _: conversation_not_found(),
+    "no_message": lambda _: not_found("message not found"),
+    "deleted": lambda _: not_found("message was deleted"),
+    "not_sender": lambda _: ApiError(
+        403, ErrorCode.FORBIDDEN, "only the sender can edit a message"
+    ),
+    "not_allowed": lambda _: ApiError(
+        403,
+        ErrorCode.FORBIDDEN,
+        "only the sender, or the owner of a group, can delete a message",
+    ),
+    "window_closed": lambda window: ApiError(
+        403, ErrorCode.FORBIDDEN, f"messages can be edited for {_hours(window)} after sending"
+    ),
+    "too_many_reactions": lambda _: ApiError(
+        409,
+        ErrorCode.CONFLICT,
+        f"a message can have at most {MAX_REACTIONS_PER_MESSAGE} different reactions",
+    ),
+}
 
 
 def _writer_stopped() -> ApiError:
@@ -312,12 +425,12 @@ def _lost_connection(error: BaseException) -> bool:
     )
 
 
-def _answer_all(group: list[_Pending], outcome: SendResult | ApiError) -> None:
+def _answer_all(group: list[_Pending], outcome: SendResult | ChangeResult | ApiError) -> None:
     for pending in group:
         _call(pending, outcome)
 
 
-def _call(pending: _Pending, outcome: SendResult | ApiError) -> None:
+def _call(pending: _Pending, outcome: SendResult | ChangeResult | ApiError) -> None:
     answer, pending.answer = pending.answer, None
     if answer is None:
         return
@@ -327,7 +440,7 @@ def _call(pending: _Pending, outcome: SendResult | ApiError) -> None:
         log.exception("answering a sender failed")
 
 
-def _settle(future: asyncio.Future[SendResult], outcome: SendResult | ApiError) -> None:
+def _settle(future: asyncio.Future[Any], outcome: SendResult | ChangeResult | ApiError) -> None:
     if future.done():
         return
     if isinstance(outcome, ApiError):

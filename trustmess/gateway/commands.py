@@ -24,12 +24,13 @@ from trustmess.appkeys import (
     WRITER,
 )
 from trustmess.auth import decode_access_token, unauthenticated
-from trustmess.delivery.sending import submit_message
+from trustmess.delivery.sending import submit_change, submit_message
 from trustmess.errors import ApiError, ErrorCode, conversation_not_found
 from trustmess.gateway.connection import Connection, JoinState
-from trustmess.models import SendResult, format_ts
+from trustmess.models import ChangeResult, SendResult, format_ts
+from trustmess.store.changes import NewChange
 from trustmess.store.conversations import conversation_state
-from trustmess.store.history import messages_after
+from trustmess.store.history import entries_after
 from trustmess.store.messages import NewMessage
 from trustmess.wire import events, frames
 
@@ -67,7 +68,8 @@ async def join(app: web.Application, conn: Connection, cmd: frames.Join) -> Repl
             resumed = missing is not None and missing <= app[SETTINGS].replay_limit
             replay = []
             if resumed and cmd.since is not None and missing:
-                replay = await messages_after(db, cid, cmd.since, app[SETTINGS].replay_limit)
+                # Messages and changes (edits, deletions, reactions) alike: each has its seq.
+                replay = await entries_after(db, cid, cmd.since, app[SETTINGS].replay_limit)
     except BaseException:
         if fresh:
             conn.joined.pop(cid, None)
@@ -81,8 +83,8 @@ async def join(app: web.Application, conn: Connection, cmd: frames.Join) -> Repl
     data = {"conversation_id": cid, "last_seq": last_seq, "read_seq": read_seq, "resumed": resumed}
     if cmd.ref is not None:
         conn.send(frames.reply(cmd.ref, data))
-    for msg in replay:
-        conn.deliver_replayed(cid, msg.seq, events.message(msg))
+    for entry in replay:
+        conn.deliver_replayed(cid, entry.seq, events.entry(entry))
     conn.start_live(cid)
     return None
 
@@ -120,6 +122,30 @@ def message(app: web.Application, conn: Connection, cmd: frames.SendMessage) -> 
         raise ApiError(429, ErrorCode.RATE_LIMITED, "too many messages")
     new = NewMessage(cmd.conversation_id, conn.user_id, cmd.client_msg_id, cmd.body, cmd.reply_to)
     submit_message(app[WRITER], new, answer)
+
+
+async def change(app: web.Application, conn: Connection, cmd: frames.ChangeMessage) -> Reply:
+    """``edit``, ``delete``, ``react``, ``unreact``: queued for group commit like ``message``;
+    the reply is sent from the commit callback."""
+    ref = cmd.ref
+
+    def answer(outcome: ChangeResult | ApiError) -> None:
+        if isinstance(outcome, ApiError):
+            conn.send(frames.error(ref, outcome.code, outcome.message, outcome.field))
+        elif ref is not None:
+            conn.send(frames.reply(ref, outcome.to_json()))
+
+    new = NewChange(
+        cmd.conversation_id,
+        conn.user_id,
+        cmd.kind,
+        cmd.target_seq,
+        cmd.client_change_id,
+        body=cmd.body,
+        emoji=cmd.emoji,
+    )
+    submit_change(app[WRITER], new, answer)
+    return None
 
 
 async def ack(app: web.Application, conn: Connection, cmd: frames.Ack) -> Reply:

@@ -21,6 +21,7 @@ Handler = Callable[[web.Application, Connection, Any], Awaitable[commands.Reply]
 HANDLERS: dict[type, Handler] = {
     frames.Join: commands.join,
     frames.Leave: commands.leave,
+    frames.ChangeMessage: commands.change,
     frames.Ack: commands.ack,
     frames.Typing: commands.typing,
     frames.Ping: commands.ping,

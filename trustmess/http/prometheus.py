@@ -84,6 +84,12 @@ def render_samples(app: web.Application) -> str:
             [({}, writer.persisted)],
         ),
         (
+            "trustmess_message_changes_total",
+            "counter",
+            "Edits, deletions and reactions stored (stream entries).",
+            [({}, writer.changed)],
+        ),
+        (
             "trustmess_commit_batches_total",
             "counter",
             "Group-commit batches.",

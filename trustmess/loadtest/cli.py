@@ -48,6 +48,12 @@ def build_parser() -> argparse.ArgumentParser:
     load.add_argument("--duration", type=float, default=10.0, help="measured seconds")
     load.add_argument("--warmup", type=float, default=2.0, help="seconds before measuring")
     load.add_argument("--typing-ratio", type=float, default=0.0, help="fraction of commands")
+    load.add_argument(
+        "--mix",
+        type=_mix,
+        metavar="S,R,E,D",
+        help="shares of message, react, edit and delete commands, e.g. 80,10,5,5",
+    )
     load.add_argument("--ack-every", type=int, default=0, metavar="N", help="ack every N received")
     load.add_argument("--body-chars", type=int, default=32, help="message body length")
     load.add_argument("--first-frame-auth", action="store_true", help="auth frame, not header")
@@ -70,6 +76,17 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def _mix(raw: str) -> tuple[float, float, float, float]:
+    try:
+        shares = [float(part) for part in raw.split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError("four numbers: SENDS,REACTS,EDITS,DELETES") from None
+    if len(shares) != 4 or min(shares) < 0 or shares[0] <= 0:
+        raise argparse.ArgumentTypeError("four shares SENDS,REACTS,EDITS,DELETES, sends above 0")
+    total = sum(shares)
+    return (shares[0] / total, shares[1] / total, shares[2] / total, shares[3] / total)
+
+
 def config_from_args(args: argparse.Namespace) -> LoadConfig:
     return LoadConfig(
         url=args.url,
@@ -86,6 +103,7 @@ def config_from_args(args: argparse.Namespace) -> LoadConfig:
         duration=args.duration,
         warmup=args.warmup,
         typing_ratio=args.typing_ratio,
+        mix=args.mix,
         ack_every=args.ack_every,
         body_chars=args.body_chars,
         idle=args.idle,

@@ -4,11 +4,17 @@ Per frame: one ``orjson.loads`` and a few integer updates; commands sent while h
 leave in one write (see ``wsconn``). Every ``message`` command carries its send time in the
 body (``t=<monotonic ns> …``; CLOCK_MONOTONIC is system-wide on Linux, so any process of the run
 can read it).
+
+With ``--mix`` some commands are changes instead: ``react`` to a message the socket received
+(an emoji it has not used on it yet, so every react makes an entry), ``edit`` or ``delete`` of
+one of its own messages. A change takes a seq of the conversation like a message, so a
+``change`` event advances a receipt exactly as a ``message`` event does.
 """
 
 from __future__ import annotations
 
 import asyncio
+import random
 import time
 from typing import Any
 
@@ -22,6 +28,8 @@ loads = orjson.loads
 dumps = orjson.dumps
 monotonic_ns = time.monotonic_ns
 SETUP_TIMEOUT_S = 60.0
+EMOJI = ("👍", "❤️", "😂", "🎉", "👀", "🙏", "🔥", "✅")
+RECENT = 32  # messages remembered per conversation as targets of changes
 
 
 class JoinRefused(RuntimeError):
@@ -44,6 +52,11 @@ class SocketClient:
         self.typing_credit = 0.0
         self.closing = False
         self.dead = False
+        # --mix: per conversation, own messages (edit/delete targets) and recently received
+        # ones with the emoji this socket put on them (react targets).
+        self.own: dict[int, list[int]] = {}
+        self.seen: dict[int, dict[int, int]] = {}
+        self.reacts: set[int] = set()  # refs of react commands not answered yet
 
     async def open(self, ws_url: str, first_frame_auth: bool) -> None:
         """Connect, authenticate, wait for ``hello``, join every planned conversation."""
@@ -120,13 +133,13 @@ class SocketClient:
         run.frames_in += 1
         frame: dict[str, Any] = loads(data)
         kind = frame["type"]
-        if kind == "message":
+        if kind == "message" or kind == "change":
             if run.drop_next_delivery:  # --inject-loss: the checker never sees this one
                 run.drop_next_delivery = False
                 return
             now = monotonic_ns()
-            run.deliveries += 1
-            receipt = self.receipts.get(frame["conversation_id"])
+            cid = frame["conversation_id"]
+            receipt = self.receipts.get(cid)
             if receipt is None:  # a conversation this socket did not join
                 run.other_events += 1
                 return
@@ -136,12 +149,20 @@ class SocketClient:
             if seq > receipt.last:
                 receipt.last = seq
             receipt.count += 1
-            receipt.id_sum += frame["id"]
-            body: str = frame["body"]
-            if body.startswith("t="):
-                sent = int(body[2 : body.index(" ")])
-                if run.window_start <= sent < run.window_end:
-                    run.delivery_us.append((now - sent) // 1000)
+            if kind == "message":
+                run.deliveries += 1
+                receipt.id_sum += frame["id"]
+                body: str = frame["body"]
+                if body.startswith("t="):
+                    sent = int(body[2 : body.index(" ")])
+                    if run.window_start <= sent < run.window_end:
+                        run.delivery_us.append((now - sent) // 1000)
+                if run.mix is not None:
+                    self._remember(cid, seq)
+            else:
+                run.change_events += 1
+                if frame["kind"] == "delete":
+                    self.seen.get(cid, {}).pop(frame["target_seq"], None)
             if seq >= receipt.target:
                 receipt.target = NEVER
                 run.receipt_reached()
@@ -152,21 +173,35 @@ class SocketClient:
             sent = self.pending.pop(frame["ref"], -1)
             if sent < 0:
                 return
+            if self.reacts:
+                self.reacts.discard(frame["ref"])
             reply = frame["data"]
-            run.replies += 1
+            cid = reply["conversation_id"]
             if reply["duplicate"]:
                 run.duplicates += 1
-            cid = reply["conversation_id"]
             replied = run.replied.get(cid)
             if replied is None:
                 replied = run.replied[cid] = []
-            replied += (reply["seq"], reply["id"])
+            if "target_seq" in reply:  # a change: its entry has a seq and no id
+                if reply["seq"] is not None and not reply["duplicate"]:
+                    run.replies += 1
+                    run.changes += 1
+                    replied += (reply["seq"], 0)
+            else:
+                run.replies += 1
+                replied += (reply["seq"], reply["id"])
+                if run.mix is not None and not reply["duplicate"]:
+                    self.own.setdefault(cid, []).append(reply["seq"])
             if run.window_start <= sent < run.window_end:
                 run.reply_us.append((monotonic_ns() - sent) // 1000)
             self._answered()
         elif kind == "error":
-            run.errors[frame["code"]] += 1
             ref = frame.get("ref")
+            if ref in self.reacts and frame["message"] == "message was deleted":
+                run.change_races += 1
+            else:
+                run.errors[frame["code"]] += 1
+            self.reacts.discard(ref)
             if ref is not None and self.pending.pop(ref, None) is not None:
                 self._answered()
         elif kind == "typing":
@@ -201,6 +236,11 @@ class SocketClient:
         self.pending[ref] = now
         run.outstanding += 1
         run.sent += 1
+        if run.mix is not None:
+            change = self._change(cid, ref, now, random.random())
+            if change is not None:
+                self._send(change)
+                return
         self._send(
             {
                 "type": "message",
@@ -210,6 +250,40 @@ class SocketClient:
                 "body": f"t={now} {self.pad}",
             }
         )
+
+    def _remember(self, cid: int, seq: int) -> None:
+        seen = self.seen.get(cid)
+        if seen is None:
+            seen = self.seen[cid] = {}
+        seen[seq] = 0  # bit i: EMOJI[i] already used on it by this socket
+        if len(seen) > RECENT:
+            del seen[next(iter(seen))]
+
+    def _change(self, cid: int, ref: int, now: int, draw: float) -> dict[str, Any] | None:
+        """The change command this draw of the mix asks for, or None for a message (also when
+        there is nothing to change yet)."""
+        mix = self.run.mix
+        assert mix is not None
+        if draw < mix[0]:
+            return None
+        base = {"ref": ref, "conversation_id": cid, "client_change_id": f"{self.tag}c{ref}"}
+        if draw < mix[1]:
+            seen = self.seen.get(cid)
+            for seq, used in (seen or {}).items():
+                if used != (1 << len(EMOJI)) - 1:
+                    bit = next(i for i in range(len(EMOJI)) if not used & (1 << i))
+                    seen[seq] = used | (1 << bit)  # type: ignore[index]
+                    self.reacts.add(ref)
+                    return {"type": "react", "target_seq": seq, "emoji": EMOJI[bit], **base}
+            return None
+        own = self.own.get(cid)
+        if not own:
+            return None
+        if draw < mix[2]:
+            target = own[random.randrange(len(own))]
+            return {"type": "edit", "target_seq": target, "body": f"e={now} edited", **base}
+        target = own.pop(random.randrange(len(own)))
+        return {"type": "delete", "target_seq": target, **base}
 
     def _send(self, frame: dict[str, Any]) -> None:
         if self.dead or self.sock is None:

@@ -39,6 +39,8 @@ class LoadConfig:
     duration: float = 10.0
     warmup: float = 2.0
     typing_ratio: float = 0.0
+    # --mix: shares of message, react, edit and delete commands (None: messages only)
+    mix: tuple[float, float, float, float] | None = None
     ack_every: int = 0
     body_chars: int = 32
     idle: int = 0
@@ -96,6 +98,8 @@ class LoadConfig:
             raise ConfigError("--window: at least 1")
         if not 0 <= self.typing_ratio < 1:
             raise ConfigError("--typing-ratio: in [0, 1)")
+        if self.mix is not None and (len(self.mix) != 4 or min(self.mix) < 0 or self.mix[0] <= 0):
+            raise ConfigError("--mix: four shares SENDS,REACTS,EDITS,DELETES, sends above 0")
         if self.procs < 1 or self.sockets_per_user < 1:
             raise ConfigError("--procs and --sockets-per-user: at least 1")
         if self.duration <= 0 or self.warmup < 0:

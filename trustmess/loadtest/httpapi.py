@@ -94,7 +94,8 @@ class Api:
             status, body = await self.request("GET", path, token=token)
             if status != 200:
                 raise SetupError(f"history of {conversation_id}: HTTP {status} {body}")
-            rows.extend((item["seq"], item["id"]) for item in body["items"])
+            # Change entries (edits, deletions, reactions) have a seq and no id.
+            rows.extend((item["seq"], item.get("id", 0)) for item in body["items"])
             if not body["has_more"] or not body["items"]:
                 return rows
             after = rows[-1][0]

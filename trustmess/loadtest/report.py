@@ -107,6 +107,9 @@ def result_json(result: RunResult) -> dict[str, Any]:
             "messages_per_s": round(replies / seconds, 1),
             "deliveries_per_s": round(deliveries / seconds, 1),
             "commands_per_s": round(window["frames_out"] / seconds, 1),
+            # --mix: of the persisted entries, the changes (edits, deletions, reactions)
+            "changes_per_s": round(window.get("changes", 0) / seconds, 1),
+            "change_events_per_s": round(window.get("change_events", 0) / seconds, 1),
         },
         "latency_us": {
             "send_to_reply": summarize(merge(w.reply_us for w in workers)),
@@ -178,6 +181,16 @@ def summary_text(data: dict[str, Any]) -> str:
         f"window     {data['window_s']:g} s after {config['warmup']:g} s warm-up: "
         f"{rates['messages_per_s']:,.0f} msg/s persisted, "
         f"{rates['deliveries_per_s']:,.0f} deliveries/s, {rates['commands_per_s']:,.0f} commands/s",
+        *(
+            [
+                f"changes    {rates['changes_per_s']:,.0f}/s of the persisted entries are "
+                f"changes; {rates['change_events_per_s']:,.0f} change events/s delivered; "
+                f"{data['totals'].get('change_races', 0):,} reacts to a message deleted "
+                "meanwhile"
+            ]
+            if rates.get("changes_per_s")
+            else []
+        ),
         f"latency ms {'samples':>18}{'p50':>9}{'p90':>9}{'p99':>9}{'p99.9':>9}{'max':>9}",
         _latency_row("send→reply", data["latency_us"]["send_to_reply"]),
         _latency_row("send→delivery", data["latency_us"]["send_to_delivery"]),

@@ -21,7 +21,10 @@ COUNTERS = (
     "acks_sent",
     "replies",
     "duplicates",
+    "changes",
     "deliveries",
+    "change_events",
+    "change_races",
     "typing_events",
     "read_events",
     "other_events",
@@ -60,8 +63,19 @@ class Receipt:
 class RunState:
     """Counters, samples and flow control shared by the sockets of one process."""
 
-    def __init__(self, typing_per_message: float, ack_every: int, closed_loop: bool) -> None:
+    def __init__(
+        self,
+        typing_per_message: float,
+        ack_every: int,
+        closed_loop: bool,
+        mix: tuple[float, float, float, float] | None = None,
+    ) -> None:
         self.typing_per_message = typing_per_message
+        # Cumulative thresholds of (message, react, edit) for one random draw per command.
+        self.mix = None if mix is None else (mix[0], mix[0] + mix[1], mix[0] + mix[1] + mix[2])
+        # change_races: a react refused because its message was deleted meanwhile (by its
+        # sender, on another socket): a race the mix makes on purpose, not an error.
+        self.changes = self.change_events = self.change_races = 0
         self.ack_every = ack_every
         self.closed_loop = closed_loop
         self.window_start = NEVER
@@ -79,6 +93,7 @@ class RunState:
         self.delivery_us: array[int] = new_samples()
         self.connect_us: array[int] = new_samples()
         # conversation id → flat [seq, id, seq, id, …] of the replies this process received
+        # (a change entry's id is 0: it has none)
         self.replied: dict[int, list[int]] = {}
         self.outstanding = 0
         self.drained = asyncio.Event()

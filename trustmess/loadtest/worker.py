@@ -78,7 +78,9 @@ async def run_worker(plan: WorkerPlan, link: Link) -> None:
 async def _run(plan: WorkerPlan, link: Link) -> None:
     config = plan.config
     ratio = config.typing_ratio
-    run = RunState(ratio / (1 - ratio), config.ack_every, closed_loop=not config.open_loop)
+    run = RunState(
+        ratio / (1 - ratio), config.ack_every, closed_loop=not config.open_loop, mix=config.mix
+    )
     pad = "x" * max(1, config.body_chars - 22)
     clients = [SocketClient(s, run, f"{plan.tag}-{s.index}-", pad) for s in plan.sockets]
     connect_errors: Counter[str] = Counter()

@@ -40,7 +40,8 @@ SELECT p.id, p.kind, p.title, p.last_seq, p.read_seq, p.created_at, p.activity_a
        mem.members, unread.n AS unread,
        lm.id AS lm_id, lm.conversation_id AS lm_conversation_id, lm.seq AS lm_seq,
        lm.sender_id AS lm_sender_id, lm.body AS lm_body, lm.reply_to_seq AS lm_reply_to_seq,
-       lm.client_msg_id AS lm_client_msg_id, lm.created_at AS lm_created_at
+       lm.client_msg_id AS lm_client_msg_id, lm.created_at AS lm_created_at,
+       lm.edited_at AS lm_edited_at, lm.deleted_at AS lm_deleted_at
 FROM page p
 CROSS JOIN LATERAL (
     SELECT json_agg(
@@ -50,11 +51,17 @@ CROSS JOIN LATERAL (
     FROM conversation_members m JOIN users u ON u.id = m.user_id
     WHERE m.conversation_id = p.id
 ) mem
+-- Unread: new messages of others only. Edits and reactions are stream entries of their own
+-- table and never count; a message deleted for everyone no longer does either.
 CROSS JOIN LATERAL (
     SELECT count(*) AS n FROM messages x
     WHERE x.conversation_id = p.id AND x.seq > p.read_seq AND x.sender_id <> $1
+        AND x.deleted_at IS NULL
 ) unread
-LEFT JOIN messages lm ON lm.conversation_id = p.id AND lm.seq = p.last_seq
+-- The newest message, which is not the newest seq when a change came after it.
+LEFT JOIN LATERAL (
+    SELECT * FROM messages x WHERE x.conversation_id = p.id ORDER BY x.seq DESC LIMIT 1
+) lm ON true
 ORDER BY p.activity_at DESC, p.id DESC
 """
 
@@ -118,7 +125,7 @@ async def get_conversation_for_members(
         rows = await conn.fetch(
             "SELECT m.user_id, m.last_read_seq, (SELECT count(*) FROM messages x "
             "  WHERE x.conversation_id = m.conversation_id AND x.seq > m.last_read_seq "
-            "  AND x.sender_id <> m.user_id) AS unread "
+            "  AND x.sender_id <> m.user_id AND x.deleted_at IS NULL) AS unread "
             "FROM conversation_members m WHERE m.conversation_id = $1 AND m.user_id = ANY($2)",
             conversation_id,
             user_ids,

@@ -1,5 +1,11 @@
-"""Reading messages: history pages and seq ranges, all keyset scans of the primary key
-``(conversation_id, seq)``; results are always in ascending seq."""
+"""Reading the stream: history pages and seq ranges, all keyset scans of the primary keys
+``(conversation_id, seq)``; results are always in ascending seq.
+
+A conversation's stream is its messages and its changes (edits, deletions, reactions, in
+``message_changes``), which share one gapless seq counter. Timeline pages (newest, ``before``)
+are messages in their current state; ranges (join's replay, the sequencer's gap fill, HTTP
+``after``) are every entry, both kinds merged by seq.
+"""
 
 from __future__ import annotations
 
@@ -8,10 +14,11 @@ from typing import TypeAlias
 import asyncpg
 from asyncpg.pool import PoolConnectionProxy
 
-from trustmess.models import Message
+from trustmess.models import Change, Message, Reaction
 
 # What store functions take: a connection of its own or one acquired from the pool.
 DbConnection: TypeAlias = asyncpg.Connection | PoolConnectionProxy
+Entry: TypeAlias = Message | Change
 
 
 def message_from_row(row: asyncpg.Record, prefix: str = "") -> Message:
@@ -25,35 +32,97 @@ def message_from_row(row: asyncpg.Record, prefix: str = "") -> Message:
         reply_to=row[prefix + "reply_to_seq"],
         client_msg_id=row[prefix + "client_msg_id"],
         created_at=row[prefix + "created_at"],
+        edited_at=row[prefix + "edited_at"],
+        deleted=row[prefix + "deleted_at"] is not None,
+    )
+
+
+def change_from_row(row: asyncpg.Record) -> Change:
+    return Change(
+        conversation_id=row["conversation_id"],
+        seq=row["seq"],
+        kind=row["kind"],
+        target_seq=row["target_seq"],
+        user_id=row["user_id"],
+        client_change_id=row["client_change_id"],
+        created_at=row["created_at"],
+        body=row["body"],
+        edited_at=row["edited_at"],
+        emoji=row["emoji"],
+        count=row["count"],
     )
 
 
 LATEST = """
-SELECT id, conversation_id, seq, sender_id, body, reply_to_seq, client_msg_id, created_at
+SELECT id, conversation_id, seq, sender_id, body, reply_to_seq, client_msg_id, created_at,
+       edited_at, deleted_at
 FROM messages
 WHERE conversation_id = $1
 ORDER BY seq DESC LIMIT $2
 """
 
 BEFORE = """
-SELECT id, conversation_id, seq, sender_id, body, reply_to_seq, client_msg_id, created_at
+SELECT id, conversation_id, seq, sender_id, body, reply_to_seq, client_msg_id, created_at,
+       edited_at, deleted_at
 FROM messages
 WHERE conversation_id = $1 AND seq < $2
 ORDER BY seq DESC LIMIT $3
 """
 
 AFTER = """
-SELECT id, conversation_id, seq, sender_id, body, reply_to_seq, client_msg_id, created_at
+SELECT id, conversation_id, seq, sender_id, body, reply_to_seq, client_msg_id, created_at,
+       edited_at, deleted_at
 FROM messages
 WHERE conversation_id = $1 AND seq > $2
 ORDER BY seq LIMIT $3
 """
 
 IN_RANGE = """
-SELECT id, conversation_id, seq, sender_id, body, reply_to_seq, client_msg_id, created_at
+SELECT id, conversation_id, seq, sender_id, body, reply_to_seq, client_msg_id, created_at,
+       edited_at, deleted_at
 FROM messages
 WHERE conversation_id = $1 AND seq > $2 AND seq <= $3
 ORDER BY seq
+"""
+
+# A change as its event shows it: with the target's body now (edits) and the emoji's count now
+# (reactions).
+_CHANGES = """
+SELECT ch.conversation_id, ch.seq, ch.kind, ch.target_seq, ch.user_id, ch.client_change_id,
+       ch.created_at, ch.emoji,
+       CASE WHEN ch.kind = 'edit' THEN t.body END AS body,
+       CASE WHEN ch.kind = 'edit' THEN t.edited_at END AS edited_at,
+       CASE WHEN ch.emoji IS NULL THEN 0 ELSE (
+           SELECT count(*) FROM message_reactions r
+           WHERE r.conversation_id = ch.conversation_id AND r.target_seq = ch.target_seq
+               AND r.emoji = ch.emoji
+       ) END AS count
+FROM message_changes ch
+JOIN messages t ON t.conversation_id = ch.conversation_id AND t.seq = ch.target_seq
+"""
+
+CHANGES_AFTER = (
+    _CHANGES
+    + """
+WHERE ch.conversation_id = $1 AND ch.seq > $2
+ORDER BY ch.seq LIMIT $3
+"""
+)
+
+CHANGES_IN_RANGE = (
+    _CHANGES
+    + """
+WHERE ch.conversation_id = $1 AND ch.seq > $2 AND ch.seq <= $3
+ORDER BY ch.seq
+"""
+)
+
+REACTIONS = """
+SELECT target_seq, emoji, count(*) AS count, bool_or(user_id = $3) AS me
+FROM message_reactions
+WHERE conversation_id = $1 AND target_seq = ANY($2::bigint[])
+GROUP BY target_seq, emoji
+ORDER BY target_seq, min(created_at), emoji
 """
 
 
@@ -85,3 +154,50 @@ async def messages_in_range(
     """Every message with ``after_seq`` < seq <= ``through_seq``, ascending."""
     rows = await conn.fetch(IN_RANGE, conversation_id, after_seq, through_seq)
     return [message_from_row(row) for row in rows]
+
+
+def _merged(messages: list[Message], changes: list[Change]) -> list[Entry]:
+    if not changes:
+        return list(messages)
+    entries: list[Entry] = [*messages, *changes]
+    entries.sort(key=_seq)  # two sorted runs: timsort merges them in one pass
+    return entries
+
+
+def _seq(entry: Entry) -> int:
+    return entry.seq
+
+
+async def entries_after(
+    conn: DbConnection, conversation_id: int, after_seq: int, limit: int
+) -> list[Entry]:
+    """The oldest ``limit`` stream entries (messages and changes) with seq > ``after_seq``."""
+    messages = await messages_after(conn, conversation_id, after_seq, limit)
+    rows = await conn.fetch(CHANGES_AFTER, conversation_id, after_seq, limit)
+    return _merged(messages, [change_from_row(row) for row in rows])[:limit]
+
+
+async def entries_in_range(
+    conn: DbConnection, conversation_id: int, after_seq: int, through_seq: int
+) -> list[Entry]:
+    """Every stream entry with ``after_seq`` < seq <= ``through_seq``, ascending."""
+    messages = await messages_in_range(conn, conversation_id, after_seq, through_seq)
+    rows = await conn.fetch(CHANGES_IN_RANGE, conversation_id, after_seq, through_seq)
+    return _merged(messages, [change_from_row(row) for row in rows])
+
+
+async def with_reactions(conn: DbConnection, messages: list[Message], viewer_id: int) -> None:
+    """Set each message's ``reactions`` (first reacted first) as ``viewer_id`` sees them; the
+    messages are of one conversation."""
+    if not messages:
+        return
+    rows = await conn.fetch(
+        REACTIONS, messages[0].conversation_id, [m.seq for m in messages], viewer_id
+    )
+    found: dict[int, list[Reaction]] = {}
+    for row in rows:
+        found.setdefault(row["target_seq"], []).append(
+            Reaction(row["emoji"], row["count"], row["me"])
+        )
+    for message in messages:
+        message.reactions = found.get(message.seq, [])

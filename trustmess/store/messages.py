@@ -29,7 +29,7 @@ class AppendResult:
     status: str
     id: int | None
     seq: int | None
-    body: str
+    body: str | None  # None: a duplicate of a message deleted since
     reply_to: int | None
     created_at: datetime | None
 
@@ -106,7 +106,8 @@ SELECT CASE WHEN c.status = 'new' AND n.id IS NULL THEN 'not_member' ELSE c.stat
            AS status,
        coalesce(n.id, c.e_id) AS id,
        coalesce(n.seq, c.e_seq) AS seq,
-       coalesce(c.e_body, c.body) AS body,
+       -- A duplicate answers with the stored body: NULL if it was deleted meanwhile.
+       CASE WHEN c.e_id IS NOT NULL THEN c.e_body ELSE c.body END AS body,
        CASE WHEN c.e_id IS NOT NULL THEN c.e_reply_to_seq ELSE c.reply_to_seq END
            AS reply_to_seq,
        coalesce(n.created_at, c.e_created_at) AS created_at

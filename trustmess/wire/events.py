@@ -11,7 +11,7 @@ from typing import Any
 
 import orjson
 
-from trustmess.models import Conversation, Message
+from trustmess.models import Change, Conversation, Message
 from trustmess.wire.validation import MAX_BODY_CHARS
 
 
@@ -43,6 +43,17 @@ def hello(
 def message(stored: Message) -> bytes:
     """``message``: a committed message, live or replayed."""
     return orjson.dumps({"type": "message", **stored.to_json()})
+
+
+def change(entry: Change) -> bytes:
+    """``change``: an edit, deletion or reaction, an entry of the conversation's stream with its
+    own seq, live or replayed."""
+    return orjson.dumps(entry.to_json())
+
+
+def entry(stored: Message | Change) -> bytes:
+    """The event of any stream entry: ``message`` or ``change``."""
+    return change(stored) if isinstance(stored, Change) else message(stored)
 
 
 def read(conversation_id: int, user_id: int, seq: int) -> bytes:

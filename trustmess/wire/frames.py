@@ -7,6 +7,7 @@ and keep serving.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -15,10 +16,12 @@ import orjson
 from trustmess.errors import ApiError, ErrorCode, invalid
 from trustmess.wire.validation import (
     check_fields,
+    client_change_id,
     client_msg_id,
     get_int,
     get_str,
     message_body,
+    reaction,
     require_int,
     require_str,
 )
@@ -65,6 +68,20 @@ class SendMessage:
 
 
 @dataclass(frozen=True, slots=True)
+class ChangeMessage:
+    """``edit {conversation_id, target_seq, body, client_change_id?}``, ``delete {…}``,
+    ``react {…, emoji}`` or ``unreact {…, emoji}``: change the message at ``target_seq``."""
+
+    ref: Ref
+    kind: str
+    conversation_id: int
+    target_seq: int
+    client_change_id: str | None
+    body: str | None = None
+    emoji: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class Ack:
     """``ack {conversation_id, seq}``: cumulative read marker."""
 
@@ -89,7 +106,7 @@ class Ping:
     ref: Ref
 
 
-Command = Auth | Join | Leave | SendMessage | Ack | Typing | Ping
+Command = Auth | Join | Leave | SendMessage | ChangeMessage | Ack | Typing | Ping
 
 
 @dataclass(frozen=True, slots=True)
@@ -132,6 +149,48 @@ def _message(ref: Ref, data: dict[str, Any]) -> Command:
     )
 
 
+_CHANGE_FIELDS = {"type", "ref", "conversation_id", "target_seq", "client_change_id"}
+_CHANGE_REQUIRED = ("conversation_id", "target_seq")
+
+
+def _edit(ref: Ref, data: dict[str, Any]) -> Command:
+    check_fields(data, _CHANGE_FIELDS | {"body"}, (*_CHANGE_REQUIRED, "body"))
+    return ChangeMessage(
+        ref,
+        "edit",
+        require_int(data, "conversation_id", lo=1),
+        require_int(data, "target_seq", lo=1),
+        client_change_id(data),
+        body=message_body(data),
+    )
+
+
+def _delete(ref: Ref, data: dict[str, Any]) -> Command:
+    check_fields(data, _CHANGE_FIELDS, _CHANGE_REQUIRED)
+    return ChangeMessage(
+        ref,
+        "delete",
+        require_int(data, "conversation_id", lo=1),
+        require_int(data, "target_seq", lo=1),
+        client_change_id(data),
+    )
+
+
+def _reaction(kind: str) -> Callable[[Ref, dict[str, Any]], Command]:
+    def parse(ref: Ref, data: dict[str, Any]) -> Command:
+        check_fields(data, _CHANGE_FIELDS | {"emoji"}, (*_CHANGE_REQUIRED, "emoji"))
+        return ChangeMessage(
+            ref,
+            kind,
+            require_int(data, "conversation_id", lo=1),
+            require_int(data, "target_seq", lo=1),
+            client_change_id(data),
+            emoji=reaction(data.get("emoji")),
+        )
+
+    return parse
+
+
 def _ack(ref: Ref, data: dict[str, Any]) -> Command:
     check_fields(data, {"type", "ref", "conversation_id", "seq"}, ("conversation_id", "seq"))
     return Ack(ref, require_int(data, "conversation_id", lo=1), require_int(data, "seq", lo=0))
@@ -155,6 +214,10 @@ _PARSERS = {
     "join": _join,
     "leave": _leave,
     "message": _message,
+    "edit": _edit,
+    "delete": _delete,
+    "react": _reaction("react"),
+    "unreact": _reaction("unreact"),
     "ack": _ack,
     "typing": _typing,
     "ping": _ping,

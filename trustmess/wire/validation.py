@@ -11,6 +11,8 @@ import unicodedata
 from collections.abc import Collection, Mapping
 from typing import Any
 
+import emoji
+
 from trustmess.errors import ApiError, ErrorCode, invalid
 
 BIGINT_MAX = 2**63 - 1
@@ -24,6 +26,9 @@ _DECIMAL = re.compile(r"-?[0-9]{1,20}", re.ASCII)
 def parse_decimal(raw: str) -> int | None:
     """An integer written in ASCII decimal digits (optional leading minus), else None."""
     return int(raw) if _DECIMAL.fullmatch(raw) else None
+
+
+MAX_REACTIONS_PER_MESSAGE = 20  # distinct emoji on one message
 
 
 def check_fields(
@@ -254,3 +259,31 @@ def client_msg_id(data: Mapping[str, Any], name: str = "client_msg_id") -> str:
     if type(value) is str and CLIENT_MSG_ID.fullmatch(value):
         return value  # the common case; the pattern bounds the length and excludes NUL
     return require_str(data, name, min_len=1, max_len=64, pattern=CLIENT_MSG_ID)
+
+
+def client_change_id(data: Mapping[str, Any], name: str = "client_change_id") -> str | None:
+    """Optional: the client's id for an edit, delete or reaction, as for ``client_msg_id``."""
+    return get_str(data, name, min_len=1, max_len=64, pattern=CLIENT_MSG_ID)
+
+
+# Every fully-qualified emoji of Unicode's emoji-test.txt (the RGI set the ``emoji`` package
+# ships), keyed by its form without variation selectors: "❤" and "❤️" are one reaction.
+_REACTIONS = {
+    text.replace("\ufe0f", ""): text
+    for text, info in emoji.EMOJI_DATA.items()
+    if info["status"] == emoji.STATUS["fully_qualified"]
+}
+MAX_EMOJI_CHARS = 16
+
+
+def reaction(value: Any, name: str = "emoji") -> str:
+    """A reaction: exactly one RGI emoji (skin tones and ZWJ sequences included), returned in
+    its fully-qualified form."""
+    if value is None:
+        raise invalid(name, "is required")
+    if not isinstance(value, str):
+        raise invalid(name, "must be a string")
+    found = _REACTIONS.get(value.replace("\ufe0f", "")) if len(value) <= MAX_EMOJI_CHARS else None
+    if found is None:
+        raise invalid(name, "must be a single emoji")
+    return found

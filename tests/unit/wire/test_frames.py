@@ -24,6 +24,7 @@ from trustmess.wire import events, frames
 from trustmess.wire.frames import (
     Ack,
     Auth,
+    ChangeMessage,
     Command,
     FrameError,
     Join,
@@ -40,12 +41,28 @@ COMMAND_CLASSES: dict[str, type[Command]] = {
     "client.join": Join,
     "client.leave": Leave,
     "client.message": SendMessage,
+    "client.edit": ChangeMessage,
+    "client.delete": ChangeMessage,
+    "client.react": ChangeMessage,
+    "client.unreact": ChangeMessage,
     "client.ack": Ack,
     "client.typing": Typing,
     "client.ping": Ping,
 }
-COMMAND_TYPES = (Auth, Join, Leave, SendMessage, Ack, Typing, Ping)
-TYPE_NAMES = ("auth", "join", "leave", "message", "ack", "typing", "ping")
+COMMAND_TYPES = (Auth, Join, Leave, SendMessage, ChangeMessage, Ack, Typing, Ping)
+TYPE_NAMES = (
+    "auth",
+    "join",
+    "leave",
+    "message",
+    "edit",
+    "delete",
+    "react",
+    "unreact",
+    "ack",
+    "typing",
+    "ping",
+)
 # Codes that say "this frame is not a valid command" (the rest need the server's state).
 REJECTION_CODES = {
     ErrorCode.BAD_FRAME,
@@ -299,6 +316,8 @@ def test_valid_client_example_decodes_to_its_command(path: Path) -> None:
     for name, value in example["frame"].items():
         if name != "type":
             assert getattr(command, name) == value, name
+    if isinstance(command, ChangeMessage):
+        assert command.kind == example["frame"]["type"]
 
 
 @pytest.mark.parametrize("path", INVALID_EXAMPLES, ids=lambda path: path.stem)

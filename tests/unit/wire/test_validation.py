@@ -14,11 +14,13 @@ from trustmess.wire.validation import (
     MAX_BODY_CHARS,
     check_fields,
     check_name,
+    client_change_id,
     client_msg_id,
     get_bool,
     get_int,
     get_str,
     message_body,
+    reaction,
     require_id_list,
     require_int,
     require_str,
@@ -334,3 +336,42 @@ def test_bodies_keep_newlines_tabs_joiners_and_closed_isolates(
     body: str, stored: str | None
 ) -> None:
     assert message_body({"body": body}) == (body if stored is None else stored)
+
+
+# ---------------------------------------------------------------- reactions, change ids
+
+
+@pytest.mark.parametrize(
+    ("value", "stored"),
+    [
+        ("👍", "👍"),
+        ("👍🏽", "👍🏽"),  # a skin tone
+        ("👩‍💻", "👩‍💻"),  # a ZWJ sequence
+        ("🇫🇷", "🇫🇷"),  # a flag
+        ("❤️", "❤️"),
+        ("❤", "❤️"),  # without its variation selector: stored fully-qualified
+        ("1️⃣", "1️⃣"),
+    ],
+)
+def test_a_reaction_is_one_rgi_emoji_stored_fully_qualified(value: str, stored: str) -> None:
+    assert reaction(value) == stored
+
+
+@pytest.mark.parametrize("value", ["", "a", "1", "👍👍", "👍 ", "🏽", ":+1:", "👍" * 20, "\x00"])
+def test_anything_else_is_not_a_reaction(value: str) -> None:
+    assert_invalid(lambda: reaction(value), "emoji", "must be a single emoji")
+
+
+def test_a_reaction_must_be_a_string() -> None:
+    assert_invalid(lambda: reaction(None), "emoji", "is required")
+    assert_invalid(lambda: reaction(128077), "emoji", "must be a string")
+
+
+def test_a_client_change_id_is_optional_and_shaped_like_a_client_msg_id() -> None:
+    assert client_change_id({}) is None
+    assert client_change_id({"client_change_id": "e-1_X"}) == "e-1_X"
+    assert_invalid(
+        lambda: client_change_id({"client_change_id": "has space"}),
+        "client_change_id",
+        "must match [A-Za-z0-9_-]{1,64}",
+    )
