@@ -82,9 +82,10 @@ class Change:
     """An edit, deletion or reaction: an entry of the conversation's stream with its own
     ``seq``, applied to the message at ``target_seq``.
 
-    The fields after ``created_at`` describe the target as it is now (when the event is
-    encoded): ``body`` and ``edited_at`` for an edit (``body`` None if the message has been
-    deleted since), ``emoji`` and that emoji's ``count`` for a reaction. So applying the
+    The fields after ``created_at`` describe the target right after this change (a live
+    event) or as it is now (read back for a replay or a gap fill): ``body`` and ``edited_at``
+    for an edit (``body`` None if the message has been deleted since), ``emoji`` and that
+    emoji's ``count`` for a reaction. So applying the
     entries from any point on, in seq order, ends in the stored state, however often one is
     applied.
     """
