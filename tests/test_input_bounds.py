@@ -64,9 +64,11 @@ def requests_for(template: str, query: list[str]) -> list[tuple[str, dict[str, s
             encoded = value.replace(" ", "%20").replace("+", "%2B")
             cases.append((re.sub(r"\{\w+\}", encoded, template), {}))
     fixed = re.sub(r"\{\w+\}", "1", template)
+    # A required search text stays valid, so the error is about the parameter under test.
+    base = {"q": "word"} if "q" in query else {}
     for name in query:
         values = BAD_CURSORS if name == "cursor" else [] if name == "q" else BAD_INTEGERS
-        cases.extend((fixed, {name: value}) for value in values)
+        cases.extend((fixed, {name: value, **base}) for value in values)
     return cases
 
 
