@@ -4,25 +4,14 @@ from __future__ import annotations
 
 import pytest
 
+from tests.unit.conftest import FakeClock, install_fake_clock
 from trustmess.gateway import ratelimit
 from trustmess.gateway.ratelimit import KeyedRateLimiter, TokenBucket, UserBudget
 
 
-class FakeClock:
-    """Stands in for the ``time`` module the limiter reads ``monotonic()`` from."""
-
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def monotonic(self) -> float:
-        return self.now
-
-
 @pytest.fixture
 def clock(monkeypatch: pytest.MonkeyPatch) -> FakeClock:
-    fake = FakeClock()
-    monkeypatch.setattr(ratelimit, "time", fake)
-    return fake
+    return install_fake_clock(monkeypatch, ratelimit)
 
 
 # ---------------------------------------------------------------- TokenBucket

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from tests.unit.conftest import FakeClock, install_fake_clock
 from trustmess.errors import ApiError
 from trustmess.gateway import ratelimit
 from trustmess.http import loginguard
@@ -11,20 +12,9 @@ from trustmess.http.loginguard import KnownAddresses, LoginGuard
 from trustmess.settings import Settings
 
 
-class FakeClock:
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def monotonic(self) -> float:
-        return self.now
-
-
 @pytest.fixture
 def clock(monkeypatch: pytest.MonkeyPatch) -> FakeClock:
-    fake = FakeClock()
-    monkeypatch.setattr(ratelimit, "time", fake)
-    monkeypatch.setattr(loginguard, "time", fake)
-    return fake
+    return install_fake_clock(monkeypatch, ratelimit, loginguard)
 
 
 def guard(**changes: object) -> LoginGuard:
