@@ -222,10 +222,12 @@ async def test_conversation_and_removed_events_reach_users_on_other_nodes(
         url = f"{node_a.url}/conversations/{cid}/members"
         async with session.post(url, json={"user_ids": [carol.id]}, headers=alice.headers) as r:
             assert r.status == 200, await r.text()
-        for sock in (c, b):
-            event = await sock.recv_type("conversation")
-            assert event["id"] == cid
-            assert sorted(m["id"] for m in event["members"]) == sorted([alice.id, bob.id, carol.id])
+        event = await c.recv_type("conversation")  # the newcomer gets the whole conversation
+        assert event["id"] == cid
+        assert sorted(m["id"] for m in event["members"]) == sorted([alice.id, bob.id, carol.id])
+        update = await b.recv_type("conversation_update")  # the others, who joined
+        assert update["conversation_id"] == cid
+        assert [m["id"] for m in update["members"]] == [carol.id]
         # Node B forgot its cached "not a member" answer.
         assert (await join(c, cid))["last_seq"] == 0
         assert (await c.request(message_frame(cid, "now-a-member")))["data"]["seq"] == 1
