@@ -122,17 +122,16 @@ def run_fault(fault: str, args: argparse.Namespace, workdir: Path) -> dict[str, 
             if line.startswith("loadtest: go:"):
                 break
 
-        def inject() -> None:
-            time.sleep(2 + args.fault_at)  # warm-up, then into the window
-            started = time.monotonic()
-            injected["what"] = injector(fault, cluster, redis, args.outage)()
-            injected["took_s"] = round(time.monotonic() - started, 2)
-
-        thread = threading.Thread(target=inject)
-        thread.start()
-        log.extend(tester.stderr)
+        drain = threading.Thread(target=lambda: log.extend(tester.stderr), daemon=True)
+        drain.start()
+        # From this thread: a redis-server started here dies with the thread that started it
+        # (PR_SET_PDEATHSIG follows the thread, not the process).
+        time.sleep(2 + args.fault_at)  # warm-up, then into the window
+        started = time.monotonic()
+        injected["what"] = injector(fault, cluster, redis, args.outage)()
+        injected["took_s"] = round(time.monotonic() - started, 2)
         tester.wait()
-        thread.join()
+        drain.join()
         if not out.exists():
             raise RuntimeError(f"load tester failed during {fault}:\n{''.join(log[-30:])}")
         return {"fault": fault, "injected": injected, "result": json.loads(out.read_text())}

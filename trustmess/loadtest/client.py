@@ -169,10 +169,12 @@ class SocketClient:
                 await self._join_all(self.urls[self.node % len(self.urls)], self.first_frame_auth)
             except asyncio.CancelledError:
                 raise
-            except Exception:  # refused, reset, timed out: the next node, after a pause
+            except Exception as exc:  # refused, reset, timed out: the next node, after a pause
                 if self.sock is not None:
                     self.sock.abort()
                 run.reconnect_failures += 1
+                status = getattr(getattr(exc, "response", None), "status_code", None)
+                run.reconnect_errors[f"HTTP {status}" if status else str(exc)[:60]] += 1
                 if monotonic_ns() > give_up:
                     return False
                 attempt += 1

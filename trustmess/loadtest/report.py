@@ -27,7 +27,8 @@ def _reconnect_row(reconnects: dict[str, Any]) -> str:
     return (
         f"reconnects {times.get('count', 0):,}: p50 {_ms(times, 'p50')} ms, max "
         f"{_ms(times, 'max')} ms; {reconnects['failed_attempts']:,} failed attempts, "
-        f"{reconnects['not_resumed']:,} joins not resumed, {reconnects['resent']:,} commands resent"
+        f"{reconnects['not_resumed']:,} joins not resumed, {reconnects['resent']:,} commands "
+        f"resent; attempts failed with: {_codes(reconnects['failures'])}"
     )
 
 
@@ -98,6 +99,7 @@ def result_json(result: RunResult) -> dict[str, Any]:
         sockets["reconnects"] = {
             "reconnect_us": summarize(merge(w.reconnect_us for w in workers)),
             "failed_attempts": totals["reconnect_failures"],
+            "failures": dict(sum((Counter(w.reconnect_errors) for w in workers), Counter())),
             "not_resumed": totals["resume_failures"],
             "resent": totals["resent"],
         }

@@ -43,6 +43,7 @@ class WorkerResult:
     connected: int
     connected_per_node: list[int]
     connect_errors: dict[str, int]
+    reconnect_errors: dict[str, int]
     connect_us: array[int]
     reconnect_us: array[int]
     reply_us: array[int]
@@ -122,6 +123,7 @@ async def _run(plan: WorkerPlan, link: Link) -> None:
             sum(c.plan.node == node for c in live) for node in range(len(plan.ws_urls))
         ],
         connect_errors=dict(connect_errors),
+        reconnect_errors=dict(run.reconnect_errors),
         connect_us=run.connect_us,
         reconnect_us=run.reconnect_us,
         reply_us=run.reply_us,
