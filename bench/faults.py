@@ -17,6 +17,8 @@ fault is injected:
 * ``pause-node``: SIGSTOP node 2 for ``--outage`` seconds, then SIGCONT.
 * ``restart-postgres``: ``pg_ctl restart -m fast`` of the database both nodes use.
 * ``restart-redis``: stop the bus, start it again (empty) ``--outage`` seconds later.
+* ``redis-past-grace``: the same for 2 s longer than the nodes' grace (5 s): they close every
+  socket with 1001 and refuse new ones until the bus is back, and clients come back then.
 
 Reported per fault, from the load tester's verification (every stored message read back over
 HTTP): acknowledged messages lost (a reply whose row is not stored; must be 0), duplicates
@@ -43,7 +45,15 @@ from typing import Any
 
 from server import ROOT, BenchCluster, BenchRedis, ServerSetup
 
-FAULTS = ("kill-node", "kill-worker", "pause-node", "restart-postgres", "restart-redis")
+FAULTS = (
+    "kill-node",
+    "kill-worker",
+    "pause-node",
+    "restart-postgres",
+    "restart-redis",
+    "redis-past-grace",
+)
+GRACE_S = 5.0  # TRUSTMESS_BROKER_GRACE_S's default: a longer outage closes sockets with 1001
 NONE = "none"
 PG_USER = "embedded_postgres"  # the embedded database runs as this user when we are root
 
@@ -84,11 +94,11 @@ def injector(
         pg_ctl_restart(nodes[0].data_dir / "pg")
         return f"pg_ctl restart -m fast ({time.monotonic() - started:.1f} s)"
 
-    def restart_redis() -> str:
+    def restart_redis(seconds: float = outage) -> str:
         redis.stop_server()
-        time.sleep(outage)
+        time.sleep(seconds)
         redis.start_server()
-        return f"Redis stopped for {outage:g} s, started again empty"
+        return f"Redis stopped for {seconds:g} s, started again empty"
 
     return {
         "kill-node": kill_node,
@@ -96,6 +106,7 @@ def injector(
         "pause-node": pause_node,
         "restart-postgres": restart_postgres,
         "restart-redis": restart_redis,
+        "redis-past-grace": lambda: restart_redis(GRACE_S + 2),
     }[fault]
 
 
