@@ -1,0 +1,68 @@
+"""The reference Python client of TrustMess: ``from trustmess.client import Client``.
+
+It imports nothing of the server; see protocol/README.md ("Python client") for what it
+guarantees, and ``python -m trustmess.client --help`` for its command line.
+"""
+
+from trustmess.client.client import Client, new_client_id
+from trustmess.client.errors import (
+    ApiError,
+    ClientStopped,
+    CommandError,
+    ConnectionLost,
+    NotLoggedIn,
+    SessionExpired,
+    TrustMessError,
+)
+from trustmess.client.events import (
+    ConversationUpdate,
+    Event,
+    Read,
+    Removed,
+    Typing,
+    UnknownEvent,
+    parse_event,
+)
+from trustmess.client.models import (
+    Change,
+    ChangeResult,
+    Conversation,
+    Entry,
+    JoinResult,
+    Member,
+    Message,
+    Reaction,
+    SentMessage,
+    User,
+)
+from trustmess.client.reconnect import ReconnectPolicy
+
+__all__ = [
+    "ApiError",
+    "Change",
+    "ChangeResult",
+    "Client",
+    "ClientStopped",
+    "CommandError",
+    "ConnectionLost",
+    "Conversation",
+    "ConversationUpdate",
+    "Entry",
+    "Event",
+    "JoinResult",
+    "Member",
+    "Message",
+    "NotLoggedIn",
+    "Reaction",
+    "Read",
+    "ReconnectPolicy",
+    "Removed",
+    "SentMessage",
+    "SessionExpired",
+    "TrustMessError",
+    "Typing",
+    "UnknownEvent",
+    "User",
+    "new_client_id",
+    "parse_event",
+]

@@ -1,0 +1,104 @@
+"""Typed server events (protocol/README.md §4, protocol/asyncapi.yaml).
+
+``message``, ``change`` and ``conversation`` events are the objects of :mod:`.models`; the
+others are defined here. A type this SDK does not know (one a newer server added) arrives as
+:class:`UnknownEvent`, so an application sees it instead of losing it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from trustmess.client.models import Change, Conversation, Json, Member, Message
+
+
+@dataclass(frozen=True, slots=True)
+class Read:
+    """``user_id``'s read marker in the conversation moved to ``seq``."""
+
+    conversation_id: int
+    user_id: int
+    seq: int
+
+
+@dataclass(frozen=True, slots=True)
+class Typing:
+    """``user_id`` started or stopped typing (``state``: ``start`` | ``stop``)."""
+
+    conversation_id: int
+    user_id: int
+    state: str
+
+
+@dataclass(frozen=True, slots=True)
+class ConversationUpdate:
+    """One change to a group, bringing it to ``version``. ``change`` says which fields are set:
+    ``title`` → ``title``; ``members_added`` → ``members``; ``members_removed`` →
+    ``user_ids`` and ``owner_id``. Apply it if ``version`` is one above your copy's; after a
+    bigger gap refetch the conversation (``Client.conversation``)."""
+
+    conversation_id: int
+    version: int
+    change: str
+    title: str | None = None
+    members: tuple[Member, ...] = ()
+    user_ids: tuple[int, ...] = ()
+    owner_id: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Removed:
+    """The user is no longer a member of the conversation; its events stop."""
+
+    conversation_id: int
+
+
+@dataclass(frozen=True, slots=True)
+class UnknownEvent:
+    """An event this SDK version does not know, or one it could not read: ``type`` and the
+    whole frame as ``data``."""
+
+    type: str
+    data: Json
+
+
+Event = (
+    Message | Change | Read | Typing | Conversation | ConversationUpdate | Removed | UnknownEvent
+)
+
+
+def parse_event(frame: Json) -> Event:
+    """The typed event of a server frame; never raises."""
+    kind = frame.get("type")
+    try:
+        if kind == "message":
+            return Message.parse(frame)
+        if kind == "change":
+            return Change.parse(frame)
+        if kind == "read":
+            return Read(frame["conversation_id"], frame["user_id"], frame["seq"])
+        if kind == "typing":
+            return Typing(frame["conversation_id"], frame["user_id"], frame["state"])
+        if kind == "conversation":
+            return Conversation.parse(frame)
+        if kind == "conversation_update":
+            return _conversation_update(frame)
+        if kind == "removed":
+            return Removed(frame["conversation_id"])
+    except (KeyError, TypeError, ValueError):
+        pass  # a documented type in a shape we cannot read: hand it over as it is
+    return UnknownEvent(str(kind), frame)
+
+
+def _conversation_update(frame: Json) -> ConversationUpdate:
+    members: Any = frame.get("members", ())
+    return ConversationUpdate(
+        conversation_id=frame["conversation_id"],
+        version=frame["version"],
+        change=frame["change"],
+        title=frame.get("title"),
+        members=tuple(Member.parse(m) for m in members),
+        user_ids=tuple(frame.get("user_ids", ())),
+        owner_id=frame.get("owner_id"),
+    )
