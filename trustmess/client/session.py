@@ -97,6 +97,10 @@ class LiveSession:
         self._closing = False
         self.connected = asyncio.Event()
         self.stopped: TrustMessError | None = None
+        # After a 4009 the next joins ask for no replay: a replay bigger than the server's
+        # outbound queue would be closed with 4009 again however fast we read; the gap is
+        # paged over HTTP instead (the `resumed: false` path).
+        self._replay = True
         self.connections = 0  # connections opened so far (diagnostics, tests)
         self.close_codes: list[int | None] = []
 
@@ -179,7 +183,7 @@ class LiveSession:
 
     def _join_command(self, stream: ConversationStream) -> Command:
         frame: dict[str, Any] = {"type": "join", "conversation_id": stream.conversation_id}
-        if stream.delivered is not None:
+        if stream.delivered is not None and self._replay:
             frame["since"] = stream.delivered
         future: asyncio.Future[Json] = asyncio.get_running_loop().create_future()
         future.add_done_callback(_consume)
@@ -238,6 +242,7 @@ class LiveSession:
                 if time.monotonic() - started >= self._policy.stable_s:
                     attempt = 0
                 action = close_action(code)
+                self._replay = code != 4009
                 log.info("socket closed with %s: %s", code, action.value)
             if action is CloseAction.STOP:
                 self._finish(ClientStopped(f"the server closed the socket with {code}", code))
