@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from tests.client.test_flow import Inbox
+from tests.client.inbox import Inbox
 from tests.conftest import TEST_PASSWORD, eventually
 from trustmess.appkeys import GATEWAY
 from trustmess.client import Client, ClientStopped, Message, ReconnectPolicy
@@ -41,6 +41,8 @@ async def test_4006_replaced_stops_without_fighting_back(make_client, make_user)
         assert new.live.connected.is_set() and new.live.close_codes == []
         with pytest.raises(ClientStopped):
             await old.send(1, "after the stop")
+        with pytest.raises(ClientStopped):
+            await old.join(1)
         # On the user's action the old one comes back (and replaces the other in turn).
         await old.connect()
         await eventually(lambda: new.live.close_codes == [4006], 10, "the other to be replaced")

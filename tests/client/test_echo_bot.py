@@ -7,7 +7,7 @@ import os
 import sys
 from pathlib import Path
 
-from tests.client.test_flow import Inbox
+from tests.client.inbox import Inbox
 from tests.conftest import TEST_PASSWORD
 from trustmess.client import Client, Message
 

@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from tests.client.test_flow import Inbox
+from tests.client.inbox import Inbox
 from tests.conftest import TEST_PASSWORD
 from trustmess.client import Client, Message, SessionExpired
 

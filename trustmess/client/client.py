@@ -118,8 +118,7 @@ class Client:
     async def join(self, conversation_id: int, since: int | None = None) -> JoinResult:
         """Follow a conversation: its messages and changes after ``since`` (without it: from
         now on) reach ``events()``, gapless, also after reconnects."""
-        stream = self.live.join(conversation_id, since)
-        return await stream.joined
+        return await self.live.join(conversation_id, since)
 
     async def leave(self, conversation_id: int) -> None:
         """Stop following a conversation on this client."""

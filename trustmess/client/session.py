@@ -35,12 +35,13 @@ from trustmess.client.errors import (
     ClientStopped,
     CommandError,
     ConnectionLost,
+    NotLoggedIn,
     SessionExpired,
     TrustMessError,
 )
 from trustmess.client.events import Event, Removed, parse_event
 from trustmess.client.http import HttpApi
-from trustmess.client.models import Change, Entry, Json, Message
+from trustmess.client.models import Change, Entry, JoinResult, Json, Message
 from trustmess.client.reconnect import CloseAction, ReconnectPolicy, close_action
 from trustmess.client.stream import FILL_PAGE, ConversationStream
 from trustmess.client.tokens import RefreshNotSent
@@ -129,6 +130,7 @@ class LiveSession:
                 await self._task
         for stream in self.streams.values():
             stream.close()
+        self.streams.clear()
         if self.stopped is None:
             self._finish(None)
 
@@ -136,6 +138,8 @@ class LiveSession:
         """The session stopped: fail what waits, end the event stream."""
         self.stopped = error or ClientStopped("the client was closed")
         self.connected.clear()
+        for stream in self.streams.values():
+            stream.on_join_error(self.stopped)  # kept: a later connect() resumes them
         for command in [*self._inflight, *self._queue]:
             if not command.future.done():
                 command.future.set_exception(self.stopped)
@@ -163,18 +167,21 @@ class LiveSession:
         self.start()
         return await future
 
-    def join(self, conversation_id: int, since: int | None) -> ConversationStream:
+    async def join(self, conversation_id: int, since: int | None) -> JoinResult:
         """Start following a conversation; its entries reach :attr:`events` from ``since``."""
+        if self.stopped is not None and not self.running:
+            raise self.stopped
         stream = self.streams.get(conversation_id)
         if stream is None:
             stream = ConversationStream(conversation_id, since, self._emit, self._fetch_after)
             self.streams[conversation_id] = stream
+        joined = stream.wait_joined()
         if self.connected.is_set():
             self._queue.appendleft(self._join_command(stream))
             self._wake.set()
         # Not connected: the next connection joins every stream first.
         self.start()
-        return stream
+        return await joined
 
     def leave(self, conversation_id: int) -> None:
         stream = self.streams.pop(conversation_id, None)
@@ -210,6 +217,15 @@ class LiveSession:
     # --- the connection loop -----------------------------------------------------------
 
     async def _run(self) -> None:
+        try:
+            await self._reconnect_loop()
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # a bug must end the event stream, not leave it hanging
+            log.exception("the client's connection loop failed")
+            self._finish(TrustMessError(f"the connection loop failed: {exc!r}"))
+
+    async def _reconnect_loop(self) -> None:
         attempt = 0
         while not self._closing:
             code: int | None = None
@@ -217,7 +233,7 @@ class LiveSession:
             try:
                 token = await self._tokens.access_token()
                 ws = await self._open(token)
-            except SessionExpired as exc:
+            except (SessionExpired, NotLoggedIn) as exc:
                 self._finish(exc)
                 return
             except InvalidStatus as exc:
@@ -294,7 +310,11 @@ class LiveSession:
         reauth = asyncio.create_task(self._reauth_loop(token))
         try:
             async for raw in ws:
-                self._on_frame(json.loads(raw))
+                frame = json.loads(raw)
+                if isinstance(frame, dict):
+                    self._on_frame(frame)
+                else:
+                    log.warning("ignoring a frame that is not an object: %.100r", raw)
         except ConnectionClosed:
             pass
         finally:

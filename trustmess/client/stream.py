@@ -42,7 +42,7 @@ class ConversationStream:
         self._fill_to = 0
         self._filler: asyncio.Task[None] | None = None
         self._closed = False
-        self.joined: asyncio.Future[JoinResult] = asyncio.get_running_loop().create_future()
+        self._waiters: list[asyncio.Future[JoinResult]] = []
 
     def add(self, entry: Entry) -> None:
         """Take an entry from any source; emit what is now next in line."""
@@ -86,22 +86,32 @@ class ConversationStream:
             self._fill_to = max(self._fill_to, result.last_seq)
             self._start_fill()
         self._drain()
-        if not self.joined.done():
-            self.joined.set_result(result)
+        waiters, self._waiters = self._waiters, []
+        for waiter in waiters:
+            if not waiter.done():
+                waiter.set_result(result)
         return result
 
-    def on_join_error(self, error: TrustMessError) -> None:
-        if not self.joined.done():
-            self.joined.set_exception(error)
-            self.joined.exception()  # retrieved: nobody may be waiting for it
+    def wait_joined(self) -> asyncio.Future[JoinResult]:
+        """A future for the next join answer (or the error that ends the wait)."""
+        waiter: asyncio.Future[JoinResult] = asyncio.get_running_loop().create_future()
+        self._waiters.append(waiter)
+        return waiter
+
+    def on_join_error(self, error: BaseException) -> None:
+        waiters, self._waiters = self._waiters, []
+        for waiter in waiters:
+            if not waiter.done():
+                waiter.set_exception(error)
 
     def close(self) -> None:
         self._closed = True
         self._ahead.clear()
         if self._filler is not None:
             self._filler.cancel()
-        if not self.joined.done():
-            self.joined.cancel()
+        waiters, self._waiters = self._waiters, []
+        for waiter in waiters:
+            waiter.cancel()
 
     def _start_fill(self) -> None:
         if self._filler is None or self._filler.done():
