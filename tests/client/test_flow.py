@@ -134,6 +134,12 @@ async def test_conversation_flow(client, sdk, make_user) -> None:
     assert [u.id async for u in b.search_users(alice.username)] == [alice.id]
     assert (await a.me()).is_admin is False
 
+    carol = await make_user()
+    grown = await a.add_members(conv.id, [carol.id])
+    assert grown.version == 3 and carol.id in {m.id for m in grown.members}
+    added = await inbox_b.next(ConversationUpdate, lambda u: u.change == "members_added")
+    assert [m.id for m in added.members] == [carol.id] and added.version == 3
+
     # Leaving the group: the leaver gets `removed`, the owner a members_removed update.
     await b.remove_member(conv.id, bob.id)
     assert (await inbox_b.next(Removed)).conversation_id == conv.id

@@ -5,6 +5,7 @@ presents a spent refresh token (the server would revoke the whole session)."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import time
 from collections.abc import AsyncIterator
 from typing import Any
@@ -127,5 +128,20 @@ async def test_a_lost_refresh_answer_is_not_retried_with_the_spent_token(
         with pytest.raises(SessionExpired):
             await a.me()
         await a.login(alice.username, TEST_PASSWORD)
+        assert (await a.me()).id == alice.id
+    assert await revoked_tokens(db, alice.id) == 0
+
+
+async def test_a_refused_token_is_refreshed_before_the_next_connect(client, make_user, db) -> None:
+    """An upgrade answered 401 (the token was refused): the SDK does not come back with the same
+    token; it rotates the pair once and connects with the new one."""
+    alice = await make_user()
+    async with Client(f"http://{client.host}:{client.port}") as a:
+        await a.login(alice.username, TEST_PASSWORD)
+        tokens = a.http.tokens
+        # As if the access token had been revoked server-side: a well-formed but bad token.
+        tokens._pair = dataclasses.replace(tokens._pair, access_token="x.y.z")
+        await asyncio.wait_for(a.connect(), 10)
+        assert tokens.refreshes == 1 and a.live.connections == 1
         assert (await a.me()).id == alice.id
     assert await revoked_tokens(db, alice.id) == 0

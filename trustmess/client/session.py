@@ -227,11 +227,16 @@ class LiveSession:
 
     async def _reconnect_loop(self) -> None:
         attempt = 0
+        refused: str | None = None  # a token the server refused: never connect with it again
         while not self._closing:
             code: int | None = None
             token: str | None = None
             try:
-                token = await self._tokens.access_token()
+                if refused is not None:
+                    token = await self._tokens.refresh(stale=refused)
+                    refused = None
+                else:
+                    token = await self._tokens.access_token()
                 ws = await self._open(token)
             except (SessionExpired, NotLoggedIn) as exc:
                 self._finish(exc)
@@ -264,13 +269,7 @@ class LiveSession:
                 self._finish(ClientStopped(f"the server closed the socket with {code}", code))
                 return
             if action is CloseAction.REFRESH and token is not None:
-                try:
-                    await self._tokens.refresh(stale=token)
-                except SessionExpired as exc:
-                    self._finish(exc)
-                    return
-                except RefreshNotSent as exc:
-                    log.info("cannot refresh the token: %s", exc)
+                refused = token  # refreshed before the next attempt (retried until it works)
             delay = self._policy.delay(attempt)
             if action is CloseAction.SLOW_DOWN:
                 delay = max(delay, self._policy.rate_limited_pause_s)
