@@ -1,11 +1,7 @@
 """The live socket: one connection at a time, reconnected by close code, resumed without a gap.
 
-* Commands wait in one queue and are written by one writer per connection, at most ``window``
-  unanswered at a time. Each write gets a fresh ``ref``; every ref of a command stays valid, so
-  whichever answer comes first settles it and later ones are ignored.
-* ``rate_limited`` (with or without a ref) and ``internal``/``unavailable`` put the refused
-  commands back at the head of the queue, halve the window and pause the writer, doubling the
-  pause while refusals go on (§5, §6).
+* Commands wait in the :class:`~.outbox.Outbox` and are written by one writer per connection;
+  refusals (``rate_limited``, ``internal``, ``unavailable``) are resent after a pause.
 * On a close (§7) the session backs off with full jitter and reconnects; the new connection
   first re-joins every joined conversation with ``since`` = the last seq handed to the
   application, then resends every unanswered message, change and ack with the same
@@ -18,13 +14,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import itertools
 import json
 import logging
 import time
-from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from typing import Any
 
 import websockets
@@ -34,7 +27,6 @@ from websockets.exceptions import ConnectionClosed, InvalidStatus
 from trustmess.client.errors import (
     ClientStopped,
     CommandError,
-    ConnectionLost,
     NotLoggedIn,
     SessionExpired,
     TrustMessError,
@@ -42,30 +34,15 @@ from trustmess.client.errors import (
 from trustmess.client.events import Event, Removed, parse_event
 from trustmess.client.http import HttpApi
 from trustmess.client.models import Change, Entry, JoinResult, Json, Message
+from trustmess.client.outbox import Command, Outbox
 from trustmess.client.reconnect import CloseAction, ReconnectPolicy, close_action
 from trustmess.client.stream import FILL_PAGE, ConversationStream
 from trustmess.client.tokens import RefreshNotSent
 
 log = logging.getLogger(__name__)
 
-RETRYABLE_CODES = frozenset({"internal", "unavailable", "rate_limited"})
-WINDOW_MAX = 32
-PAUSE_MIN_S = 0.5
-PAUSE_MAX_S = 8.0
 HELLO_TIMEOUT_S = 10.0
 MAX_INCOMING_BYTES = 16 << 20  # a conversation event of a big group is large
-
-
-@dataclass(eq=False, slots=True)
-class Command:
-    """A command until its answer: ``durable`` ones are resent after a reconnect."""
-
-    frame: dict[str, Any]
-    future: asyncio.Future[Json]
-    durable: bool
-    on_reply: Callable[[Json], object] | None = None
-    on_error: Callable[[CommandError], None] | None = None
-    refs: list[int] = field(default_factory=list)
 
 
 class Stop:
@@ -85,14 +62,7 @@ class LiveSession:
         self._policy = policy
         self.events: asyncio.Queue[Event | Stop] = asyncio.Queue()
         self.streams: dict[int, ConversationStream] = {}
-        self._queue: deque[Command] = deque()
-        self._inflight: dict[Command, None] = {}  # written on this connection, unanswered
-        self._refs: dict[int, Command] = {}
-        self._ref_counter = itertools.count(1)
-        self._wake = asyncio.Event()
-        self._window = WINDOW_MAX
-        self._pause = 0.0
-        self._paused_until = 0.0
+        self._outbox = Outbox()
         self._ws: ClientConnection | None = None
         self._task: asyncio.Task[None] | None = None
         self._closing = False
@@ -140,12 +110,7 @@ class LiveSession:
         self.connected.clear()
         for stream in self.streams.values():
             stream.on_join_error(self.stopped)  # kept: a later connect() resumes them
-        for command in [*self._inflight, *self._queue]:
-            if not command.future.done():
-                command.future.set_exception(self.stopped)
-        self._inflight.clear()
-        self._queue.clear()
-        self._refs.clear()
+        self._outbox.fail_all(self.stopped)
         self.events.put_nowait(Stop(error))
 
     # --- commands ----------------------------------------------------------------------
@@ -162,8 +127,7 @@ class LiveSession:
         if self.stopped is not None and not self.running:
             raise self.stopped
         future: asyncio.Future[Json] = asyncio.get_running_loop().create_future()
-        self._queue.append(Command(frame, future, durable, on_reply, on_error))
-        self._wake.set()
+        self._outbox.put(Command(frame, future, durable, on_reply, on_error))
         self.start()
         return await future
 
@@ -177,8 +141,7 @@ class LiveSession:
             self.streams[conversation_id] = stream
         joined = stream.wait_joined()
         if self.connected.is_set():
-            self._queue.appendleft(self._join_command(stream))
-            self._wake.set()
+            self._outbox.put(self._join_command(stream), first=True)
         # Not connected: the next connection joins every stream first.
         self.start()
         return await joined
@@ -301,10 +264,8 @@ class LiveSession:
         self.connections += 1
         # Joins first, so that resent messages find the conversations joined; then what was
         # unanswered on the last connection, in its order.
-        joins = [self._join_command(stream) for stream in self.streams.values()]
-        self._queue.extendleft(reversed(joins))
+        self._outbox.put_first([self._join_command(s) for s in self.streams.values()])
         self.connected.set()
-        self._wake.set()
         writer = asyncio.create_task(self._write_loop(ws))
         reauth = asyncio.create_task(self._reauth_loop(token))
         try:
@@ -322,42 +283,12 @@ class LiveSession:
             for task in (writer, reauth):
                 task.cancel()
             await asyncio.gather(writer, reauth, return_exceptions=True)
-            self._connection_lost()
+            self._outbox.connection_lost()
         return ws.close_code
-
-    def _connection_lost(self) -> None:
-        """Requeue durable commands in their order; the rest fail (joins are redone anyway)."""
-        kept: list[Command] = []
-        for command in [*self._inflight, *self._queue]:
-            if command.future.done():
-                continue
-            if command.durable:
-                kept.append(command)
-            elif command.frame["type"] == "join":
-                command.future.cancel()
-            else:
-                command.future.set_exception(ConnectionLost("the socket closed"))
-        self._inflight.clear()
-        self._refs.clear()
-        self._queue = deque(kept)
 
     async def _write_loop(self, ws: ClientConnection) -> None:
         while True:
-            wait = self._paused_until - time.monotonic()
-            if wait > 0:
-                await asyncio.sleep(wait)
-                continue
-            if not self._queue or len(self._inflight) >= self._window:
-                self._wake.clear()
-                await self._wake.wait()
-                continue
-            command = self._queue.popleft()
-            if command.future.done():
-                continue
-            ref = next(self._ref_counter)
-            command.refs.append(ref)
-            self._refs[ref] = command
-            self._inflight[command] = None
+            ref, command = await self._outbox.next()
             await ws.send(json.dumps({**command.frame, "ref": ref}))
 
     async def _reauth_loop(self, socket_token: str) -> None:
@@ -388,7 +319,7 @@ class LiveSession:
     def _on_frame(self, frame: Json) -> None:
         kind = frame.get("type")
         if kind == "reply":
-            self._on_reply(frame)
+            self._outbox.on_reply(frame.get("ref"), frame.get("data") or {})
         elif kind == "error":
             self._on_error(frame)
         elif kind == "message" or kind == "change":
@@ -414,58 +345,15 @@ class LiveSession:
         else:
             stream.add(event)
 
-    def _settle(self, ref: Any) -> Command | None:
-        command = self._refs.get(ref) if isinstance(ref, int) else None
-        if command is None:
-            return None
-        for old in command.refs:
-            self._refs.pop(old, None)
-        self._inflight.pop(command, None)
-        self._wake.set()
-        return command if not command.future.done() else None
-
-    def _on_reply(self, frame: Json) -> None:
-        command = self._settle(frame.get("ref"))
-        if command is None:
-            return
-        data: Json = frame.get("data") or {}
-        self._window = min(WINDOW_MAX, self._window + 1)
-        self._pause = 0.0
-        if command.on_reply is not None:
-            command.on_reply(data)
-        command.future.set_result(data)
-
     def _on_error(self, frame: Json) -> None:
-        code = str(frame.get("code"))
+        error = CommandError(str(frame.get("code")), str(frame.get("message")), frame.get("field"))
         ref = frame.get("ref")
-        if ref is None:
-            if code == "rate_limited":
-                # Refused unparsed: any command unanswered so far may be among them (§2).
-                refused = list(self._inflight)
-                self._inflight.clear()
-                self._queue.extendleft(reversed(refused))
-                self._slow_down()
-            else:
-                log.warning("error frame without ref: %s", frame)
-            return
-        command = self._settle(ref)
-        if command is None:
-            return
-        if code in RETRYABLE_CODES:
-            command.refs.clear()
-            self._queue.appendleft(command)
-            self._slow_down()
-            return
-        error = CommandError(code, str(frame.get("message")), frame.get("field"))
-        if command.on_error is not None:
-            command.on_error(error)
-        command.future.set_exception(error)
-
-    def _slow_down(self) -> None:
-        self._window = max(1, self._window // 2)
-        self._pause = min(PAUSE_MAX_S, max(PAUSE_MIN_S, self._pause * 2))
-        self._paused_until = time.monotonic() + self._pause
-        self._wake.set()
+        if ref is not None:
+            self._outbox.on_error(ref, error)
+        elif error.code == "rate_limited":
+            self._outbox.on_refused_unread()
+        else:
+            log.warning("error frame without ref: %s", frame)
 
 
 def _consume(future: asyncio.Future[Json]) -> None:
