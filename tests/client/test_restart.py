@@ -1,16 +1,19 @@
 """A server restart under load, through the SDK: SIGTERM the server while one client sends
-1,000 messages and another follows the conversation, start it again on the same database and
-port. Every message is stored once and reaches the follower once, in order; every ``send``
-returns once, with the seq the database holds."""
+1,000 messages and another follows the conversation (and ``python -m trustmess.client tail``
+too), start it again on the same database and port. Every message is stored once and reaches
+each follower once, in order; every ``send`` returns once, with the seq the database holds."""
 
 from __future__ import annotations
 
 import asyncio
+import json
+import os
+import sys
 from collections.abc import AsyncIterator
 
 import pytest
 
-from tests.conftest import JWT_SECRET, TEST_PASSWORD
+from tests.conftest import JWT_SECRET, TEST_PASSWORD, eventually
 from tests.serverproc import Server, start_server
 from trustmess.client import Client, Message, ReconnectPolicy, SentMessage
 from trustmess.cluster.supervisor import free_port
@@ -55,40 +58,60 @@ async def test_restart_while_sending_and_following(
     url = servers[0].url
     sent: list[SentMessage] = []
     received: list[Message] = []
+    tailed: list[int] = []
     halfway = asyncio.Event()
-    everything = asyncio.Event()
 
     async with Client(url, reconnect=FAST) as sender, Client(url, reconnect=FAST) as follower:
         await sender.login(alice.username, TEST_PASSWORD)
         await follower.login(bob.username, TEST_PASSWORD)
         await follower.join(cid, since=0)
+        tail = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "trustmess.client", "--url", url, "--user", bob.username,
+            "tail", str(cid), "--since", "0", "--json",
+            env={**os.environ, "TRUSTMESS_PASSWORD": TEST_PASSWORD},
+            stdout=asyncio.subprocess.PIPE,
+        )  # fmt: skip
+        assert tail.stdout is not None
+        stdout = tail.stdout
 
         async def follow() -> None:
             async for event in follower.events():
                 assert isinstance(event, Message), event
                 received.append(event)
                 if len(received) == COUNT:
-                    everything.set()
+                    return
+
+        async def read_tail() -> None:
+            while len(tailed) < COUNT:
+                line = await stdout.readline()
+                assert line, "tail exited"
+                tailed.append(json.loads(line)["seq"])
 
         async def send_one(n: int) -> None:
             sent.append(await sender.send(cid, f"message {n}"))
             if len(sent) == COUNT // 3:
                 halfway.set()
 
-        following = asyncio.create_task(follow())
-        sending = asyncio.create_task(
-            asyncio.wait_for(asyncio.gather(*(send_one(n) for n in range(COUNT))), 90)
-        )
-        async with asyncio.timeout(30):
-            await halfway.wait()
-        assert await servers[0].stop() == 0
-        assert not sending.done(), "the restart came too late to matter"
-        servers.append(await start_server(server_env))
-        assert servers[1].url == url
-        await sending
-        async with asyncio.timeout(60):
-            await everything.wait()
-        following.cancel()
+        try:
+            following = asyncio.create_task(follow())
+            tailing = asyncio.create_task(read_tail())
+            # The tail is following once the first message reaches it.
+            await send_one(0)
+            await eventually(lambda: tailed, 20, "the tail to print the first message")
+            sending = asyncio.create_task(
+                asyncio.wait_for(asyncio.gather(*(send_one(n) for n in range(1, COUNT))), 90)
+            )
+            async with asyncio.timeout(30):
+                await halfway.wait()
+            assert await servers[0].stop() == 0
+            assert not sending.done(), "the restart came too late to matter"
+            servers.append(await start_server(server_env))
+            assert servers[1].url == url
+            await sending
+            await asyncio.wait_for(asyncio.gather(following, tailing), 60)
+        finally:
+            tail.terminate()
+            await tail.wait()
 
     rows = await db.fetch("SELECT id, seq, client_msg_id, body FROM messages ORDER BY seq")
     assert [r["seq"] for r in rows] == list(range(1, COUNT + 1))
@@ -96,9 +119,10 @@ async def test_restart_while_sending_and_following(
     assert len(sent) == COUNT
     stored = {r["client_msg_id"]: (r["id"], r["seq"]) for r in rows}
     assert {s.client_msg_id: (s.id, s.seq) for s in sent} == stored
-    # The follower got every message once, in order, whatever the socket did.
+    # Each follower got every message once, in order, whatever its socket did.
     assert [m.seq for m in received] == list(range(1, COUNT + 1))
     assert [m.body for m in received] == [r["body"] for r in rows]
-    # It really was disconnected and came back.
+    assert tailed == list(range(1, COUNT + 1))
+    # They really were disconnected and came back.
     assert follower.live.connections >= 2 and sender.live.connections >= 2
     assert 1001 in follower.live.close_codes
