@@ -1,7 +1,8 @@
 """A server restart under load, through the SDK: SIGTERM (or SIGKILL) the server while one
 client sends 1,000 messages and another follows the conversation (and ``python -m
-trustmess.client tail`` too), start it again on the same database and port. Every message is stored once and reaches
-each follower once, in order; every ``send`` returns once, with the seq the database holds."""
+trustmess.client tail`` too), start it again on the same database and port. Every message is
+stored once and reaches each follower once, in order; every ``send`` returns once, with the seq
+the database holds."""
 
 from __future__ import annotations
 
