@@ -17,7 +17,7 @@ import pytest
 
 from tests.conftest import JWT_SECRET, TEST_PASSWORD, eventually
 from tests.serverproc import Server, start_server
-from trustmess.client import Client, Message, ReconnectPolicy, SentMessage
+from trustmess.client import Client, Message, Reconnected, ReconnectPolicy, SentMessage
 from trustmess.cluster.supervisor import free_port
 
 COUNT = 1000
@@ -64,6 +64,7 @@ async def test_restart_while_sending_and_following(
     sent: list[SentMessage] = []
     received: list[Message] = []
     tailed: list[int] = []
+    reconnects: list[int | None] = []
     halfway = asyncio.Event()
 
     async with Client(url, reconnect=FAST) as sender, Client(url, reconnect=FAST) as follower:
@@ -81,6 +82,9 @@ async def test_restart_while_sending_and_following(
 
         async def follow() -> None:
             async for event in follower.events():
+                if isinstance(event, Reconnected):
+                    reconnects.append(event.close_code)
+                    continue
                 assert isinstance(event, Message), event
                 received.append(event)
                 if len(received) == COUNT:
@@ -131,5 +135,7 @@ async def test_restart_while_sending_and_following(
     assert tailed == list(range(1, COUNT + 1))
     # They really were disconnected and came back.
     assert follower.live.connections >= 2 and sender.live.connections >= 2
+    # The application was told (to refetch what is not replayed, such as conversation lists).
+    assert reconnects == follower.live.close_codes
     if signum == signal.SIGTERM:
         assert 1001 in follower.live.close_codes

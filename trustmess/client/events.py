@@ -55,6 +55,16 @@ class Removed:
 
 
 @dataclass(frozen=True, slots=True)
+class Reconnected:
+    """Not a server event: the SDK's socket is back after a close (``close_code``; None when
+    the connection broke without one). Joined conversations resume on their own, but
+    ``conversation``, ``conversation_update`` and ``removed`` events sent meanwhile are not
+    replayed: refetch the conversation list (protocol/README.md §9 step 8)."""
+
+    close_code: int | None
+
+
+@dataclass(frozen=True, slots=True)
 class UnknownEvent:
     """An event this SDK version does not know, or one it could not read: ``type`` and the
     whole frame as ``data``."""
@@ -64,7 +74,15 @@ class UnknownEvent:
 
 
 Event = (
-    Message | Change | Read | Typing | Conversation | ConversationUpdate | Removed | UnknownEvent
+    Message
+    | Change
+    | Read
+    | Typing
+    | Conversation
+    | ConversationUpdate
+    | Removed
+    | Reconnected
+    | UnknownEvent
 )
 
 

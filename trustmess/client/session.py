@@ -31,7 +31,7 @@ from trustmess.client.errors import (
     SessionExpired,
     TrustMessError,
 )
-from trustmess.client.events import Event, Removed, parse_event
+from trustmess.client.events import Event, Reconnected, Removed, parse_event
 from trustmess.client.http import HttpApi
 from trustmess.client.models import Change, Entry, JoinResult, Json, Message
 from trustmess.client.outbox import Command, Outbox
@@ -262,6 +262,8 @@ class LiveSession:
         """Run one connection until it closes; return its close code."""
         self._ws = ws
         self.connections += 1
+        if self.close_codes:
+            self._emit(Reconnected(self.close_codes[-1]))
         # Joins first, so that resent messages find the conversations joined; then what was
         # unanswered on the last connection, in its order.
         self._outbox.put_first([self._join_command(s) for s in self.streams.values()])
