@@ -20,6 +20,7 @@ from trustmess.client import (
     Conversation,
     ConversationUpdate,
     Message,
+    NotLoggedIn,
     Read,
     Removed,
     Typing,
@@ -169,3 +170,27 @@ async def test_an_unknown_event_type_reaches_the_application(client, sdk, make_u
     odd = await inbox.next(UnknownEvent, lambda e: e.type == "typing")
     assert odd.data == {"type": "typing", "conversation_id": 1}
     assert inbox.error is None
+
+
+async def test_signup_login_logout(client, sdk, db) -> None:
+    c = sdk()
+    user = await c.signup("Grace", "correct horse battery", display_name="Grace Hopper")
+    assert (user.username, user.display_name) == ("grace", "Grace Hopper")
+    with pytest.raises(ApiError) as taken:
+        await c.signup("grace", "another long password")
+    assert (taken.value.status, taken.value.code) == (409, "username_taken")
+    with pytest.raises(ApiError) as wrong:
+        await c.login("grace", "not the password")
+    assert (wrong.value.status, wrong.value.code) == (401, "invalid_credentials")
+    with pytest.raises(NotLoggedIn):
+        await c.me()
+    await c.login("grace", "correct horse battery")
+    await c.connect()
+    await c.logout()
+    # The session's refresh tokens are revoked on the server, the socket is closed.
+    revoked = await db.fetchval(
+        "SELECT bool_and(revoked_at IS NOT NULL) FROM refresh_tokens WHERE user_id = $1", user.id
+    )
+    assert revoked is True and not c.live.running
+    with pytest.raises(NotLoggedIn):
+        await c.me()
