@@ -28,6 +28,7 @@ BUSY_RETRIES = 5
 MAX_WAIT_S = 30.0
 REQUEST_TIMEOUT_S = 30.0
 HISTORY_PAGE_MAX = 200
+_TIMEOUT = aiohttp.ClientTimeout(total=REQUEST_TIMEOUT_S)
 
 
 class HttpApi:
@@ -35,18 +36,30 @@ class HttpApi:
 
     def __init__(self, base_url: str) -> None:
         self.base_url = base_url.rstrip("/")
-        timeout = aiohttp.ClientTimeout(total=REQUEST_TIMEOUT_S)
-        self._session = aiohttp.ClientSession(timeout=timeout)
-        # Refreshes go over a fresh connection each: a kept-alive one the server closed
-        # meanwhile fails in a way that looks like a lost answer, which would end the session.
-        self._refresh_session = aiohttp.ClientSession(
-            timeout=timeout, connector=aiohttp.TCPConnector(force_close=True)
-        )
+        # Made on first use, inside the event loop (a Client may be created outside one).
+        self._session: aiohttp.ClientSession | None = None
+        self._refresh_session: aiohttp.ClientSession | None = None
         self.tokens = TokenKeeper(self._post_refresh)
 
+    def _requests(self) -> aiohttp.ClientSession:
+        if self._session is None:
+            self._session = aiohttp.ClientSession(timeout=_TIMEOUT)
+        return self._session
+
+    def _refreshes(self) -> aiohttp.ClientSession:
+        # Refreshes go over a fresh connection each: a kept-alive one the server closed
+        # meanwhile fails in a way that looks like a lost answer, which would end the session.
+        if self._refresh_session is None:
+            self._refresh_session = aiohttp.ClientSession(
+                timeout=_TIMEOUT, connector=aiohttp.TCPConnector(force_close=True)
+            )
+        return self._refresh_session
+
     async def close(self) -> None:
-        await self._session.close()
-        await self._refresh_session.close()
+        for session in (self._session, self._refresh_session):
+            if session is not None:
+                await session.close()
+        self._session = self._refresh_session = None
 
     # --- transport ---------------------------------------------------------------------
 
@@ -64,7 +77,7 @@ class HttpApi:
         for attempt in range(BUSY_RETRIES + 1):
             token = await self.tokens.access_token() if auth else None
             headers = {"Authorization": f"Bearer {token}"} if token else {}
-            async with self._session.request(
+            async with self._requests().request(
                 method, self.base_url + path, json=body, params=params, headers=headers
             ) as resp:
                 data = await _json_of(resp)
@@ -86,9 +99,7 @@ class HttpApi:
         """``POST /auth/refresh``, classifying every failure by whether the token was spent."""
         url = self.base_url + "/auth/refresh"
         try:
-            async with self._refresh_session.post(
-                url, json={"refresh_token": refresh_token}
-            ) as resp:
+            async with self._refreshes().post(url, json={"refresh_token": refresh_token}) as resp:
                 data = await _json_of(resp)
                 if resp.status == 200:
                     result: Json = data
