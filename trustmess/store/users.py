@@ -196,8 +196,8 @@ async def set_email(db: Db, user_id: int, email: str | None) -> User | None:
     """Set (or with None remove) the email. The same address in another letter case keeps its
     verification; any other address starts unverified."""
     row = await db.fetchrow(
-        "UPDATE users SET email = $2, updated_at = now(), "
-        "email_verified_at = CASE WHEN lower(email) = lower($2) THEN email_verified_at END "
+        "UPDATE users SET email = $2::text, updated_at = now(), "
+        "email_verified_at = CASE WHEN lower(email) = lower($2::text) THEN email_verified_at END "
         "WHERE id = $1 "
         "RETURNING id, username, display_name, bio, created_at, is_active, is_admin, email, "
         "email_verified_at",
