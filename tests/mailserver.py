@@ -7,6 +7,7 @@ import asyncio
 import email
 import email.policy
 import re
+import warnings
 from dataclasses import dataclass
 from email.message import EmailMessage
 from typing import Any
@@ -79,15 +80,21 @@ class MailServer:
             await server.wait_closed()
 
     def _protocol(self) -> SMTP:
-        session = SMTP(
+        with warnings.catch_warnings():
+            # "Requiring AUTH while not requiring TLS": deliberate, on loopback only.
+            warnings.filterwarnings("ignore", "Requiring AUTH", UserWarning)
+            session = self._session()
+        self._sessions.append(session)
+        return session
+
+    def _session(self) -> SMTP:
+        return SMTP(
             self,
             hostname="mail.test",
             auth_required=self.login is not None,
             auth_require_tls=False,  # loopback only
             authenticator=self._authenticate,
         )
-        self._sessions.append(session)
-        return session
 
     def _authenticate(
         self, server: SMTP, session: Session, envelope: Envelope, mechanism: str, data: Any
@@ -97,7 +104,7 @@ class MailServer:
         ok = self.login is not None and (data.login, data.password) == tuple(
             part.encode() for part in self.login
         )
-        return AuthResult(success=ok)
+        return AuthResult(success=ok, handled=False)  # aiosmtpd answers 235 or 535
 
     async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:
         raw = envelope.original_content or envelope.content
