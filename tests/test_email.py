@@ -319,3 +319,22 @@ async def test_metrics_count_the_mails(mail_client, mail_server) -> None:
     text = await resp.text()
     assert 'trustmess_mails_total{outcome="queued"} 1' in text
     assert 'trustmess_mails_total{outcome="sent"} 1' in text
+
+
+async def test_mails_to_one_address_are_capped(make_client: AppFactory, mail_server, make_user):
+    """Signups and address changes naming someone's address cannot flood that inbox: past the
+    hourly cap the mail is dropped, and the requests are answered as before."""
+    client = await make_client(smtp_url=mail_server.url, mails_per_recipient_per_hour=2)
+    for name in ("ada", "bob", "cyd"):
+        await signup(client, name, "victim@example.org")
+    user = await make_user()
+    resp = await client.patch(
+        "/users/me",
+        json={"email": "Victim@Example.org", "current_password": TEST_PASSWORD},
+        headers=user.headers,
+    )
+    assert resp.status == 200
+    counters = client.app[METRICS].mails
+    await eventually(lambda: counters["sent"] + counters["skipped"] == 4, what="every job done")
+    assert (counters["sent"], counters["skipped"]) == (2, 2)
+    assert len(mail_server.mails) == 2

@@ -182,7 +182,7 @@ async def test_one_reset_spends_the_other_links(mail_client, mail_server, make_u
 async def test_reset_mails_per_account_are_capped_silently(
     make_client: AppFactory, mail_server: MailServer, make_user, db
 ):
-    client = await make_client(smtp_url=mail_server.url, reset_mails_per_hour=2)
+    client = await make_client(smtp_url=mail_server.url, mails_per_recipient_per_hour=2)
     ada = await make_user()
     await with_email(db, ada, "ada@example.org")
     for _ in range(4):

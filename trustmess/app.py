@@ -88,8 +88,8 @@ def create_app(settings: Settings) -> web.Application:
     app[appkeys.RESET_LIMIT_BY_ADDRESS] = KeyedRateLimiter(
         settings.auth_rate_per_s, settings.auth_burst
     )
-    app[appkeys.RESET_MAILS_BY_USER] = KeyedRateLimiter(
-        settings.reset_mails_per_hour / 3600, settings.reset_mails_per_hour
+    app[appkeys.MAILS_BY_RECIPIENT] = KeyedRateLimiter(
+        settings.mails_per_recipient_per_hour / 3600, settings.mails_per_recipient_per_hour
     )
     app.cleanup_ctx.append(_database)
     app.cleanup_ctx.append(_mail)

@@ -35,6 +35,6 @@ SEND_BUDGET = web.AppKey("send_budget", UserBudget)
 AWAITING_AUTH = web.AppKey("awaiting_auth", KeyedCap)
 CONVERSATION_CHANGE_LIMIT = web.AppKey("conversation_change_limit", KeyedRateLimiter)
 MAIL_OUTBOX = web.AppKey("mail_outbox", MailOutbox)
-# Password-reset requests per client address, and reset mails per account (keyed by user id).
+# Password-reset requests per client address; mails per recipient (its lower-cased address).
 RESET_LIMIT_BY_ADDRESS = web.AppKey("reset_limit_by_address", KeyedRateLimiter)
-RESET_MAILS_BY_USER = web.AppKey("reset_mails_by_user", KeyedRateLimiter)
+MAILS_BY_RECIPIENT = web.AppKey("mails_by_recipient", KeyedRateLimiter)

@@ -409,8 +409,8 @@ class Settings:
         86400, _parse_int(60, 30 * 86400), "email verification link lifetime"
     )
     reset_token_ttl_s: int = _setting(3600, _parse_int(60, 86400), "password reset link lifetime")
-    reset_mails_per_hour: int = _setting(
-        3, _parse_int(1, 1000), "reset mails per account per hour (more are dropped silently)"
+    mails_per_recipient_per_hour: int = _setting(
+        3, _parse_int(1, 1000), "mails to one address per hour (more are dropped silently)"
     )
     mail_queue_max: int = _setting(
         1000, _parse_int(1, 1_000_000), "mails waiting to be sent (more are dropped and logged)"

@@ -3,7 +3,7 @@
 * ``POST /auth/verify-email {token}``: the address the token was mailed to becomes verified,
   if it is still the account's address and no other account verified it first.
 * ``POST /auth/password-reset {login}``: 202 whatever ``login`` names. The lookup (username, or
-  verified email), the per-account cap and the mail happen afterwards in the mail queue, so
+  verified email), the per-recipient cap and the mail happen afterwards in the mail queue, so
   the answer, and its timing, are the same for every ``login``. Mails go only to a verified
   address: an unverified one is a claim anyone can make (a typo, or someone else's address),
   and a reset link is the account.
@@ -24,14 +24,18 @@ from trustmess.appkeys import (
     PASSWORDS,
     POOL,
     RESET_LIMIT_BY_ADDRESS,
-    RESET_MAILS_BY_USER,
     SETTINGS,
 )
 from trustmess.auth import account_disabled, require_new_password
 from trustmess.errors import ApiError, invalid, rate_limited
 from trustmess.http.clientaddr import client_key
 from trustmess.http.users import no_content, read_fields
-from trustmess.http.verification import hash_mail_token, new_mail_token, public_url
+from trustmess.http.verification import (
+    hash_mail_token,
+    mail_allowed,
+    new_mail_token,
+    public_url,
+)
 from trustmess.mail import letters
 from trustmess.mail.letters import Letter
 from trustmess.store import emailtokens, tokens, users
@@ -80,8 +84,9 @@ async def request_password_reset(request: web.Request) -> web.Response:
 
     Limited per client address (429, before the body is read). If ``login`` names an active
     account with a verified address, a reset link is mailed to it, at most
-    ``TRUSTMESS_RESET_MAILS_PER_HOUR`` per account (more are dropped silently; every mail sent
-    carries a working link, so requests by strangers cannot keep the owner from resetting).
+    ``TRUSTMESS_MAILS_PER_RECIPIENT_PER_HOUR`` to one address (more are dropped silently;
+    every mail sent carries a working link, so strangers' requests cannot keep the owner from
+    resetting).
     """
     wait = request.app[RESET_LIMIT_BY_ADDRESS].take(client_key(request))
     if wait is not None:
@@ -102,8 +107,7 @@ async def _reset_letter(app: web.Application, login: str) -> Letter | None:
     user = await users.find_by_login(pool, login)
     if user is None or not user.is_active or not user.email_verified or user.email is None:
         return None
-    if app[RESET_MAILS_BY_USER].take(str(user.id)) is not None:
-        log.info("password reset mail for user %s not sent: over the per-account cap", user.id)
+    if not mail_allowed(app, user.email):
         return None
     token, token_hash = new_mail_token()
     await emailtokens.insert_token(

@@ -6,16 +6,19 @@ Tokens are ``secrets.token_urlsafe(32)``; only their SHA-256 is stored (store/em
 from __future__ import annotations
 
 import hashlib
+import logging
 import secrets
 
 from aiohttp import web
 
-from trustmess.appkeys import MAIL_OUTBOX, POOL, SETTINGS
+from trustmess.appkeys import MAIL_OUTBOX, MAILS_BY_RECIPIENT, POOL, SETTINGS
 from trustmess.mail import letters
 from trustmess.mail.letters import Letter
 from trustmess.settings import Settings
 from trustmess.store import emailtokens, users
 from trustmess.store.emailtokens import Purpose
+
+log = logging.getLogger(__name__)
 
 
 def public_url(settings: Settings) -> str:
@@ -33,6 +36,18 @@ def hash_mail_token(token: str) -> str:
     return hashlib.sha256(token.encode()).hexdigest()
 
 
+def mail_allowed(app: web.Application, address: str) -> bool:
+    """Spend one of the address's mails this hour; False (logged) when it has none left.
+
+    Whatever asks for mail (reset requests, signups and address changes naming someone else's
+    address, claims of a verified one), one inbox gets at most this many an hour.
+    """
+    if app[MAILS_BY_RECIPIENT].take(address.lower()) is None:
+        return True
+    log.info("mail to a recipient at %s not sent: over its hourly cap", address.rpartition("@")[2])
+    return False
+
+
 def start_verification(app: web.Application, user_id: int, email: str) -> None:
     """Queue the mail for a newly set address: a verification link, or, when another account
     verified the address already, a notice to that account instead (the caller is answered
@@ -45,10 +60,14 @@ def start_verification(app: web.Application, user_id: int, email: str) -> None:
             owner = await users.get_user(pool, owner_id)
             if owner is None or owner.email is None:
                 return None
+            if not mail_allowed(app, owner.email):
+                return None
             return letters.address_in_use(public_url(settings), owner.email, owner.username)
         user = await users.get_user(pool, user_id)
         if user is None or user.email != email or user.email_verified:
             return None  # changed again meanwhile, or this was only a change of letter case
+        if not mail_allowed(app, email):
+            return None
         token, token_hash = new_mail_token()
         await emailtokens.insert_token(
             pool,
