@@ -338,3 +338,24 @@ async def test_mails_to_one_address_are_capped(make_client: AppFactory, mail_ser
     await eventually(lambda: counters["sent"] + counters["skipped"] == 4, what="every job done")
     assert (counters["sent"], counters["skipped"]) == (2, 2)
     assert len(mail_server.mails) == 2
+
+
+async def test_a_new_link_on_request(mail_client, mail_server, make_user: UserFactory, db):
+    await signup(mail_client, "ada", "ada@example.org")
+    token = await access_token(mail_client, "ada")
+    auth = {"Authorization": f"Bearer {token}"}
+    resp = await mail_client.post("/auth/verify-email/resend", headers=auth)
+    assert resp.status == 202
+    first, second = await mail_server.wait_for(2)
+    assert first.link()[1] != second.link()[1]
+    assert (
+        await mail_client.post("/auth/verify-email", json={"token": second.link()[1]})
+    ).status == 204
+    resp = await mail_client.post("/auth/verify-email/resend", headers=auth)
+    assert "verified already" in (await error_of(resp, 409))["message"]
+
+    nobody = await make_user()
+    resp = await mail_client.post("/auth/verify-email/resend", headers=nobody.headers)
+    assert "no email address" in (await error_of(resp, 409))["message"]
+    resp = await mail_client.post("/auth/verify-email/resend")
+    assert (await error_of(resp, 401))["code"] == "unauthenticated"

@@ -27,7 +27,8 @@ from trustmess.appkeys import (
     SETTINGS,
 )
 from trustmess.auth import account_disabled, require_new_password
-from trustmess.errors import ApiError, invalid, rate_limited
+from trustmess.errors import ApiError, ErrorCode, invalid, not_found, rate_limited
+from trustmess.http.authn import current_user_id
 from trustmess.http.clientaddr import client_key
 from trustmess.http.users import no_content, read_fields
 from trustmess.http.verification import (
@@ -35,6 +36,7 @@ from trustmess.http.verification import (
     mail_allowed,
     new_mail_token,
     public_url,
+    start_verification,
 )
 from trustmess.mail import letters
 from trustmess.mail.letters import Letter
@@ -76,6 +78,23 @@ async def verify_email(request: web.Request) -> web.Response:
         if spent is None or not await users.mark_email_verified(conn, spent.user_id, spent.email):
             raise _bad_token()
     return no_content()
+
+
+@routes.post("/auth/verify-email/resend")
+async def resend_verification(request: web.Request) -> web.Response:
+    """Authenticated → 202: a new verification link is mailed to the caller's address (earlier
+    links keep working until they expire). 409 ``conflict`` without an address, or when it is
+    verified already. Mails to one address are capped per hour like every mail."""
+    user_id = await current_user_id(request)
+    user = await users.get_user(request.app[POOL], user_id)
+    if user is None:
+        raise not_found("user not found")
+    if user.email is None:
+        raise ApiError(409, ErrorCode.CONFLICT, "you have no email address to verify")
+    if user.email_verified:
+        raise ApiError(409, ErrorCode.CONFLICT, "your email address is verified already")
+    start_verification(request.app, user.id, user.email)
+    return web.Response(status=202)
 
 
 @routes.post("/auth/password-reset")
