@@ -359,3 +359,21 @@ async def test_a_new_link_on_request(mail_client, mail_server, make_user: UserFa
     assert "no email address" in (await error_of(resp, 409))["message"]
     resp = await mail_client.post("/auth/verify-email/resend")
     assert (await error_of(resp, 401))["code"] == "unauthenticated"
+
+
+async def test_a_change_of_letter_case_keeps_a_pending_link_working(mail_client, mail_server):
+    await signup(mail_client, "ada", "ada@example.org")
+    [mail] = await mail_server.wait_for(1)
+    token = await access_token(mail_client, "ada")
+    auth = {"Authorization": f"Bearer {token}"}
+    resp = await mail_client.patch(
+        "/users/me",
+        json={"email": "ADA@example.org", "current_password": TEST_PASSWORD},
+        headers=auth,
+    )
+    assert resp.status == 200
+    assert (
+        await mail_client.post("/auth/verify-email", json={"token": mail.link()[1]})
+    ).status == 204
+    profile = await me(mail_client, token)
+    assert (profile["email"], profile["email_verified"]) == ("ADA@example.org", True)

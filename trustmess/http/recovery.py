@@ -166,6 +166,7 @@ async def confirm_password_reset(request: web.Request) -> web.Response:
         await users.set_password_hash(conn, user.id, password_hash)
         await emailtokens.spend_user_tokens(conn, user.id, Purpose.RESET)
     await revoke_all_sessions(request.app, user.id)
+    log.info("password of user %s reset by a mailed link; every session ended", user.id)
     return no_content()
 
 
@@ -173,7 +174,13 @@ async def _reset_target(pool: Db, token_hash: str) -> User:
     """The account a live reset token is for, still at the address it was mailed to."""
     found = await emailtokens.find_live_token(pool, token_hash, Purpose.RESET)
     user = None if found is None else await users.get_user(pool, found.user_id)
-    if found is None or user is None or user.email != found.email or not user.email_verified:
+    if (
+        found is None
+        or user is None
+        or user.email is None
+        or user.email.lower() != found.email.lower()
+        or not user.email_verified
+    ):
         raise _bad_token()
     if not user.is_active:
         raise account_disabled()

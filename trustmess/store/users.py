@@ -236,14 +236,15 @@ async def find_by_login(db: Db, login: str) -> User | None:
 
 
 async def mark_email_verified(conn: Conn, user_id: int, email: str) -> bool:
-    """Verify the user's email if it is still exactly ``email``; False if it changed or another
+    """Verify the user's email if it is still ``email`` (in any letter case: a change of case
+    keeps links working); False if it changed or another
     account verified the address first. Other accounts' unverified claims of it are dropped.
     Call inside a transaction."""
     try:
         async with conn.transaction():  # a savepoint: the unique violation must not end ours
             status: str = await conn.execute(
                 "UPDATE users SET email_verified_at = coalesce(email_verified_at, now()), "
-                "updated_at = now() WHERE id = $1 AND email = $2",
+                "updated_at = now() WHERE id = $1 AND lower(email) = lower($2)",
                 user_id,
                 email,
             )
