@@ -31,6 +31,7 @@ import pytest
 from aiohttp import ClientResponse, WSMsgType, web
 from aiohttp.test_utils import TestClient
 
+from tests.mailserver import MailServer
 from tests.openapi_contract import ContractClient, shared_contract
 from trustmess.app import create_app
 from trustmess.auth import USERNAME_PATTERN, _hash_password_sync, issue_access_token
@@ -597,3 +598,14 @@ def redis_url(redis_process: RedisProcess | None) -> str:
     if redis_process is None:
         return os.environ["TRUSTMESS_TEST_REDIS_URL"]
     return redis_process.url
+
+
+@pytest.fixture
+async def mail_server() -> AsyncIterator[MailServer]:
+    """A real SMTP server on loopback (tests/mailserver.py) for the duration of the test."""
+    server = MailServer()
+    await server.start()
+    try:
+        yield server
+    finally:
+        await server.stop()

@@ -240,6 +240,8 @@ PROFILE = {
     "bio": "",
     "created_at": "2026-11-22T10:00:00.123Z",
     "is_admin": False,
+    "email": None,
+    "email_verified": False,
 }
 
 

@@ -20,11 +20,21 @@ from trustmess.errors import CloseCode
 from trustmess.gateway import control, endpoint
 from trustmess.gateway.ratelimit import KeyedCap, KeyedRateLimiter, UserBudget
 from trustmess.gateway.registry import Gateway
-from trustmess.http import accounts, conversations, health, messages, openapi, prometheus
+from trustmess.http import (
+    accounts,
+    conversations,
+    health,
+    messages,
+    openapi,
+    prometheus,
+    recovery,
+)
 from trustmess.http.accesslog import access_log
 from trustmess.http.cors import cors
 from trustmess.http.loginguard import LoginGuard
 from trustmess.http.middleware import json_errors
+from trustmess.mail.outbox import MailOutbox
+from trustmess.mail.transport import LogTransport, SmtpServer, SmtpTransport, Transport
 from trustmess.metrics import Metrics
 from trustmess.runtime.pool import create_pool
 from trustmess.settings import Settings
@@ -75,10 +85,18 @@ def create_app(settings: Settings) -> web.Application:
     app[appkeys.CONVERSATION_CHANGE_LIMIT] = KeyedRateLimiter(
         settings.conversation_change_rate_per_min / 60, settings.conversation_change_burst
     )
+    app[appkeys.RESET_LIMIT_BY_ADDRESS] = KeyedRateLimiter(
+        settings.auth_rate_per_s, settings.auth_burst
+    )
+    app[appkeys.MAILS_BY_RECIPIENT] = KeyedRateLimiter(
+        settings.mails_per_recipient_per_hour / 3600, settings.mails_per_recipient_per_hour
+    )
     app.cleanup_ctx.append(_database)
+    app.cleanup_ctx.append(_mail)
     app.cleanup_ctx.append(_realtime)
     app.on_shutdown.append(_close_sockets)
-    for module in (health, prometheus, openapi, accounts, conversations, messages, endpoint):
+    routed = (health, prometheus, openapi, accounts, recovery, conversations, messages, endpoint)
+    for module in routed:
         app.router.add_routes(module.routes)
     return app
 
@@ -93,6 +111,28 @@ async def _database(app: web.Application) -> AsyncIterator[None]:
         yield
     finally:
         await pool.close()
+
+
+async def _mail(app: web.Application) -> AsyncIterator[None]:
+    """The mail queue's sending task, from start-up to shutdown."""
+    settings = app[appkeys.SETTINGS]
+    transport: Transport
+    if settings.smtp_url is None:
+        transport = LogTransport(settings.mail_from)
+    else:
+        transport = SmtpTransport(SmtpServer.from_url(settings.smtp_url), settings.mail_from)
+    outbox = app[appkeys.MAIL_OUTBOX] = MailOutbox(
+        transport,
+        queue_max=settings.mail_queue_max,
+        attempts=settings.mail_attempts,
+        retry_s=settings.mail_retry_s,
+        outcomes=app[appkeys.METRICS].mails,
+    )
+    outbox.start()
+    try:
+        yield
+    finally:
+        await outbox.close()
 
 
 async def _realtime(app: web.Application) -> AsyncIterator[None]:

@@ -32,8 +32,10 @@ from trustmess.http.authn import current_user_id
 from trustmess.http.clientaddr import client_key
 from trustmess.http.jsonio import json_response
 from trustmess.http.users import display_name_field, no_content, read_fields
+from trustmess.http.verification import start_verification
 from trustmess.store import tokens, users
 from trustmess.store.users import Conn, Credentials, Db, User
+from trustmess.wire.emailaddress import check_email
 from trustmess.wire.validation import require_str
 
 log = logging.getLogger(__name__)
@@ -76,30 +78,34 @@ async def _start_session(
 
 @routes.post("/auth/signup")
 async def signup(request: web.Request) -> web.Response:
-    """``{username, password, display_name?}`` → 201 the public profile.
+    """``{username, password, display_name?, email?}`` → 201 the public profile.
 
     The username is stored lower-cased and must be unique in any case (409 ``username_taken``);
     ``display_name`` defaults to the username. Only the address's attempts are spent: a signup
     for a taken name costs its owner nothing (and, being refused before bcrypt, little to us).
+    An ``email`` is stored unverified and a verification mail queued (verification.py).
     """
     address = client_key(request)
     request.app[LOGIN_GUARD].attempt(address)
     data = await read_fields(
-        request, {"username", "password", "display_name"}, {"username", "password"}
+        request, {"username", "password", "display_name", "email"}, {"username", "password"}
     )
     username = require_username(data)
     password = require_new_password(data, "password", username=username)
     display_name = display_name_field(data, default=username)
     assert display_name is not None
+    email = None if data.get("email") is None else check_email("email", data["email"])
     pool = request.app[POOL]
     # 409 says the name exists anyway; saying it before hashing saves a bcrypt call.
     if await users.get_credentials(pool, username) is not None:
         raise _username_taken()
     passwords = request.app[PASSWORDS]
     password_hash = await passwords.hash(address, password, request.app[SETTINGS].bcrypt_rounds)
-    user = await users.insert_user(pool, username, password_hash, display_name)
+    user = await users.insert_user(pool, username, password_hash, display_name, email=email)
     if user is None:  # taken meanwhile
         raise _username_taken()
+    if email is not None:
+        start_verification(request.app, user.id, email)
     return json_response(user.public_json(), status=201)
 
 

@@ -31,7 +31,9 @@ from trustmess.errors import ApiError, ErrorCode, invalid, not_found, rate_limit
 from trustmess.http.authn import current_user_id
 from trustmess.http.clientaddr import client_key
 from trustmess.http.jsonio import json_response, path_id, query_int, read_json_object
-from trustmess.store import tokens, users
+from trustmess.http.verification import start_verification
+from trustmess.store import emailtokens, tokens, users
+from trustmess.wire.emailaddress import check_email
 from trustmess.wire.validation import (
     check_fields,
     check_name,
@@ -87,23 +89,65 @@ async def get_me(request: web.Request) -> web.Response:
 
 
 async def update_me(request: web.Request) -> web.Response:
-    """``PATCH /users/me`` ``{display_name?, bio?}``: change the caller's profile.
+    """``PATCH /users/me`` ``{display_name?, bio?, email?, current_password?}``: change the
+    caller's profile.
 
     ``display_name`` is 1-64 characters (surrounding whitespace stripped), ``bio`` 0-500 kept
-    verbatim. Absent fields keep their value; ``updated_at`` is set either way.
+    verbatim. Absent fields keep their value; ``updated_at`` is set either way. ``email`` (an
+    address, or null to remove it) needs ``current_password``, checked like a password
+    change's; a new address starts unverified and a verification mail is queued. An address
+    another account verified is answered the same (its owner gets a notice instead), so the
+    answer never tells whether an address is in use.
     """
     user_id = await current_user_id(request)
-    data = await read_fields(request, {"display_name", "bio"})
+    data = await read_fields(request, {"display_name", "bio", "email", "current_password"})
     display_name = display_name_field(data)
     bio = get_str(data, "bio", max_len=BIO_MAX)
     if bio is not None:
         bio = check_text("bio", bio)
-    user = await users.update_profile(
-        request.app[POOL], user_id, display_name=display_name, bio=bio
-    )
-    if user is None:
-        raise not_found("user not found")
+    changes_email = "email" in data
+    email = None if data.get("email") is None else check_email("email", data["email"])
+    if changes_email:
+        if "current_password" not in data:
+            raise invalid("current_password", "is required to change email")
+        await _check_current_password(request, user_id, data)
+    elif "current_password" in data:
+        raise invalid("current_password", "is only used to change email")
+    pool = request.app[POOL]
+    async with pool.acquire() as conn, conn.transaction():
+        user = await users.update_profile(conn, user_id, display_name=display_name, bio=bio)
+        if user is None:
+            raise not_found("user not found")
+        before = user.email
+        if changes_email:
+            user = await users.set_email(conn, user_id, email)
+            assert user is not None
+        new_address = changes_email and (email or "").lower() != (before or "").lower()
+        if new_address:
+            # Links mailed to the old address must not outlive it.
+            await emailtokens.spend_user_tokens(conn, user_id)
+    if new_address and email is not None:
+        start_verification(request.app, user_id, email)
     return json_response(user.profile_json())
+
+
+async def _check_current_password(request: web.Request, user_id: int, data: dict[str, Any]) -> None:
+    """422 unless ``current_password`` is the caller's password; wrong ones spend from the
+    user's own budget (as a password change's do) and every check waits its bcrypt turn."""
+    current = require_str(data, "current_password", max_len=PASSWORD_MAX_CHARS)
+    credentials = await users.get_credentials_by_id(request.app[POOL], user_id)
+    if credentials is None:
+        raise not_found("user not found")
+    guard, passwords = request.app[LOGIN_GUARD], request.app[PASSWORDS]
+    guard.before_password_change(user_id)
+    try:
+        right = await passwords.verify(client_key(request), current, credentials.password_hash)
+    except BaseException:
+        guard.password_change_checked(user_id)
+        raise
+    if not right:
+        raise invalid("current_password", "is not your current password")
+    guard.password_change_checked(user_id)
 
 
 async def change_password(request: web.Request) -> web.Response:

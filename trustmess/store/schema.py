@@ -53,8 +53,23 @@ users = Table(
     Column("is_admin", Boolean, nullable=False, server_default=text("false")),
     Column("created_at", DateTime(timezone=True), nullable=False, server_default=NOW),
     Column("updated_at", DateTime(timezone=True), nullable=False, server_default=NOW),
+    # Optional; kept as typed. Unverified it is only a claim, so uniqueness (in any case) binds
+    # verified addresses only: claiming someone's address neither fails (which would tell
+    # that it is in use) nor blocks its owner (store/users.py, http/recovery.py).
+    Column("email", String(254)),
+    Column("email_verified_at", DateTime(timezone=True)),
     CheckConstraint("username = lower(username)", name="username_lower"),
+    CheckConstraint("email IS NOT NULL OR email_verified_at IS NULL", name="email_verified"),
 )
+
+Index(
+    "uq_users_email_verified",
+    func.lower(users.c.email).label("lower_email"),
+    unique=True,
+    postgresql_where=users.c.email_verified_at.isnot(None),
+)
+# Unverified claims of an address, cleared when someone verifies it.
+Index("ix_users_email_lower", func.lower(users.c.email).label("lower_email"))
 
 # The directory's prefix search (store/users.py search_active_users): a range scan of each
 # index for "starts with", in any case. text_pattern_ops compares code points, whatever the
@@ -90,6 +105,29 @@ refresh_tokens = Table(
     Column("used_at", DateTime(timezone=True)),
     Column("revoked_at", DateTime(timezone=True)),
     Column("user_agent", String(256)),
+)
+
+# Single-use, expiring links mailed to an address: "verify" proves the address belongs to the
+# user, "reset" sets a new password. Only the SHA-256 of a token is stored; ``email`` is the
+# address it was mailed to, which must still be the account's when it is used.
+email_tokens = Table(
+    "email_tokens",
+    metadata,
+    Column("id", BigInteger, Identity(), primary_key=True),
+    Column(
+        "user_id",
+        BigInteger,
+        ForeignKey("users.id", ondelete="CASCADE"),
+        nullable=False,
+        index=True,
+    ),
+    Column("purpose", String(6), nullable=False),
+    Column("token_hash", String(64), nullable=False, unique=True),
+    Column("email", String(254), nullable=False),
+    Column("created_at", DateTime(timezone=True), nullable=False, server_default=NOW),
+    Column("expires_at", DateTime(timezone=True), nullable=False),
+    Column("used_at", DateTime(timezone=True)),
+    CheckConstraint("purpose IN ('verify', 'reset')", name="purpose"),
 )
 
 conversations = Table(
