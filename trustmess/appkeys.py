@@ -12,6 +12,7 @@ from trustmess.delivery.readbuffer import ReadMarkerBuffer
 from trustmess.delivery.writer import MessageWriter
 from trustmess.gateway.ratelimit import KeyedCap, KeyedRateLimiter, UserBudget
 from trustmess.gateway.registry import Gateway
+from trustmess.gateway.revocation import RevokedSessions
 from trustmess.http.loginguard import LoginGuard
 from trustmess.metrics import Metrics
 from trustmess.settings import Settings
@@ -33,3 +34,5 @@ SEND_BUDGET = web.AppKey("send_budget", UserBudget)
 # Sockets upgraded without a token, still waiting for their first-frame auth, per address.
 AWAITING_AUTH = web.AppKey("awaiting_auth", KeyedCap)
 CONVERSATION_CHANGE_LIMIT = web.AppKey("conversation_change_limit", KeyedRateLimiter)
+# Sessions ended recently: their access tokens are refused (gateway/revocation.py).
+REVOKED_SESSIONS = web.AppKey("revoked_sessions", RevokedSessions)

@@ -330,3 +330,13 @@ async def promote_longest_standing(conn: DbConnection, conversation_id: int) -> 
         conversation_id,
     )
     return promoted
+
+
+async def memberships_of(conn: DbConnection, user_id: int) -> list[int]:
+    """The conversations ``user_id`` is a member of (to leave them all: account deletion)."""
+    rows = await conn.fetch(
+        "SELECT conversation_id FROM conversation_members WHERE user_id = $1 "
+        "ORDER BY conversation_id",
+        user_id,
+    )
+    return [row["conversation_id"] for row in rows]
