@@ -70,14 +70,16 @@ def upgrade() -> None:
         "users",
         "deleted_at IS NOT NULL OR (password_hash IS NOT NULL AND display_name IS NOT NULL)",
     )
-    # Every family that can still refresh becomes a session (its first and last token's times).
+    # Every family that can still refresh becomes a session: created with its first token, last
+    # used with its newest, with the newest one's client.
     op.execute(
         "INSERT INTO sessions (id, user_id, created_at, last_used_at, expires_at, user_agent) "
         "SELECT family_id, min(user_id), min(created_at), max(created_at), max(expires_at), "
         "       (array_agg(user_agent ORDER BY created_at DESC))[1] "
-        "FROM refresh_tokens "
-        "WHERE used_at IS NULL AND revoked_at IS NULL AND expires_at > now() "
-        "GROUP BY family_id"
+        "FROM refresh_tokens WHERE family_id IN ("
+        "    SELECT family_id FROM refresh_tokens "
+        "    WHERE used_at IS NULL AND revoked_at IS NULL AND expires_at > now()"
+        ") GROUP BY family_id"
     )
 
 
