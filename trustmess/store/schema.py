@@ -136,6 +136,8 @@ conversations = Table(
     Column("last_message_at", DateTime(timezone=True)),
     # "<smaller user id>:<larger user id>" for direct conversations, NULL for groups.
     Column("direct_key", String(41), unique=True),
+    # Bumped by every title or membership change; `conversation_update` events carry it.
+    Column("version", BigInteger, nullable=False, server_default=text("1")),
     CheckConstraint("kind IN ('direct', 'group')", name="kind"),
     CheckConstraint("(kind = 'direct') = (direct_key IS NOT NULL)", name="direct_key"),
 )
