@@ -50,12 +50,14 @@ async def test_deletion_leaves_no_personal_data_and_keeps_the_history(
     assert (await delete_me(client, device.headers)).status == 204
 
     assert await closed_with(alice_sock) == (4001, "account deleted")
-    # Bob hears that the group (and the direct conversation) changed: Alice is gone.
+    # Bob hears that Alice left the group (with its new owner) and the direct conversation.
     for cid in (group, direct_id):
         event = await bob_sock.recv_where(
-            lambda f, cid=cid: f.get("type") == "conversation" and f.get("id") == cid
+            lambda f, cid=cid: (
+                f.get("type") == "conversation_update" and f.get("conversation_id") == cid
+            )
         )
-        assert alice.id not in [member["id"] for member in event["members"]]
+        assert (event["change"], event["user_ids"]) == ("members_removed", [alice.id])
     row = await db.fetchrow(
         "SELECT username, display_name, bio, password_hash, is_active, is_admin, deleted_at "
         "FROM users WHERE id = $1",

@@ -200,7 +200,7 @@ async def test_concurrent_upgrades_of_an_empty_database_both_succeed(
 async def test_sessions_migration_keeps_devices_signed_in(database_url: str) -> None:
     """0005 turns each refresh-token family that can still refresh into a session, so devices
     signed in before the upgrade keep refreshing (and are listed); dead families do not."""
-    await asyncio.to_thread(downgrade, database_url, "0003")
+    await asyncio.to_thread(downgrade, database_url, "0004")
     conn = await asyncpg.connect(database_url)
     try:
         user_id = await conn.fetchval(

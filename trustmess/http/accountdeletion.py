@@ -35,11 +35,16 @@ async def delete_account(app: web.Application, user_id: int) -> None:
             raise not_found("user not found")
         if user.is_admin and user.is_active and not await users.other_active_admins(conn, user_id):
             raise last_admin()
-        left = await conversations.memberships_of(conn, user_id)
-        for conversation_id in left:
+        # (conversation, its version after the change, its owner now), for the announcements
+        left: list[tuple[int, int, int | None]] = []
+        for conversation_id in await conversations.memberships_of(conn, user_id):
             role = await conversations.remove_member(conn, conversation_id, user_id)
             if role == "owner":
-                await conversations.promote_longest_standing(conn, conversation_id)
+                owner_id = await conversations.promote_longest_standing(conn, conversation_id)
+            else:
+                owner_id = await conversations.owner_of(conn, conversation_id)
+            version = await conversations.bump_version(conn, conversation_id)
+            left.append((conversation_id, version, owner_id))
         ended = await sessions.end_sessions(conn, user_id, None)
         await sessions.delete_user_sessions(conn, user_id)
         await tokens.delete_user_tokens(conn, user_id)
@@ -48,6 +53,5 @@ async def delete_account(app: web.Application, user_id: int) -> None:
     announce_ended(app, user_id, ended, ACCOUNT_DELETED, everything=True)
     notifier = app[NOTIFIER]
     notifier.user_disabled(user_id)  # every node forgets the account's active flag
-    for conversation_id in left:
-        notifier.member_removed(conversation_id, user_id)
-        await notifier.conversation_changed(conversation_id)
+    for conversation_id, version, owner_id in left:
+        await notifier.members_removed(conversation_id, version, [user_id], owner_id)
