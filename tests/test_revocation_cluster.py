@@ -111,3 +111,19 @@ async def test_a_node_that_missed_a_revocation_catches_up_after_the_outage(
             await wait_ready(node, timeout=20)
         assert await sock_b.closed(timeout=20) == 4001
         assert await me_status(http, node_b.url, device) == 401
+
+
+async def test_an_account_deleted_on_one_node_is_gone_on_another(start_nodes, make_user) -> None:
+    node_a, node_b = await start_nodes(2)
+    alice = await make_user()
+    async with aiohttp.ClientSession() as http:
+        device = await sign_in_at(http, node_b.url, alice)
+        sock_b = await open_socket(
+            http, node_b, User(alice.id, alice.username, TEST_PASSWORD, device.access_token)
+        )
+        async with http.delete(
+            node_a.url + "/users/me", json={"password": TEST_PASSWORD}, headers=device.headers
+        ) as resp:
+            assert resp.status == 204
+        assert await close_code_within(sock_b, CLOSE_WITHIN_S) == 4001
+        assert await me_status(http, node_b.url, device) == 401
