@@ -323,3 +323,15 @@ async def test_revocation_set_is_checked_without_the_database(client, make_user)
     device = await sign_in(client, alice.username)
     client.app[REVOKED_SESSIONS].revoke([device.session_id])
     assert await status_of(client, device) == 401
+
+
+async def test_a_refresh_racing_the_end_of_its_session_fails(client, make_user, db) -> None:
+    # The session ended between the refresh spending its token and continuing the family (the
+    # end's revocation of the refresh tokens not yet visible): the refresh must not revive it.
+    alice = await make_user()
+    device = await sign_in(client, alice.username)
+    await db.execute("UPDATE sessions SET ended_at = now() WHERE id = $1", device.session_id)
+    resp = await client.post("/auth/refresh", json={"refresh_token": device.refresh_token})
+    assert (await error_of(resp, 401))["code"] == "unauthenticated"
+    ended = await db.fetchval("SELECT ended_at FROM sessions WHERE id = $1", device.session_id)
+    assert ended is not None
