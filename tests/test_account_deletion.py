@@ -5,8 +5,14 @@ with the deleted account's id, and the username can never be taken by someone el
 
 from __future__ import annotations
 
+import asyncio
+import random
+
+import asyncpg
+
 from tests.conftest import TEST_PASSWORD, error_of, login
 from tests.test_sessions import closed_with, open_socket, sign_in
+from trustmess.store.messages import NewMessage, append_messages
 
 
 async def delete_me(client, headers, password: str = TEST_PASSWORD):
@@ -114,3 +120,45 @@ async def test_the_last_admin_cannot_delete_their_account(client, make_user) -> 
     assert (await delete_me(client, admin.headers)).status == 204
     # Now the other one is the last.
     assert (await delete_me(client, other.headers)).status == 409
+
+
+async def test_deletions_never_deadlock_with_message_batches(
+    client, make_user, make_group, database_url
+) -> None:
+    # Deletion locks the conversations it leaves in id order before any member row, as message
+    # batches and marker flushes do; a batch's foreign-key check on the sender does not wait
+    # for the deleted user's row lock. Any other order deadlocks here (PostgreSQL breaks it
+    # after 1 s: a 500 for the deletion or an error for the batch).
+    senders = [await make_user() for _ in range(3)]
+    leaving = [await make_user() for _ in range(4)]
+    cids = [await make_group(*senders, *leaving) for _ in range(6)]
+    pool = await asyncpg.create_pool(database_url, min_size=4, max_size=4)
+    deadlocks = 0
+    stop = asyncio.Event()
+
+    async def batches(worker: int) -> None:
+        nonlocal deadlocks
+        rng = random.Random(worker)
+        n = 0
+        while not stop.is_set():
+            batch = []
+            for cid in rng.sample(cids, len(cids)):
+                n += 1
+                # Messages from the leaving users too: their foreign-key checks on users.
+                sender = rng.choice(senders + leaving)
+                batch.append(NewMessage(cid, sender.id, f"w{worker}-{n}", "hi", None))
+            async with pool.acquire() as conn:
+                try:
+                    await append_messages(conn, batch)
+                except asyncpg.DeadlockDetectedError:
+                    deadlocks += 1
+
+    workers = [asyncio.create_task(batches(w)) for w in range(3)]
+    try:
+        answers = await asyncio.gather(*(delete_me(client, user.headers) for user in leaving))
+    finally:
+        stop.set()
+        await asyncio.gather(*workers)
+        await pool.close()
+    assert [answer.status for answer in answers] == [204] * len(leaving)
+    assert deadlocks == 0

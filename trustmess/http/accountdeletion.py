@@ -37,7 +37,7 @@ async def delete_account(app: web.Application, user_id: int) -> None:
             raise last_admin()
         # (conversation, its version after the change, its owner now), for the announcements
         left: list[tuple[int, int, int | None]] = []
-        for conversation_id in await conversations.memberships_of(conn, user_id):
+        for conversation_id in await conversations.lock_memberships_of(conn, user_id):
             role = await conversations.remove_member(conn, conversation_id, user_id)
             if role == "owner":
                 owner_id = await conversations.promote_longest_standing(conn, conversation_id)

@@ -138,10 +138,14 @@ async def is_active_admin(db: Db, user_id: int) -> bool:
 
 
 async def lock_live_user(db: Db, user_id: int) -> User | None:
-    """The account, not deleted, locked until the end of the transaction; None otherwise."""
+    """The account, not deleted, locked until the end of the transaction; None otherwise.
+
+    NO KEY UPDATE: a message insert's foreign-key check (KEY SHARE) on the row does not wait
+    for it, so a batch holding conversation locks never queues behind this.
+    """
     row = await db.fetchrow(
         "SELECT id, username, display_name, bio, created_at, is_active, is_admin, deleted_at "
-        "FROM users WHERE id = $1 AND deleted_at IS NULL FOR UPDATE",
+        "FROM users WHERE id = $1 AND deleted_at IS NULL FOR NO KEY UPDATE",
         user_id,
     )
     return None if row is None else _user(row)
@@ -156,7 +160,7 @@ async def other_active_admins(db: Db, user_id: int) -> int:
     """
     count: int = await db.fetchval(
         "SELECT count(*) FROM ("
-        "  SELECT id FROM users WHERE is_admin AND is_active ORDER BY id FOR UPDATE"
+        "  SELECT id FROM users WHERE is_admin AND is_active ORDER BY id FOR NO KEY UPDATE"
         ") AS admins WHERE id <> $1",
         user_id,
     )
