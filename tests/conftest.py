@@ -230,7 +230,17 @@ def make_user(db: asyncpg.Connection, settings: Settings) -> UserFactory:
             name.title(),
             is_admin,
         )
-        token, _ = issue_access_token(JWT_SECRET, user_id, settings.access_token_ttl_s)
+        # A session as a login makes it, so that ending it (or all) revokes this token.
+        session_id = uuid.uuid4().hex
+        await db.execute(
+            "INSERT INTO sessions (id, user_id, expires_at) "
+            "VALUES ($1, $2, now() + interval '1 day')",
+            session_id,
+            user_id,
+        )
+        token, _ = issue_access_token(
+            JWT_SECRET, user_id, settings.access_token_ttl_s, session_id=session_id
+        )
         return User(user_id, name, password, token)
 
     return factory

@@ -20,14 +20,17 @@ from trustmess.errors import CloseCode
 from trustmess.gateway import control, endpoint
 from trustmess.gateway.ratelimit import KeyedCap, KeyedRateLimiter, UserBudget
 from trustmess.gateway.registry import Gateway
+from trustmess.gateway.revocation import RevokedSessions
 from trustmess.http import (
     accounts,
+    admin,
     conversations,
     health,
     messages,
     openapi,
     prometheus,
     recovery,
+    sessions,
 )
 from trustmess.http.accesslog import access_log
 from trustmess.http.cors import cors
@@ -43,6 +46,9 @@ from trustmess.store.history import entries_in_range
 from trustmess.wire import events
 
 LINGER_S = 1.0
+# How much clocks of the nodes may disagree: an ended session's access tokens are refused for
+# this long beyond their lifetime.
+CLOCK_SLACK_S = 60
 
 
 def create_app(settings: Settings) -> web.Application:
@@ -80,6 +86,7 @@ def create_app(settings: Settings) -> web.Application:
         settings.ws_rate_per_s if settings.send_rate_per_s is None else settings.send_rate_per_s,
         settings.ws_burst if settings.send_burst is None else settings.send_burst,
     )
+    app[appkeys.REVOKED_SESSIONS] = RevokedSessions(settings.access_token_ttl_s + CLOCK_SLACK_S)
     app[appkeys.AWAITING_AUTH] = KeyedCap(settings.ws_unauthenticated_per_address)
     # Per conversation: each change is one event to every online member (see notifications).
     app[appkeys.CONVERSATION_CHANGE_LIMIT] = KeyedRateLimiter(
@@ -95,7 +102,18 @@ def create_app(settings: Settings) -> web.Application:
     app.cleanup_ctx.append(_mail)
     app.cleanup_ctx.append(_realtime)
     app.on_shutdown.append(_close_sockets)
-    routed = (health, prometheus, openapi, accounts, recovery, conversations, messages, endpoint)
+    routed = (
+        health,
+        prometheus,
+        openapi,
+        accounts,
+        recovery,
+        sessions,
+        admin,
+        conversations,
+        messages,
+        endpoint,
+    )
     for module in routed:
         app.router.add_routes(module.routes)
     return app
@@ -145,6 +163,7 @@ async def _realtime(app: web.Application) -> AsyncIterator[None]:
         pool, membership, settings.read_flush_ms / 1000
     )
     app[appkeys.NOTIFIER] = Notifier(hub, pool, markers)
+    await control.rebuild_revocations(app)
     writer = MessageWriter(
         pool,
         message_publisher(hub, markers),

@@ -12,6 +12,7 @@ from trustmess.delivery.readbuffer import ReadMarkerBuffer
 from trustmess.delivery.writer import MessageWriter
 from trustmess.gateway.ratelimit import KeyedCap, KeyedRateLimiter, UserBudget
 from trustmess.gateway.registry import Gateway
+from trustmess.gateway.revocation import RevokedSessions
 from trustmess.http.loginguard import LoginGuard
 from trustmess.mail.outbox import MailOutbox
 from trustmess.metrics import Metrics
@@ -38,3 +39,5 @@ MAIL_OUTBOX = web.AppKey("mail_outbox", MailOutbox)
 # Password-reset requests per client address; mails per recipient (its lower-cased address).
 RESET_LIMIT_BY_ADDRESS = web.AppKey("reset_limit_by_address", KeyedRateLimiter)
 MAILS_BY_RECIPIENT = web.AppKey("mails_by_recipient", KeyedRateLimiter)
+# Sessions ended recently: their access tokens are refused (gateway/revocation.py).
+REVOKED_SESSIONS = web.AppKey("revoked_sessions", RevokedSessions)

@@ -91,6 +91,29 @@ class Notifier:
         """An administrator disabled the account: its open sockets end now (4001: do not retry)."""
         self._hub.publish_control({"op": "user_disabled", "user_id": user_id})
 
+    def sessions_ended(
+        self,
+        user_id: int,
+        session_ids: list[str],
+        *,
+        everything: bool,
+        keep: str | None,
+        reason: str,
+    ) -> None:
+        """Sessions of ``user_id`` ended: every node refuses their access tokens from now on and
+        closes their sockets with 4001 (``everything``: every socket of the user but those of
+        session ``keep``). ``reason`` is the close frame's reason."""
+        self._hub.publish_control(
+            {
+                "op": "sessions_ended",
+                "user_id": user_id,
+                "session_ids": session_ids,
+                "all": everything,
+                "keep": keep,
+                "reason": reason,
+            }
+        )
+
     def read_moved(self, conversation_id: int, user_id: int, seq: int) -> None:
         """``user_id``'s read marker moved forward to ``seq`` (over HTTP: every device hears it)."""
         self._markers.note_read(conversation_id, user_id, seq)

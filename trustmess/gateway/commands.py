@@ -19,6 +19,7 @@ from trustmess.appkeys import (
     NOTIFIER,
     POOL,
     READ_MARKERS,
+    REVOKED_SESSIONS,
     SEND_BUDGET,
     SETTINGS,
     WRITER,
@@ -182,7 +183,11 @@ async def reauth(app: web.Application, conn: Connection, cmd: frames.Auth) -> Re
         raise unauthenticated(error.message) from None
     if claims.user_id != conn.user_id:
         raise unauthenticated("token belongs to another user")
+    if claims.session_id in app[REVOKED_SESSIONS]:
+        raise unauthenticated("session ended")
     if not await app[ACTIVE_USERS].is_active(claims.user_id):
         raise unauthenticated("account disabled")
+    # The socket now lives on this token: it closes when this token's session ends.
+    conn.login_session_id = claims.session_id
     app[GATEWAY].expiry.watch(conn, claims.expires_at)
     return {"user_id": conn.user_id, "expires_in": max(0, claims.expires_at - int(time.time()))}

@@ -30,6 +30,7 @@ from trustmess.auth import account_disabled, require_new_password
 from trustmess.errors import ApiError, ErrorCode, invalid, not_found, rate_limited
 from trustmess.http.authn import current_user_id
 from trustmess.http.clientaddr import client_key
+from trustmess.http.sessions import ALL_SESSIONS, PASSWORD_RESET, end_sessions
 from trustmess.http.users import no_content, read_fields
 from trustmess.http.verification import (
     hash_mail_token,
@@ -40,7 +41,7 @@ from trustmess.http.verification import (
 )
 from trustmess.mail import letters
 from trustmess.mail.letters import Letter
-from trustmess.store import emailtokens, tokens, users
+from trustmess.store import emailtokens, users
 from trustmess.store.emailtokens import Purpose
 from trustmess.store.users import Db, User
 from trustmess.wire.emailaddress import EMAIL_MAX
@@ -59,9 +60,9 @@ def _bad_token() -> ApiError:
 
 
 async def revoke_all_sessions(app: web.Application, user_id: int) -> None:
-    """End every session of the user, as ``POST /auth/logout-all`` does: the one place a
-    password reset ends them, to be pointed at instant revocation when sessions have it."""
-    await tokens.revoke_user_tokens(app[POOL], user_id)
+    """End every session of the user at once, on every node (access tokens 401, sockets closed
+    with 4001 ``password reset``): the one place a password reset ends them."""
+    await end_sessions(app, user_id, ALL_SESSIONS, PASSWORD_RESET)
 
 
 @routes.post("/auth/verify-email")

@@ -356,3 +356,19 @@ async def promote_longest_standing(conn: DbConnection, conversation_id: int) -> 
         conversation_id,
     )
     return promoted
+
+
+async def lock_memberships_of(conn: DbConnection, user_id: int) -> list[int]:
+    """The conversations ``user_id`` is a member of, locked (in a transaction) as a membership
+    change locks them, to leave them all (account deletion).
+
+    All of them first, in id order, before any member row: the global lock order of message
+    batches and marker flushes (conversations by id, then member rows), so none can deadlock
+    with this.
+    """
+    rows = await conn.fetch(
+        "SELECT c.id FROM conversations c JOIN conversation_members m ON m.conversation_id = c.id "
+        "WHERE m.user_id = $1 ORDER BY c.id FOR NO KEY UPDATE OF c",
+        user_id,
+    )
+    return [row["id"] for row in rows]

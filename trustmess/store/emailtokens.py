@@ -69,6 +69,12 @@ async def spend_user_tokens(db: Db, user_id: int, purpose: Purpose | None = None
     )
 
 
+async def delete_user_tokens(db: Db, user_id: int) -> None:
+    """Every mailed token of the user, used or not (the account is being deleted: the rows
+    hold the addresses they were mailed to)."""
+    await db.execute("DELETE FROM email_tokens WHERE user_id = $1", user_id)
+
+
 async def find_live_token(db: Db, token_hash: str, purpose: Purpose) -> MailedToken | None:
     """The live token of ``purpose`` with this hash, without spending it."""
     row = await db.fetchrow(

@@ -46,8 +46,9 @@ users = Table(
     # Stored lower-cased (the check makes that a rule), so the plain unique constraint is
     # case-insensitive uniqueness.
     Column("username", String(32), nullable=False, unique=True),
-    Column("password_hash", Text, nullable=False),
-    Column("display_name", String(64), nullable=False),
+    # Both NULL only for a deleted account (a tombstone: see deleted_at).
+    Column("password_hash", Text),
+    Column("display_name", String(64)),
     Column("bio", String(500), nullable=False, server_default=""),
     Column("is_active", Boolean, nullable=False, server_default=text("true")),
     Column("is_admin", Boolean, nullable=False, server_default=text("false")),
@@ -58,8 +59,15 @@ users = Table(
     # that it is in use) nor blocks its owner (store/users.py, http/recovery.py).
     Column("email", String(254)),
     Column("email_verified_at", DateTime(timezone=True)),
+    # Set when the account was deleted: the row stays, so the user ids in message history still
+    # resolve and the username stays taken (nobody can sign up as the deleted user).
+    Column("deleted_at", DateTime(timezone=True)),
     CheckConstraint("username = lower(username)", name="username_lower"),
     CheckConstraint("email IS NOT NULL OR email_verified_at IS NULL", name="email_verified"),
+    CheckConstraint(
+        "deleted_at IS NOT NULL OR (password_hash IS NOT NULL AND display_name IS NOT NULL)",
+        name="live_has_credentials",
+    ),
 )
 
 Index(
@@ -128,6 +136,30 @@ email_tokens = Table(
     Column("expires_at", DateTime(timezone=True), nullable=False),
     Column("used_at", DateTime(timezone=True)),
     CheckConstraint("purpose IN ('verify', 'reset')", name="purpose"),
+)
+
+# A session (a device): one login and the refresh-token family it started (``id`` is the
+# family id, carried by access tokens as ``sid``). Ended sessions keep their row (client and
+# address erased) until no access token issued for them can still be valid: each node rebuilds
+# its in-memory revocation set from them at start and after a message-bus outage.
+sessions = Table(
+    "sessions",
+    metadata,
+    Column("id", String(32), primary_key=True),
+    Column(
+        "user_id",
+        BigInteger,
+        ForeignKey("users.id", ondelete="CASCADE"),
+        nullable=False,
+        index=True,
+    ),
+    Column("created_at", DateTime(timezone=True), nullable=False, server_default=NOW),
+    Column("last_used_at", DateTime(timezone=True), nullable=False, server_default=NOW),
+    Column("expires_at", DateTime(timezone=True), nullable=False),
+    Column("ended_at", DateTime(timezone=True)),
+    Column("user_agent", String(256)),
+    Column("address", String(64)),
+    Index("ix_sessions_ended_at", "ended_at", postgresql_where=text("ended_at IS NOT NULL")),
 )
 
 conversations = Table(
