@@ -20,7 +20,16 @@ from trustmess.errors import CloseCode
 from trustmess.gateway import control, endpoint
 from trustmess.gateway.ratelimit import KeyedCap, KeyedRateLimiter, UserBudget
 from trustmess.gateway.registry import Gateway
-from trustmess.http import accounts, conversations, health, messages, openapi, prometheus
+from trustmess.http import (
+    accounts,
+    contacts,
+    conversations,
+    health,
+    invitations,
+    messages,
+    openapi,
+    prometheus,
+)
 from trustmess.http.accesslog import access_log
 from trustmess.http.cors import cors
 from trustmess.http.loginguard import LoginGuard
@@ -75,10 +84,23 @@ def create_app(settings: Settings) -> web.Application:
     app[appkeys.CONVERSATION_CHANGE_LIMIT] = KeyedRateLimiter(
         settings.conversation_change_rate_per_min / 60, settings.conversation_change_burst
     )
+    app[appkeys.CONTACT_REQUEST_LIMIT] = KeyedRateLimiter(
+        settings.contact_request_rate_per_hour / 3600, settings.contact_request_burst
+    )
     app.cleanup_ctx.append(_database)
     app.cleanup_ctx.append(_realtime)
     app.on_shutdown.append(_close_sockets)
-    for module in (health, prometheus, openapi, accounts, conversations, messages, endpoint):
+    for module in (
+        health,
+        prometheus,
+        openapi,
+        accounts,
+        conversations,
+        messages,
+        contacts,
+        invitations,
+        endpoint,
+    ):
         app.router.add_routes(module.routes)
     return app
 

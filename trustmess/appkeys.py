@@ -33,3 +33,5 @@ SEND_BUDGET = web.AppKey("send_budget", UserBudget)
 # Sockets upgraded without a token, still waiting for their first-frame auth, per address.
 AWAITING_AUTH = web.AppKey("awaiting_auth", KeyedCap)
 CONVERSATION_CHANGE_LIMIT = web.AppKey("conversation_change_limit", KeyedRateLimiter)
+# Per user: contact requests and group invitations sent (http/contacts.py, conversations.py).
+CONTACT_REQUEST_LIMIT = web.AppKey("contact_request_limit", KeyedRateLimiter)

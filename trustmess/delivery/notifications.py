@@ -45,6 +45,11 @@ class Notifier:
         )
         self._hub.publish_user(user_id, events.removed(conversation_id))
 
+    def to_user(self, user_id: int, payload: bytes) -> None:
+        """An event about the user's own people (``contact``, ``invitation``) for every socket
+        of the user, on every node."""
+        self._hub.publish_user(user_id, payload)
+
     def user_disabled(self, user_id: int) -> None:
         """An administrator disabled the account: its open sockets end now (4001: do not retry)."""
         self._hub.publish_control({"op": "user_disabled", "user_id": user_id})

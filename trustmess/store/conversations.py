@@ -269,17 +269,29 @@ async def create_direct(conn: DbConnection, user_id: int, other_id: int) -> tupl
     key = direct_key(user_id, other_id)
     async with conn.transaction():
         # Waits for a concurrent insert of the same key, then does nothing if it committed.
+        # blocked: a block made while this request was on its way (store/blocks.py).
         created = await conn.fetchval(
-            "INSERT INTO conversations (kind, created_by, direct_key) "
-            "VALUES ('direct', $1, $2) ON CONFLICT (direct_key) DO NOTHING RETURNING id",
+            "INSERT INTO conversations (kind, created_by, direct_key, blocked) "
+            "VALUES ('direct', $1, $2, EXISTS (SELECT 1 FROM blocks WHERE "
+            "  (blocker_id = $1 AND blocked_id = $3) OR (blocker_id = $3 AND blocked_id = $1))) "
+            "ON CONFLICT (direct_key) DO NOTHING RETURNING id",
             user_id,
             key,
+            other_id,
         )
         if created is not None:
             await add_members(conn, created, sorted({user_id, other_id}))
             return int(created), True
         existing = await conn.fetchval("SELECT id FROM conversations WHERE direct_key = $1", key)
     return int(existing), False
+
+
+async def direct_conversation_id(conn: DbConnection, user_id: int, other_id: int) -> int | None:
+    """The id of the direct conversation between two users, if there is one."""
+    found: int | None = await conn.fetchval(
+        "SELECT id FROM conversations WHERE direct_key = $1", direct_key(user_id, other_id)
+    )
+    return found
 
 
 async def create_group(
