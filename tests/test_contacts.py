@@ -61,9 +61,7 @@ async def test_request_accept_and_remove_with_live_events(client, make_user, con
     again = await request_contact(client, alice, bob.id, "other words", status=200)
     assert again["request"]["message"] == "hello from the conference"
 
-    resp = await client.post(
-        f"/contact-requests/incoming/{alice.id}/accept", headers=bob.headers
-    )
+    resp = await client.post(f"/contact-requests/incoming/{alice.id}/accept", headers=bob.headers)
     assert resp.status == 200
     assert (await resp.json())["user"]["id"] == alice.id
     for sock, other in ((alice_ws, bob), (bob_ws, alice)):
@@ -100,9 +98,7 @@ async def test_a_decline_is_not_told_and_holds_new_requests_for_the_cooldown(
     assert (await next_contact_event(alice_ws))["change"] == "requested"
     assert (await next_contact_event(bob_ws))["change"] == "requested"
 
-    resp = await client.post(
-        f"/contact-requests/incoming/{alice.id}/decline", headers=bob.headers
-    )
+    resp = await client.post(f"/contact-requests/incoming/{alice.id}/decline", headers=bob.headers)
     assert resp.status == 204
     declined = await next_contact_event(bob_ws)
     assert (declined["change"], declined["direction"]) == ("declined", "incoming")
