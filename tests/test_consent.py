@@ -7,7 +7,7 @@ from __future__ import annotations
 from typing import Any
 
 from tests.conftest import create_conversation, error_of, message_frame
-from tests.test_contacts import request_contact
+from tests.test_contacts import next_event, request_contact
 
 
 async def set_policy(client, user, **policies: str) -> dict[str, Any]:
@@ -80,7 +80,7 @@ async def test_a_group_add_without_consent_is_an_invitation(client, make_user, c
     cid = group["id"]
     assert [m["id"] for m in group["members"]] == [owner.id, member.id]
     assert group["invited"] == [alice.id]
-    event = await alice_ws.recv_type("invitation")
+    event = await next_event(alice_ws, "invitation")
     assert (event["change"], event["conversation_id"]) == ("invited", cid)
     assert event["invitation"]["title"] == "Invite only"
     assert event["invitation"]["inviter"]["id"] == owner.id
@@ -105,7 +105,7 @@ async def test_a_group_add_without_consent_is_an_invitation(client, make_user, c
     assert resp.status == 200
     view = await resp.json()
     assert [m["id"] for m in view["members"]] == [owner.id, member.id, alice.id]
-    accepted = await alice_ws.recv_type("invitation")
+    accepted = await next_event(alice_ws, "invitation")
     assert (accepted["change"], accepted["conversation_id"]) == ("accepted", cid)
     created = await member_ws.recv_type("conversation")  # the group's creation
     assert alice.id not in [m["id"] for m in created["members"]]
@@ -141,7 +141,7 @@ async def test_declining_and_adding_members_and_contacts(client, make_user, conn
     body = await resp.json()
     assert (resp.status, body["invited"]) == (200, [alice.id])
     assert alice.id not in [m["id"] for m in body["members"]]
-    assert (await alice_ws.recv_type("invitation"))["change"] == "invited"
+    assert (await next_event(alice_ws, "invitation"))["change"] == "invited"
     # Adding again while invited: still invited, no second invitation.
     resp = await client.post(
         f"/conversations/{cid}/members", json={"user_ids": [alice.id]}, headers=owner.headers
@@ -151,7 +151,7 @@ async def test_declining_and_adding_members_and_contacts(client, make_user, conn
 
     resp = await client.post(f"/invitations/{cid}/decline", headers=alice.headers)
     assert resp.status == 204
-    assert (await alice_ws.recv_type("invitation"))["change"] == "declined"
+    assert (await next_event(alice_ws, "invitation"))["change"] == "declined"
     assert await invitations(client, alice) == []
     assert (await client.get(f"/conversations/{cid}", headers=alice.headers)).status == 404
 

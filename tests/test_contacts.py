@@ -7,6 +7,7 @@ from __future__ import annotations
 from typing import Any
 
 from tests.conftest import error_of
+from tests.test_protocol_schema import payload_validator
 
 
 async def request_contact(client, user, other_id: int, message: str | None = None, *, status=201):
@@ -30,8 +31,16 @@ async def ids(client, user, path: str) -> list[int]:
     return [item["user"]["id"] for item in await listing(client, user, path)]
 
 
+async def next_event(sock, kind: str) -> dict[str, Any]:
+    """The next ``kind`` event, which must match its protocol/asyncapi.yaml schema."""
+    event: dict[str, Any] = await sock.recv_type(kind)
+    errors = [e.message for e in payload_validator(f"server.{kind}").iter_errors(event)]
+    assert errors == [], (event, errors)
+    return event
+
+
 async def next_contact_event(sock) -> dict[str, Any]:
-    return await sock.recv_type("contact")
+    return await next_event(sock, "contact")
 
 
 async def test_request_accept_and_remove_with_live_events(client, make_user, connect) -> None:
