@@ -155,13 +155,20 @@ async def test_declining_and_adding_members_and_contacts(client, make_user, conn
     assert await invitations(client, alice) == []
     assert (await client.get(f"/conversations/{cid}", headers=alice.headers)).status == 404
 
-    # A contact adds her at once, whatever her policy.
+    # Invited again, then a contact adds her at once, whatever her policy: the invitation
+    # has served its purpose and goes.
+    resp = await client.post(
+        f"/conversations/{cid}/members", json={"user_ids": [alice.id]}, headers=owner.headers
+    )
+    assert (await resp.json())["invited"] == [alice.id]
+    assert len(await invitations(client, alice)) == 1
     resp = await client.post(
         f"/conversations/{cid}/members", json={"user_ids": [alice.id]}, headers=friend.headers
     )
     body = await resp.json()
     assert body["invited"] == []
     assert alice.id in [m["id"] for m in body["members"]]
+    assert await invitations(client, alice) == []
 
 
 async def test_nobody_can_answer_anothers_invitation(client, make_user) -> None:

@@ -67,7 +67,7 @@ from trustmess.store.conversations import (
     unknown_or_inactive_users,
 )
 from trustmess.store.history import DbConnection
-from trustmess.store.invitations import invitation_for, invite
+from trustmess.store.invitations import drop_invitations, invitation_for, invite
 from trustmess.wire import events
 from trustmess.wire.validation import (
     BIGINT_MAX,
@@ -349,6 +349,7 @@ async def add_conversation_members(request: web.Request) -> web.Response:
             adds = await sort_group_adds(conn, user_id, new)
             spend_requests(request, user_id, len(adds.invited) + len(adds.refused))
             added = await add_members(conn, conversation_id, adds.members)
+            await drop_invitations(conn, conversation_id, added)
             invitations = await _invite(request, conn, conversation_id, user_id, adds)
         conversation = await _conversation_for(conn, conversation_id, user_id)
     if added:

@@ -97,5 +97,15 @@ async def take_invitation(conn: Conn, conversation_id: int, user_id: int) -> boo
     return status == "DELETE 1"
 
 
+async def drop_invitations(conn: Conn, conversation_id: int, user_ids: list[int]) -> None:
+    """Forget the invitations of users who became members another way (a contact added them)."""
+    if user_ids:
+        await conn.execute(
+            "DELETE FROM group_invitations WHERE conversation_id = $1 AND user_id = ANY($2)",
+            conversation_id,
+            user_ids,
+        )
+
+
 def _invitation(row: Any) -> Invitation:
     return Invitation(row["conversation_id"], row["title"], other_user(row), row["created_at"])
