@@ -62,6 +62,11 @@ async def test_an_existing_direct_conversation_takes_no_new_messages(
     mallory_ws = await connect(mallory)
     answer = await mallory_ws.request(message_frame(cid, "socket-after"))
     assert (answer["type"], answer["code"]) == ("error", "blocked")
+    # Typing (a start) too; a stop is harmless.
+    typing = await mallory_ws.request({"type": "typing", "conversation_id": cid, "state": "start"})
+    assert (typing["type"], typing["code"]) == ("error", "blocked")
+    stop = await mallory_ws.request({"type": "typing", "conversation_id": cid, "state": "stop"})
+    assert stop["type"] == "reply"
     # Edits and reactions are refused too; deleting one's own message is not.
     edit = await client.patch(
         f"/conversations/{cid}/messages/1", json={"body": "changed"}, headers=mallory.headers
@@ -85,6 +90,8 @@ async def test_an_existing_direct_conversation_takes_no_new_messages(
     assert (await send(client, mallory, cid, "unblocked")).status == 201
     answer = await mallory_ws.request(message_frame(cid, "socket-unblocked"))
     assert answer["type"] == "reply", answer
+    typing = await mallory_ws.request({"type": "typing", "conversation_id": cid, "state": "start"})
+    assert typing["type"] == "reply", typing
     # A block either way closes it: Mallory blocking Alice does too.
     await block(client, mallory, alice.id)
     assert (await error_of(await send(client, alice, cid, "x"), 403))["code"] == "blocked"

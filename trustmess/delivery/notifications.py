@@ -38,6 +38,13 @@ class Notifier:
         for user_id, conversation in views:
             hub.publish_user(user_id, events.conversation(conversation))
 
+    def conversation_blocked_changed(self, conversation_id: int) -> None:
+        """A direct conversation was blocked or unblocked: every node's membership cache, which
+        holds the flag for typing, forgets it (sends read the flag in SQL)."""
+        self._hub.publish_control(
+            {"op": "conversation_changed", "conversation_id": conversation_id}
+        )
+
     def member_removed(self, conversation_id: int, user_id: int) -> None:
         """``user_id`` left or was removed: stop its live events at once and tell its devices."""
         self._hub.publish_control(

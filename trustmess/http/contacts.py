@@ -268,6 +268,8 @@ async def block_user(request: web.Request) -> web.Response:
     async with request.app[POOL].acquire() as conn:
         outcome = await block_store.block_user(conn, user_id, other_id)
     if outcome is not None:
+        if outcome.direct_conversation_id is not None:
+            request.app[NOTIFIER].conversation_blocked_changed(outcome.direct_conversation_id)
         _announce_block(request.app[NOTIFIER], me, other, outcome)
     return web.Response(status=204)
 
@@ -301,6 +303,9 @@ async def unblock_user(request: web.Request) -> web.Response:
     user_id = await current_user_id(request)
     other_id = path_id(request, "user_id")
     async with request.app[POOL].acquire() as conn:
-        if not await block_store.unblock_user(conn, user_id, other_id):
-            raise not_found("block not found")
+        found, direct_conversation_id = await block_store.unblock_user(conn, user_id, other_id)
+    if not found:
+        raise not_found("block not found")
+    if direct_conversation_id is not None:
+        request.app[NOTIFIER].conversation_blocked_changed(direct_conversation_id)
     return web.Response(status=204)

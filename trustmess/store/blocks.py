@@ -28,6 +28,8 @@ class BlockOutcome:
     own_request_was_seen: bool = False
     request_declined: bool = False
     invitations_dropped: list[int] = field(default_factory=list)
+    # Their direct conversation, now blocked (caches that hold its flag must forget it).
+    direct_conversation_id: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -38,15 +40,17 @@ class Block:
     created_at: datetime
 
 
-async def _set_direct_flag(conn: Conn, user_a: int, user_b: int) -> None:
-    await conn.execute(
+async def _set_direct_flag(conn: Conn, user_a: int, user_b: int) -> int | None:
+    """Set the pair's direct conversation's flag; its id, if they have one."""
+    found: int | None = await conn.fetchval(
         "UPDATE conversations SET blocked = EXISTS (SELECT 1 FROM blocks "
         "  WHERE (blocker_id = $2 AND blocked_id = $3) OR (blocker_id = $3 AND blocked_id = $2)) "
-        "WHERE direct_key = $1",
+        "WHERE direct_key = $1 RETURNING id",
         direct_key(user_a, user_b),
         user_a,
         user_b,
     )
+    return found
 
 
 async def block_user(conn: Conn, blocker_id: int, blocked_id: int) -> BlockOutcome | None:
@@ -87,18 +91,19 @@ async def block_user(conn: Conn, blocker_id: int, blocked_id: int) -> BlockOutco
             blocker_id,
             blocked_id,
         )
-        await _set_direct_flag(conn, blocker_id, blocked_id)
+        direct = await _set_direct_flag(conn, blocker_id, blocked_id)
     return BlockOutcome(
         contact_removed=removed != "DELETE 0",
         own_request_removed=withdrawn is not None,
         own_request_was_seen=bool(withdrawn),
         request_declined=declined == "UPDATE 1",
         invitations_dropped=sorted(row["conversation_id"] for row in dropped),
+        direct_conversation_id=direct,
     )
 
 
-async def unblock_user(conn: Conn, blocker_id: int, blocked_id: int) -> bool:
-    """Unblock; False when there was no such block."""
+async def unblock_user(conn: Conn, blocker_id: int, blocked_id: int) -> tuple[bool, int | None]:
+    """Unblock: (was there such a block?, the pair's direct conversation id if any)."""
     async with conn.transaction():
         await lock_pair(conn, blocker_id, blocked_id)
         status: str = await conn.execute(
@@ -107,9 +112,8 @@ async def unblock_user(conn: Conn, blocker_id: int, blocked_id: int) -> bool:
             blocked_id,
         )
         if status == "DELETE 0":
-            return False
-        await _set_direct_flag(conn, blocker_id, blocked_id)
-    return True
+            return False, None
+        return True, await _set_direct_flag(conn, blocker_id, blocked_id)
 
 
 _BLOCKS_PAGE = """

@@ -170,6 +170,20 @@ async def is_member(conn: DbConnection, conversation_id: int, user_id: int) -> b
     )
 
 
+async def member_standing(
+    conn: DbConnection, conversation_id: int, user_id: int
+) -> tuple[bool, bool]:
+    """(member?, the conversation blocked?) for the membership cache."""
+    blocked: bool | None = await conn.fetchval(
+        "SELECT c.blocked FROM conversation_members m "
+        "JOIN conversations c ON c.id = m.conversation_id "
+        "WHERE m.conversation_id = $1 AND m.user_id = $2",
+        conversation_id,
+        user_id,
+    )
+    return blocked is not None, bool(blocked)
+
+
 async def non_members_among(
     conn: DbConnection, pairs: list[tuple[int, int]]
 ) -> list[tuple[int, int]]:
