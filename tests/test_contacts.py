@@ -7,7 +7,10 @@ from __future__ import annotations
 from typing import Any
 
 from tests.conftest import error_of
+from tests.openapi_contract import load_document
 from tests.test_protocol_schema import payload_validator
+from trustmess.http import contacts
+from trustmess.store import consent
 
 
 async def request_contact(client, user, other_id: int, message: str | None = None, *, status=201):
@@ -277,3 +280,19 @@ async def test_contacts_page_by_cursor(client, make_user) -> None:
     last = await rest.json()
     assert [c["user"]["id"] for c in last["items"]] == [friends[0].id]
     assert last["next_cursor"] is None
+
+
+def test_documented_limits_are_the_servers() -> None:
+    document = load_document()
+    schemas = document["components"]["schemas"]
+    message = schemas["ContactRequestCreate"]["properties"]["message"]
+    assert message["maxLength"] == contacts.REQUEST_MESSAGE_MAX
+    assert schemas["ContactRequest"]["properties"]["message"]["oneOf"][0]["maxLength"] == (
+        contacts.REQUEST_MESSAGE_MAX
+    )
+    limit = document["components"]["parameters"]["PageLimit"]["schema"]
+    assert (limit["default"], limit["maximum"]) == (contacts.DEFAULT_PAGE, contacts.MAX_PAGE)
+    for page in ("ContactPage", "ContactRequestPage", "BlockPage", "InvitationPage"):
+        assert schemas[page]["properties"]["items"]["maxItems"] == contacts.MAX_PAGE
+    policy = schemas["Policy"]["enum"]
+    assert tuple(policy) == consent.POLICIES

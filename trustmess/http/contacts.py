@@ -16,6 +16,7 @@ What each side learns, decided here (protocol/README.md explains it to clients):
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import datetime
 from typing import Any, TypeVar
 
@@ -50,7 +51,12 @@ def page_query(request: web.Request) -> tuple[int, tuple[datetime, int] | None]:
     return limit, None if not cursor else decode_cursor(cursor)
 
 
-def page_response(items: list[T], limit: int, key: Any, to_json: Any) -> web.Response:
+def page_response(
+    items: list[T],
+    limit: int,
+    key: Callable[[T], tuple[datetime, int]],
+    to_json: Callable[[T], dict[str, Any]],
+) -> web.Response:
     """``{items, next_cursor}`` from a page fetched with one extra row."""
     shown = items[:limit]
     next_cursor = encode_cursor(key(shown[-1])) if len(items) > limit else None
