@@ -4,6 +4,7 @@ after a decline, the per-user rate limit, and that nobody can address another's 
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 from tests.conftest import error_of
@@ -296,3 +297,21 @@ def test_documented_limits_are_the_servers() -> None:
         assert schemas[page]["properties"]["items"]["maxItems"] == contacts.MAX_PAGE
     policy = schemas["Policy"]["enum"]
     assert tuple(policy) == consent.POLICIES
+
+
+async def test_requests_crossing_at_the_same_moment_make_one_contact(client, make_user, db) -> None:
+    for _ in range(5):
+        alice, bob = await make_user(), await make_user()
+        first, second = await asyncio.gather(
+            client.post("/contact-requests", json={"user_id": bob.id}, headers=alice.headers),
+            client.post("/contact-requests", json={"user_id": alice.id}, headers=bob.headers),
+        )
+        states = sorted([(await first.json())["state"], (await second.json())["state"]])
+        assert states == ["accepted", "pending"]
+        assert await ids(client, alice, "/contacts") == [bob.id]
+        assert await ids(client, bob, "/contacts") == [alice.id]
+        left = await db.fetchval(
+            "SELECT count(*) FROM contact_requests WHERE requester_id = ANY($1)",
+            [alice.id, bob.id],
+        )
+        assert left == 0
