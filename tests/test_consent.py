@@ -109,8 +109,11 @@ async def test_a_group_add_without_consent_is_an_invitation(client, make_user, c
     assert (accepted["change"], accepted["conversation_id"]) == ("accepted", cid)
     created = await member_ws.recv_type("conversation")  # the group's creation
     assert alice.id not in [m["id"] for m in created["members"]]
-    changed = await member_ws.recv_type("conversation")
-    assert alice.id in [m["id"] for m in changed["members"]]
+    changed = await member_ws.recv_type("conversation_update")
+    assert (changed["change"], [m["id"] for m in changed["members"]]) == (
+        "members_added",
+        [alice.id],
+    )
     # Her first conversation event is this one: the group's creation never reached her.
     first = await alice_ws.recv_type("conversation")
     assert (first["id"], alice.id in [m["id"] for m in first["members"]]) == (cid, True)

@@ -315,8 +315,15 @@ async def test_removed_member_and_the_rest_are_told(client, make_user, connect) 
     assert (await remove(client, alice, group["id"], carol.id)).status == 204
     removed = await carol_socket.recv_type("removed")
     assert removed == {"type": "removed", "conversation_id": group["id"]}
-    changed = await bob_socket.recv_type("conversation")
-    assert [m["id"] for m in changed["members"]] == [alice.id, bob.id]
+    changed = await bob_socket.recv_type("conversation_update")
+    assert changed == {
+        "type": "conversation_update",
+        "conversation_id": group["id"],
+        "version": 2,
+        "change": "members_removed",
+        "user_ids": [carol.id],
+        "owner_id": alice.id,
+    }
 
 
 async def test_added_member_is_told(client, make_user, connect) -> None:
@@ -325,30 +332,71 @@ async def test_added_member_is_told(client, make_user, connect) -> None:
     carol_socket = await connect(carol)
     assert (await add(client, alice, group["id"], [carol.id])).status == 200
     event = await carol_socket.recv_type("conversation")
-    assert event["id"] == group["id"]
+    assert event["id"] == group["id"] and event["version"] == 2
     assert [m["id"] for m in event["members"]] == [alice.id, bob.id, carol.id]
 
 
-async def test_each_member_is_told_its_own_read_marker_and_unread_count(
+async def test_each_added_member_is_told_its_own_read_marker_and_unread_count(
     client, make_user, connect, insert_messages, db
+) -> None:
+    alice, bob, carol, dave = [await make_user() for _ in range(4)]
+    group = await create_conversation(client, alice, [bob.id], "Group")
+    cid = group["id"]
+    assert (await remove(client, alice, cid, bob.id)).status == 204
+    await insert_messages(cid, alice.id, 3)
+    bob_socket, carol_socket = await connect(bob), await connect(carol)
+    assert (await add(client, alice, cid, [bob.id, carol.id, dave.id])).status == 200
+    for_bob = await bob_socket.recv_type("conversation")
+    for_carol = await carol_socket.recv_type("conversation")
+    # Newcomers start with everything read; each view is the member's own.
+    assert (for_bob["read_seq"], for_bob["unread"]) == (3, 0)
+    assert for_bob["members"] == for_carol["members"] and len(for_bob["members"]) == 4
+    own_view = await client.get(f"/conversations/{cid}", headers=bob.headers)
+    assert for_bob == {"type": "conversation", **(await own_view.json())}
+
+
+async def test_a_rename_sends_members_only_the_new_title(client, make_user, connect) -> None:
+    alice, bob, carol = await make_user(), await make_user(), await make_user()
+    group = await create_conversation(client, alice, [bob.id, carol.id], "Group")
+    alice_socket, bob_socket = await connect(alice), await connect(bob)
+    resp = await client.patch(
+        f"/conversations/{group['id']}", json={"title": "Renamed"}, headers=bob.headers
+    )
+    assert resp.status == 200 and (await resp.json())["version"] == 2
+    expected = {
+        "type": "conversation_update",
+        "conversation_id": group["id"],
+        "version": 2,
+        "change": "title",
+        "title": "Renamed",
+    }
+    assert await alice_socket.recv_type("conversation_update") == expected
+    assert await bob_socket.recv_type("conversation_update") == expected
+
+
+async def test_others_hear_who_was_added_and_the_owner_moving_on(
+    client, make_user, connect
 ) -> None:
     alice, bob, carol = await make_user(), await make_user(), await make_user()
     group = await create_conversation(client, alice, [bob.id], "Group")
     cid = group["id"]
-    await insert_messages(cid, alice.id, 3)
-    await db.execute(
-        "UPDATE conversation_members SET last_read_seq = 1 WHERE conversation_id = $1 "
-        "AND user_id = $2",
-        cid,
-        bob.id,
-    )
-    alice_socket, bob_socket = await connect(alice), await connect(bob)
+    assert group["version"] == 1
+    bob_socket = await connect(bob)
     assert (await add(client, alice, cid, [carol.id])).status == 200
-    for_alice = await alice_socket.recv_type("conversation")
-    for_bob = await bob_socket.recv_type("conversation")
-    # Alice sent all three (none unread for her); Bob read one of them.
-    assert (for_bob["read_seq"], for_bob["unread"]) == (1, 2)
-    assert for_alice["unread"] == 0
-    assert for_alice["members"] == for_bob["members"] and len(for_bob["members"]) == 3
-    own_view = await client.get(f"/conversations/{cid}", headers=bob.headers)
-    assert for_bob == {"type": "conversation", **(await own_view.json())}
+    added = await bob_socket.recv_type("conversation_update")
+    assert added["change"] == "members_added" and added["version"] == 2
+    assert added["members"] == [
+        {
+            "id": carol.id,
+            "username": carol.username,
+            "display_name": carol.username.title(),
+            "role": "member",
+        }
+    ]
+    assert (await remove(client, alice, cid, alice.id)).status == 204  # the owner leaves
+    left = await bob_socket.recv_type("conversation_update")
+    assert (left["change"], left["version"]) == ("members_removed", 3)
+    assert (left["user_ids"], left["owner_id"]) == ([alice.id], bob.id)
+    shown = await (await client.get(f"/conversations/{cid}", headers=bob.headers)).json()
+    assert shown["version"] == 3
+    assert {m["id"]: m["role"] for m in shown["members"]} == {bob.id: "owner", carol.id: "member"}

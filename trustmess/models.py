@@ -176,6 +176,9 @@ class Conversation:
     id: int
     kind: str
     title: str | None
+    # Bumped by every title or membership change: a ``conversation_update`` event that is not
+    # exactly one above the client's copy means it missed one and should refetch.
+    version: int
     members: tuple[Member, ...]
     last_seq: int
     read_seq: int
@@ -188,6 +191,7 @@ class Conversation:
             "id": self.id,
             "kind": self.kind,
             "title": self.title,
+            "version": self.version,
             "members": [member.to_json() for member in self.members],
             "last_seq": self.last_seq,
             "read_seq": self.read_seq,

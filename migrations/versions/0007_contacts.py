@@ -6,7 +6,7 @@ group_policy asks for one. users gets direct_policy and group_policy ('anyone' b
 nothing changes for existing accounts), conversations a blocked flag for direct conversations.
 
 Revision ID: 0007
-Revises: 0003
+Revises: 0004
 Create Date: 2026-12-03 12:32:58.855727
 """
 
@@ -16,7 +16,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision: str = "0007"
-down_revision: str | None = "0003"
+down_revision: str | None = "0004"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 

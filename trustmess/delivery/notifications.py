@@ -24,19 +24,43 @@ class Notifier:
         self._pool = pool
         self._markers = markers
 
-    async def conversation_changed(self, conversation_id: int) -> None:
-        """Title or members changed, or the conversation was created: tell every member's
-        connections (each member sees its own read_seq and unread count)."""
-        hub = self._hub
-        hub.publish_control({"op": "conversation_changed", "conversation_id": conversation_id})
+    async def conversation_created(self, conversation_id: int) -> None:
+        """A conversation was created: every member's devices get the whole conversation."""
+        self._hub.publish_control(
+            {"op": "conversation_changed", "conversation_id": conversation_id}
+        )
+        async with self._pool.acquire() as conn:
+            views = await get_conversation_for_members(
+                conn, conversation_id, self._audience(await member_ids(conn, conversation_id))
+            )
+        for user_id, conversation in views:
+            self._hub.publish_user(user_id, events.conversation(conversation))
+
+    async def title_changed(self, conversation_id: int, version: int, title: str | None) -> None:
+        """A group was renamed: one small event, the same for every member."""
+        async with self._pool.acquire() as conn:
+            user_ids = self._audience(await member_ids(conn, conversation_id))
+        self._publish_users(user_ids, events.title_changed(conversation_id, version, title))
+
+    async def members_added(self, conversation_id: int, version: int, added: list[int]) -> None:
+        """Users joined a group: they get the whole conversation (each with its own read
+        marker), the other members only who joined."""
+        self._hub.publish_control(
+            {"op": "conversation_changed", "conversation_id": conversation_id}
+        )
+        new = set(added)
         async with self._pool.acquire() as conn:
             user_ids = await member_ids(conn, conversation_id)
-            if hub.single_node:
-                # With one process we know who is online; across nodes every member is told.
-                user_ids = [u for u in user_ids if hub.has_user(u)]
-            views = await get_conversation_for_members(conn, conversation_id, user_ids)
+            # Read even for offline newcomers: the view carries the member entries to announce.
+            views = await get_conversation_for_members(conn, conversation_id, added)
+        if not views:
+            return  # they left again before this ran; the removal announces itself
+        members = [member for member in views[0][1].members if member.id in new]
         for user_id, conversation in views:
-            hub.publish_user(user_id, events.conversation(conversation))
+            if not self._hub.single_node or self._hub.has_user(user_id):
+                self._hub.publish_user(user_id, events.conversation(conversation))
+        others = self._audience([user_id for user_id in user_ids if user_id not in new])
+        self._publish_users(others, events.members_added(conversation_id, version, members))
 
     def conversation_blocked_changed(self, conversation_id: int) -> None:
         """A direct conversation was blocked or unblocked: every node's membership cache, which
@@ -45,12 +69,30 @@ class Notifier:
             {"op": "conversation_changed", "conversation_id": conversation_id}
         )
 
-    def member_removed(self, conversation_id: int, user_id: int) -> None:
-        """``user_id`` left or was removed: stop its live events at once and tell its devices."""
-        self._hub.publish_control(
-            {"op": "member_removed", "conversation_id": conversation_id, "user_id": user_id}
-        )
-        self._hub.publish_user(user_id, events.removed(conversation_id))
+    async def members_removed(
+        self, conversation_id: int, version: int, removed: list[int], owner_id: int | None
+    ) -> None:
+        """Members left or were removed: their devices get ``removed`` and stop hearing the
+        conversation at once; the remaining members get who left (and the owner now)."""
+        for user_id in removed:
+            self._hub.publish_control(
+                {"op": "member_removed", "conversation_id": conversation_id, "user_id": user_id}
+            )
+            self._hub.publish_user(user_id, events.removed(conversation_id))
+        async with self._pool.acquire() as conn:
+            user_ids = self._audience(await member_ids(conn, conversation_id))
+        payload = events.members_removed(conversation_id, version, removed, owner_id)
+        self._publish_users(user_ids, payload)
+
+    def _audience(self, user_ids: list[int]) -> list[int]:
+        # With one process we know who is online; across nodes every member is told.
+        if self._hub.single_node:
+            return [user_id for user_id in user_ids if self._hub.has_user(user_id)]
+        return user_ids
+
+    def _publish_users(self, user_ids: list[int], payload: bytes) -> None:
+        for user_id in user_ids:
+            self._hub.publish_user(user_id, payload)
 
     def to_user(self, user_id: int, payload: bytes) -> None:
         """An event about the user's own people (``contact``, ``invitation``) for every socket

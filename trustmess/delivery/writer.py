@@ -41,7 +41,7 @@ from trustmess.errors import (
     not_found,
 )
 from trustmess.models import Change, ChangeResult, Message, SendResult
-from trustmess.store.changes import ChangeOutcome, NewChange, apply_changes
+from trustmess.store.changes import ChangeOutcome, NewChange, append_then_apply
 from trustmess.store.messages import AppendResult, NewMessage, append_messages
 from trustmess.wire.validation import MAX_REACTIONS_PER_MESSAGE
 
@@ -239,9 +239,8 @@ class MessageWriter:
                 messages: list[NewMessage] = rows[:split]  # type: ignore[assignment]
                 changes: list[NewChange] = rows[split:]  # type: ignore[assignment]
                 async with conn.transaction():
-                    results = await append_messages(conn, messages) if messages else []
-                    results += await apply_changes(
-                        conn, changes, self._edit_window_s, self._max_reactions
+                    results = await append_then_apply(
+                        conn, messages, changes, self._edit_window_s, self._max_reactions
                     )
         if len(results) != len(rows):
             raise RuntimeError(f"{len(rows)} messages stored, {len(results)} results")

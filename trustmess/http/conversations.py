@@ -54,6 +54,7 @@ from trustmess.store.conversations import (
     ActivityKey,
     Membership,
     add_members,
+    bump_version,
     conversations_page,
     create_direct,
     create_group,
@@ -61,6 +62,7 @@ from trustmess.store.conversations import (
     get_conversation_for,
     lock_membership,
     member_ids,
+    owner_of,
     promote_longest_standing,
     remove_member,
     set_title,
@@ -271,7 +273,7 @@ async def create_conversation(request: web.Request) -> web.Response:
             created = True
         conversation = await _conversation_for(conn, conversation_id, user_id)
     if created:
-        await request.app[NOTIFIER].conversation_changed(conversation_id)
+        await request.app[NOTIFIER].conversation_created(conversation_id)
     await _announce_invitations(request, conversation_id, invitations.sent)
     body = conversation.to_json()
     if conversation.kind == "group":
@@ -320,9 +322,9 @@ async def rename_conversation(request: web.Request) -> web.Response:
             no_title = invalid("title", "a direct conversation has no title")
             await _lock_group(conn, conversation_id, user_id, if_direct=no_title)
             _spend_change(request, conversation_id)
-            await set_title(conn, conversation_id, title)
+            version = await set_title(conn, conversation_id, title)
         conversation = await _conversation_for(conn, conversation_id, user_id)
-    await request.app[NOTIFIER].conversation_changed(conversation_id)
+    await request.app[NOTIFIER].title_changed(conversation_id, version, title)
     return json_response(conversation.to_json())
 
 
@@ -351,9 +353,10 @@ async def add_conversation_members(request: web.Request) -> web.Response:
             added = await add_members(conn, conversation_id, adds.members)
             await drop_invitations(conn, conversation_id, added)
             invitations = await _invite(request, conn, conversation_id, user_id, adds)
+            version = await bump_version(conn, conversation_id) if added else 0
         conversation = await _conversation_for(conn, conversation_id, user_id)
     if added:
-        await request.app[NOTIFIER].conversation_changed(conversation_id)
+        await request.app[NOTIFIER].members_added(conversation_id, version, added)
     await _announce_invitations(request, conversation_id, invitations.sent)
     return json_response({**conversation.to_json(), "invited": invitations.reported})
 
@@ -377,7 +380,9 @@ async def remove_conversation_member(request: web.Request) -> web.Response:
         if role is None:
             raise not_found("member not found")
         if role == "owner":
-            await promote_longest_standing(conn, conversation_id)
-    request.app[NOTIFIER].member_removed(conversation_id, target_id)
-    await request.app[NOTIFIER].conversation_changed(conversation_id)
+            owner_id = await promote_longest_standing(conn, conversation_id)
+        else:
+            owner_id = await owner_of(conn, conversation_id)
+        version = await bump_version(conn, conversation_id)
+    await request.app[NOTIFIER].members_removed(conversation_id, version, [target_id], owner_id)
     return web.Response(status=204)

@@ -15,7 +15,12 @@ from trustmess.http.authn import current_user_id
 from trustmess.http.contacts import page_query, page_response
 from trustmess.http.conversations import MAX_MEMBERS
 from trustmess.http.jsonio import json_response, path_id
-from trustmess.store.conversations import add_members, get_conversation_for, member_ids
+from trustmess.store.conversations import (
+    add_members,
+    bump_version,
+    get_conversation_for,
+    member_ids,
+)
 from trustmess.store.invitations import Invitation, invitations_page, take_invitation
 from trustmess.wire import events
 
@@ -54,13 +59,15 @@ async def accept_invitation(request: web.Request) -> web.Response:
                 raise ApiError(
                     409, ErrorCode.CONFLICT, f"the group is full ({MAX_MEMBERS} members)"
                 )
-            await add_members(conn, conversation_id, [user_id])
+            added = await add_members(conn, conversation_id, [user_id])
+            version = await bump_version(conn, conversation_id) if added else 0
         conversation = await get_conversation_for(conn, conversation_id, user_id)
     if conversation is None:
         raise _invitation_not_found()
     notifier = request.app[NOTIFIER]
     notifier.to_user(user_id, events.invitation("accepted", conversation_id))
-    await notifier.conversation_changed(conversation_id)
+    if added:
+        await notifier.members_added(conversation_id, version, added)
     return json_response(conversation.to_json())
 
 

@@ -72,6 +72,11 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--db-pid", type=int, help="sample this process tree's CPU (postmaster)")
     run.add_argument("--broker-pid", type=int, help="sample this process's CPU (redis-server)")
     run.add_argument("--json", type=Path, metavar="FILE", help="write the full result")
+    run.add_argument(
+        "--reconnect",
+        action="store_true",
+        help="after a close, reconnect to the next node, resume and resend (fault injection)",
+    )
     run.add_argument("--inject-loss", action="store_true", help=argparse.SUPPRESS)
     return p
 
@@ -119,6 +124,7 @@ def config_from_args(args: argparse.Namespace) -> LoadConfig:
         broker_pid=args.broker_pid,
         progress=sys.stderr.isatty(),
         inject_loss=args.inject_loss or os.environ.get(INJECT_LOSS_ENV) == "1",
+        reconnect=args.reconnect,
     )
 
 

@@ -9,6 +9,11 @@ With ``--mix`` some commands are changes instead: ``react`` to a message the soc
 (an emoji it has not used on it yet, so every react makes an entry), ``edit`` or ``delete`` of
 one of its own messages. A change takes a seq of the conversation like a message, so a
 ``change`` event advances a receipt exactly as a ``message`` event does.
+
+With ``--reconnect`` a socket behaves as protocol/README.md §9 asks of a client: when it is
+closed (or refused) it reconnects to the next node, joins each conversation with ``since`` = the
+highest seq it holds, and resends every unanswered command with the same ``ref`` and
+``client_msg_id``; a command refused with a retryable error is resent after a pause.
 """
 
 from __future__ import annotations
@@ -30,6 +35,12 @@ monotonic_ns = time.monotonic_ns
 SETUP_TIMEOUT_S = 60.0
 EMOJI = ("👍", "❤️", "😂", "🎉", "👀", "🙏", "🔥", "✅")
 RECENT = 32  # messages remembered per conversation as targets of changes
+# --reconnect: closes after which a client must not come back with the same token, errors after
+# which it resends the same command later, and how long it keeps trying to reconnect.
+FINAL_CLOSES = frozenset({4001, 4002})
+RETRYABLE_ERRORS = frozenset({"internal", "unavailable", "rate_limited"})
+RETRY_AFTER_S = 0.25
+RECONNECT_GIVE_UP_S = 60.0
 
 
 class JoinRefused(RuntimeError):
@@ -39,8 +50,19 @@ class JoinRefused(RuntimeError):
 class SocketClient:
     """A joined connection of one user; sends ``message`` commands when its plan says so."""
 
-    def __init__(self, plan: SocketPlan, run: RunState, tag: str, body_pad: str) -> None:
+    def __init__(
+        self,
+        plan: SocketPlan,
+        run: RunState,
+        tag: str,
+        body_pad: str,
+        urls: tuple[str, ...] = (),
+        first_frame_auth: bool = False,
+    ) -> None:
         self.plan = plan
+        self.urls = urls  # --reconnect: where to go next, round-robin from the plan's node
+        self.node = plan.node
+        self.first_frame_auth = first_frame_auth
         self.run = run
         self.tag = tag
         self.pad = body_pad
@@ -52,6 +74,8 @@ class SocketClient:
         self.typing_credit = 0.0
         self.closing = False
         self.dead = False
+        self.down = False  # --reconnect: between a close and the rejoin
+        self.frames: dict[int, bytes] = {}  # --reconnect: unanswered commands by ref, to resend
         # --mix: per conversation, own messages (edit/delete targets) and recently received
         # ones with the emoji this socket put on them (react targets).
         self.own: dict[int, list[int]] = {}
@@ -61,6 +85,11 @@ class SocketClient:
     async def open(self, ws_url: str, first_frame_auth: bool) -> None:
         """Connect, authenticate, wait for ``hello``, join every planned conversation."""
         started = monotonic_ns()
+        await self._join_all(ws_url, first_frame_auth)
+        self.run.connect_us.append((monotonic_ns() - started) // 1000)
+
+    async def _join_all(self, ws_url: str, first_frame_auth: bool) -> None:
+        # After a reconnect, each join asks for what came after the receipt's last seq.
         loop = asyncio.get_running_loop()
         self._hello: asyncio.Future[None] = loop.create_future()
         self._joined: asyncio.Future[None] = loop.create_future()
@@ -71,9 +100,12 @@ class SocketClient:
         if first_frame_auth:
             sock.send_text(dumps({"type": "auth", "ref": "a", "token": token}))
         await self._until(self._hello)
-        self.run.connect_us.append((monotonic_ns() - started) // 1000)
         for cid in self.plan.conversations:
-            sock.send_text(dumps({"type": "join", "ref": f"j{cid}", "conversation_id": cid}))
+            join: dict[str, Any] = {"type": "join", "ref": f"j{cid}", "conversation_id": cid}
+            receipt = self.receipts.get(cid)
+            if receipt is not None:
+                join["since"] = receipt.last
+            sock.send_text(dumps(join))
         if self._waiting:
             await self._until(self._joined)
         sock.on_text = self.on_frame
@@ -98,8 +130,12 @@ class SocketClient:
             if frame["type"] != "reply":
                 self._joined.set_exception(JoinRefused(f"join refused: {frame.get('code')}"))
                 return
-            last = frame["data"]["last_seq"]
-            self.receipts[cid] = Receipt(self.plan.index, cid, last, last)
+            if cid in self.receipts:  # a rejoin: the replay came before this reply
+                if not frame["data"].get("resumed", True):
+                    self.run.resume_failures += 1
+            else:
+                last = frame["data"]["last_seq"]
+                self.receipts[cid] = Receipt(self.plan.index, cid, last, last)
             self._waiting.discard(cid)
             if not self._waiting:
                 self._joined.set_result(None)
@@ -107,12 +143,50 @@ class SocketClient:
             self.on_frame(data)
 
     async def watch(self) -> None:
-        """Wait for the socket to close; a close we did not ask for is recorded."""
-        assert self.sock is not None
-        await self.sock.closed
-        if not self.closing:
-            self.run.close_codes[self.sock.close_code or 1006] += 1
+        """Wait for the socket to close; a close we did not ask for is recorded (and, with
+        ``--reconnect``, followed by a reconnect)."""
+        while True:
+            assert self.sock is not None
+            await self.sock.closed
+            if self.closing:
+                break
+            code = self.sock.close_code or 1006
+            self.run.close_codes[code] += 1
+            if not self.run.reconnect or code in FINAL_CLOSES or not await self._reconnect():
+                break
         self._lost()
+
+    async def _reconnect(self) -> bool:
+        """Rejoin through the next node that takes us, then resend what is unanswered."""
+        run = self.run
+        self.down = True
+        started = monotonic_ns()
+        give_up = started + int(RECONNECT_GIVE_UP_S * 1e9)
+        attempt = 0
+        while not self.closing:
+            self.node += 1
+            try:
+                await self._join_all(self.urls[self.node % len(self.urls)], self.first_frame_auth)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # refused, reset, timed out: the next node, after a pause
+                if self.sock is not None:
+                    self.sock.abort()
+                run.reconnect_failures += 1
+                status = getattr(getattr(exc, "response", None), "status_code", None)
+                run.reconnect_errors[f"HTTP {status}" if status else str(exc)[:60]] += 1
+                if monotonic_ns() > give_up:
+                    return False
+                attempt += 1
+                await asyncio.sleep(random.uniform(0, min(1.0, 0.05 * 2**attempt)))
+                continue
+            self.down = False
+            run.reconnect_us.append((monotonic_ns() - started) // 1000)
+            for frame in list(self.frames.values()):  # same ref, same client_msg_id
+                run.resent += 1
+                self._send_bytes(frame)
+            return True
+        return False
 
     def _lost(self) -> None:
         """The socket is gone: its unanswered sends and unfinished receipts will not complete."""
@@ -173,6 +247,8 @@ class SocketClient:
             sent = self.pending.pop(frame["ref"], -1)
             if sent < 0:
                 return
+            if self.frames:
+                self.frames.pop(frame["ref"], None)
             if self.reacts:
                 self.reacts.discard(frame["ref"])
             reply = frame["data"]
@@ -201,8 +277,12 @@ class SocketClient:
                 run.change_races += 1
             else:
                 run.errors[frame["code"]] += 1
+            if run.reconnect and ref in self.frames and frame["code"] in RETRYABLE_ERRORS:
+                asyncio.get_running_loop().call_later(RETRY_AFTER_S, self._resend, ref)
+                return  # still unanswered: the same command goes again
             self.reacts.discard(ref)
             if ref is not None and self.pending.pop(ref, None) is not None:
+                self.frames.pop(ref, None)
                 self._answered()
         elif kind == "typing":
             run.typing_events += 1
@@ -286,11 +366,27 @@ class SocketClient:
         return {"type": "delete", "target_seq": target, **base}
 
     def _send(self, frame: dict[str, Any]) -> None:
-        if self.dead or self.sock is None:
+        payload = dumps(frame)
+        if self.run.reconnect and "ref" in frame:
+            self.frames[frame["ref"]] = payload  # kept until answered, resent after a reconnect
+        self._send_bytes(payload)
+
+    def _send_bytes(self, payload: bytes) -> None:
+        if self.dead or self.down or self.sock is None:
             return
         self.run.frames_out += 1
-        if not self.sock.send_text(dumps(frame)):
-            self.dead = True  # watch() records the close and settles the pending sends
+        if not self.sock.send_text(payload):
+            # watch() records the close, then reconnects or settles the pending sends
+            if self.run.reconnect:
+                self.down = True
+            else:
+                self.dead = True
+
+    def _resend(self, ref: int) -> None:
+        frame = self.frames.get(ref)
+        if frame is not None and not self.closing:
+            self.run.resent += 1
+            self._send_bytes(frame)
 
     async def close(self) -> None:
         self.closing = True

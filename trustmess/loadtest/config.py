@@ -56,6 +56,7 @@ class LoadConfig:
     broker_pid: int | None = None
     progress: bool = False
     inject_loss: bool = False
+    reconnect: bool = False  # reconnect, resume and resend after a close (fault injection)
 
     @property
     def open_loop(self) -> bool:

@@ -22,6 +22,16 @@ def _delta(a: float | None, b: float | None) -> float | None:
     return None if a is None or b is None else round(b - a, 3)
 
 
+def _reconnect_row(reconnects: dict[str, Any]) -> str:
+    times = reconnects["reconnect_us"]
+    return (
+        f"reconnects {times.get('count', 0):,}: p50 {_ms(times, 'p50')} ms, max "
+        f"{_ms(times, 'max')} ms; {reconnects['failed_attempts']:,} failed attempts, "
+        f"{reconnects['not_resumed']:,} joins not resumed, {reconnects['resent']:,} commands "
+        f"resent; attempts failed with: {_codes(reconnects['failures'])}"
+    )
+
+
 def result_json(result: RunResult) -> dict[str, Any]:
     config = result.config
     workers = result.workers
@@ -85,6 +95,14 @@ def result_json(result: RunResult) -> dict[str, Any]:
         "connect_errors": dict(connect_errors),
         "connect_us": summarize(merge(w.connect_us for w in workers)),
     }
+    if config.reconnect:
+        sockets["reconnects"] = {
+            "reconnect_us": summarize(merge(w.reconnect_us for w in workers)),
+            "failed_attempts": totals["reconnect_failures"],
+            "failures": dict(sum((Counter(w.reconnect_errors) for w in workers), Counter())),
+            "not_resumed": totals["resume_failures"],
+            "resent": totals["resent"],
+        }
     if len(config.socket_urls) > 1:
         sockets["per_node"] = {
             url: sum(w.connected_per_node[node] for w in workers)
@@ -196,6 +214,7 @@ def summary_text(data: dict[str, Any]) -> str:
         _latency_row("send→delivery", data["latency_us"]["send_to_delivery"]),
         f"errors     {_codes(data['errors'])}",
         f"closes     {_codes(data['close_codes'])}",
+        *([_reconnect_row(sockets["reconnects"])] if "reconnects" in sockets else []),
         f"server     {processes}CPU {_num(server.get('cpu_percent_of_core'), '% of a core')}, "
         f"{_num(server.get('cpu_us_per_message'), ' µs/message')}, "
         f"{_num(server.get('cpu_us_per_delivery'), ' µs/delivery')}",

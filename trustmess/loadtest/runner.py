@@ -223,7 +223,9 @@ async def run_load(config: LoadConfig) -> RunResult:
         if config.history_check and config.sending:
             say("reading the history back")
             history = await _history(api, config, provisioned)
-        verification = verify(provisioned.conversations, results, history)
+        verification = verify(
+            provisioned.conversations, results, history, closes_expected=config.reconnect
+        )
         return RunResult(config, provisioned, api.rate_limited, results, verification, rss, cpu)
     finally:
         await api.close()

@@ -31,6 +31,9 @@ COUNTERS = (
     "frames_in",
     "frames_out",
     "unanswered",
+    "resent",
+    "reconnect_failures",
+    "resume_failures",
 )
 
 
@@ -69,7 +72,14 @@ class RunState:
         ack_every: int,
         closed_loop: bool,
         mix: tuple[float, float, float, float] | None = None,
+        reconnect: bool = False,
     ) -> None:
+        self.reconnect = reconnect
+        # --reconnect: commands sent again (after a reconnect or a retryable error), failed
+        # reconnect attempts, rejoins the server could not resume (``resumed`` false)
+        self.resent = self.reconnect_failures = self.resume_failures = 0
+        self.reconnect_us: array[int] = new_samples()  # from a close to every join answered
+        self.reconnect_errors: Counter[str] = Counter()  # why reconnect attempts failed
         self.typing_per_message = typing_per_message
         # Cumulative thresholds of (message, react, edit) for one random draw per command.
         self.mix = None if mix is None else (mix[0], mix[0] + mix[1], mix[0] + mix[1] + mix[2])

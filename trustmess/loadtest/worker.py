@@ -43,7 +43,9 @@ class WorkerResult:
     connected: int
     connected_per_node: list[int]
     connect_errors: dict[str, int]
+    reconnect_errors: dict[str, int]
     connect_us: array[int]
+    reconnect_us: array[int]
     reply_us: array[int]
     delivery_us: array[int]
     totals: dict[str, int]
@@ -79,10 +81,17 @@ async def _run(plan: WorkerPlan, link: Link) -> None:
     config = plan.config
     ratio = config.typing_ratio
     run = RunState(
-        ratio / (1 - ratio), config.ack_every, closed_loop=not config.open_loop, mix=config.mix
+        ratio / (1 - ratio),
+        config.ack_every,
+        closed_loop=not config.open_loop,
+        mix=config.mix,
+        reconnect=config.reconnect,
     )
     pad = "x" * max(1, config.body_chars - 22)
-    clients = [SocketClient(s, run, f"{plan.tag}-{s.index}-", pad) for s in plan.sockets]
+    clients = [
+        SocketClient(s, run, f"{plan.tag}-{s.index}-", pad, plan.ws_urls, config.first_frame_auth)
+        for s in plan.sockets
+    ]
     connect_errors: Counter[str] = Counter()
     watchers = await _connect_all(clients, plan, connect_errors)
     live = [client for client in clients if client.sock is not None]
@@ -114,7 +123,9 @@ async def _run(plan: WorkerPlan, link: Link) -> None:
             sum(c.plan.node == node for c in live) for node in range(len(plan.ws_urls))
         ],
         connect_errors=dict(connect_errors),
+        reconnect_errors=dict(run.reconnect_errors),
         connect_us=run.connect_us,
+        reconnect_us=run.reconnect_us,
         reply_us=run.reply_us,
         delivery_us=run.delivery_us,
         totals=run.counters(),

@@ -210,6 +210,11 @@ class FrameSocket(asyncio.Protocol):
             return
         transport.writelines(writes)
 
+    def abort(self) -> None:
+        """Drop the connection at once (a set-up that failed half-way)."""
+        if self.transport is not None:
+            self.transport.abort()
+
     async def close(self, wait_s: float = 5.0) -> None:
         """Closing handshake (1000), then wait for the server to drop the TCP connection."""
         if self.protocol.state is State.OPEN:

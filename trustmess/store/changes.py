@@ -11,9 +11,11 @@ one message at once are applied one after the other, in seq order, and end in th
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 from trustmess.models import Change
 from trustmess.store.history import DbConnection, entries_in_range
+from trustmess.store.messages import NewMessage, append_messages
 
 
 # Not frozen: built once per command, like NewMessage.
@@ -134,6 +136,26 @@ SELECT v.status, e.seq, e.created_at, (SELECT seq FROM dup) AS dup_seq, r.mine_s
        r.n + CASE $1::text WHEN 'react' THEN 1 WHEN 'unreact' THEN -1 ELSE 0 END AS count
 FROM verdict v CROSS JOIN reactions r LEFT JOIN entry e ON true
 """
+
+
+async def append_then_apply(
+    conn: DbConnection,
+    messages: list[NewMessage],
+    changes: list[NewChange],
+    edit_window_s: float,
+    max_reactions: int,
+) -> list[Any]:
+    """Append ``messages``, then apply ``changes``; call inside a transaction. Results in
+    that order.
+
+    Every conversation of either is locked first, in id order: appending first and then
+    locking the changes' conversations would hold one conversation while waiting for a
+    smaller one, and another node doing the opposite would deadlock with this one.
+    """
+    touched = {m.conversation_id for m in messages} | {c.conversation_id for c in changes}
+    await conn.execute(LOCK_CONVERSATIONS, sorted(touched))
+    results: list[Any] = await append_messages(conn, messages) if messages else []
+    return results + await apply_changes(conn, changes, edit_window_s, max_reactions)
 
 
 async def apply_changes(

@@ -36,7 +36,7 @@ def direct_key(user_a: int, user_b: int) -> str:
 # viewer's read marker; members, unread count and last message are computed for those rows only.
 # $1 is always the viewer.
 _VIEW = """
-SELECT p.id, p.kind, p.title, p.last_seq, p.read_seq, p.created_at, p.activity_at,
+SELECT p.id, p.kind, p.title, p.version, p.last_seq, p.read_seq, p.created_at, p.activity_at,
        mem.members, unread.n AS unread,
        lm.id AS lm_id, lm.conversation_id AS lm_conversation_id, lm.seq AS lm_seq,
        lm.sender_id AS lm_sender_id, lm.body AS lm_body, lm.reply_to_seq AS lm_reply_to_seq,
@@ -68,7 +68,7 @@ ORDER BY p.activity_at DESC, p.id DESC
 # $2/$3: the cursor (activity, id) the page continues after, or NULL for the first page.
 _PAGE_FOR_USER = """
 WITH page AS (
-    SELECT c.id, c.kind, c.title, c.last_seq, c.created_at, me.last_read_seq AS read_seq,
+    SELECT c.id, c.kind, c.title, c.version, c.last_seq, c.created_at, me.last_read_seq AS read_seq,
            coalesce(c.last_message_at, c.created_at) AS activity_at
     FROM conversation_members me JOIN conversations c ON c.id = me.conversation_id
     WHERE me.user_id = $1
@@ -80,7 +80,7 @@ WITH page AS (
 
 _ONE_FOR_USER = """
 WITH page AS (
-    SELECT c.id, c.kind, c.title, c.last_seq, c.created_at, me.last_read_seq AS read_seq,
+    SELECT c.id, c.kind, c.title, c.version, c.last_seq, c.created_at, me.last_read_seq AS read_seq,
            coalesce(c.last_message_at, c.created_at) AS activity_at
     FROM conversation_members me JOIN conversations c ON c.id = me.conversation_id
     WHERE me.user_id = $1 AND me.conversation_id = $2
@@ -95,6 +95,7 @@ def _conversation_from_row(row: asyncpg.Record) -> Conversation:
         id=row["id"],
         kind=row["kind"],
         title=row["title"],
+        version=row["version"],
         members=tuple(Member(**member) for member in orjson.loads(row["members"])),
         last_seq=row["last_seq"],
         read_seq=row["read_seq"],
@@ -326,8 +327,24 @@ async def create_group(
     return conversation_id
 
 
-async def set_title(conn: DbConnection, conversation_id: int, title: str | None) -> None:
-    await conn.execute("UPDATE conversations SET title = $2 WHERE id = $1", conversation_id, title)
+async def set_title(conn: DbConnection, conversation_id: int, title: str | None) -> int:
+    """Set or clear the title; returns the conversation's new version."""
+    version: int = await conn.fetchval(
+        "UPDATE conversations SET title = $2, version = version + 1 WHERE id = $1 "
+        "RETURNING version",
+        conversation_id,
+        title,
+    )
+    return version
+
+
+async def bump_version(conn: DbConnection, conversation_id: int) -> int:
+    """Count a membership change (in the caller's transaction); returns the new version."""
+    version: int = await conn.fetchval(
+        "UPDATE conversations SET version = version + 1 WHERE id = $1 RETURNING version",
+        conversation_id,
+    )
+    return version
 
 
 async def remove_member(conn: DbConnection, conversation_id: int, user_id: int) -> str | None:
@@ -342,6 +359,15 @@ async def remove_member(conn: DbConnection, conversation_id: int, user_id: int) 
         user_id,
     )
     return role
+
+
+async def owner_of(conn: DbConnection, conversation_id: int) -> int | None:
+    """The group's owner, or None when it has no member left."""
+    owner: int | None = await conn.fetchval(
+        "SELECT user_id FROM conversation_members WHERE conversation_id = $1 AND role = 'owner'",
+        conversation_id,
+    )
+    return owner
 
 
 async def promote_longest_standing(conn: DbConnection, conversation_id: int) -> int | None:

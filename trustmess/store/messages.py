@@ -38,8 +38,13 @@ class AppendResult:
 # Per input row: a duplicate of a stored (conversation, sender, client_msg_id) returns the
 # stored row; a sender who is not a member, a blocked direct conversation, or a reply_to that
 # is not a stored seq is refused; the rest get seq = previous last_seq + their position among
-# the batch's new rows of that conversation. The UPDATE locks each conversation row, so
-# concurrent batches on other nodes queue behind it and seqs stay gapless in commit order.
+# the batch's new rows of that conversation. Each conversation row is locked, so concurrent
+# batches on other nodes queue behind it and seqs stay gapless in commit order. Locks are taken
+# in one global order (conversations by id, then member rows by (conversation, user), as every
+# other writer of these rows does): batches touching the same conversations in other orders,
+# or a read-marker flush, queue instead of deadlocking (PostgreSQL breaks a deadlock only after
+# 1 s). ``locked`` and ``senders`` are MATERIALIZED so that their ordered FOR NO KEY UPDATE runs
+# as written; the UPDATEs join them, so they touch no row before it is locked in that order.
 APPEND_BATCH = """
 WITH input AS (
     SELECT * FROM unnest($1::int[], $2::bigint[], $3::bigint[], $4::text[], $5::text[],
@@ -88,9 +93,16 @@ fresh AS (
 counts AS (
     SELECT conversation_id, count(*) AS n FROM fresh GROUP BY conversation_id
 ),
+locked AS MATERIALIZED (
+    SELECT c.id FROM conversations c
+    WHERE c.id IN (SELECT conversation_id FROM counts)
+    ORDER BY c.id
+    FOR NO KEY UPDATE
+),
 bumped AS (
     UPDATE conversations c SET last_seq = c.last_seq + counts.n, last_message_at = now()
-    FROM counts WHERE c.id = counts.conversation_id
+    FROM counts JOIN locked l ON l.id = counts.conversation_id
+    WHERE c.id = counts.conversation_id
     RETURNING c.id, c.last_seq - counts.n AS base
 ),
 inserted AS (
@@ -100,9 +112,19 @@ inserted AS (
     FROM fresh f JOIN bumped b ON b.id = f.conversation_id
     RETURNING conversation_id, seq, id, sender_id, client_msg_id, created_at
 ),
+sent AS (
+    SELECT conversation_id, sender_id, max(seq) AS seq FROM inserted GROUP BY 1, 2
+),
+senders AS MATERIALIZED (
+    SELECT cm.conversation_id, cm.user_id FROM conversation_members cm
+    JOIN sent x ON cm.conversation_id = x.conversation_id AND cm.user_id = x.sender_id
+    ORDER BY cm.conversation_id, cm.user_id
+    FOR NO KEY UPDATE OF cm
+),
 marks AS (
     UPDATE conversation_members cm SET last_read_seq = GREATEST(cm.last_read_seq, x.seq)
-    FROM (SELECT conversation_id, sender_id, max(seq) AS seq FROM inserted GROUP BY 1, 2) x
+    FROM sent x JOIN senders s ON s.conversation_id = x.conversation_id
+        AND s.user_id = x.sender_id
     WHERE cm.conversation_id = x.conversation_id AND cm.user_id = x.sender_id
 )
 -- 'new' with nothing inserted: the conversation was deleted while this statement waited for

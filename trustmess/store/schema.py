@@ -110,6 +110,8 @@ conversations = Table(
     Column("last_message_at", DateTime(timezone=True)),
     # "<smaller user id>:<larger user id>" for direct conversations, NULL for groups.
     Column("direct_key", String(41), unique=True),
+    # Bumped by every title or membership change; `conversation_update` events carry it.
+    Column("version", BigInteger, nullable=False, server_default=text("1")),
     # A direct conversation whose members have blocked each other (either way): the append
     # statement refuses new messages in it without a query of its own (store/messages.py).
     Column("blocked", Boolean, nullable=False, server_default=text("false")),

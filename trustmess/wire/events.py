@@ -11,7 +11,7 @@ from typing import Any
 
 import orjson
 
-from trustmess.models import Change, Conversation, Message
+from trustmess.models import Change, Conversation, Member, Message
 from trustmess.wire.validation import MAX_BODY_CHARS
 
 
@@ -71,8 +71,43 @@ def typing(conversation_id: int, user_id: int, state: str) -> bytes:
 
 
 def conversation(view: Conversation) -> bytes:
-    """``conversation``: a conversation was created or changed, as this member sees it."""
+    """``conversation``: the whole conversation as this member sees it, sent when it was created
+    and to the members a change added."""
     return orjson.dumps({"type": "conversation", **view.to_json()})
+
+
+def title_changed(conversation_id: int, version: int, title: str | None) -> bytes:
+    """``conversation_update``: a group was renamed (title null: the title was cleared)."""
+    return _update(conversation_id, version, "title", {"title": title})
+
+
+def members_added(conversation_id: int, version: int, members: list[Member]) -> bytes:
+    """``conversation_update``: users joined a group, as members see them."""
+    added = [member.to_json() for member in members]
+    return _update(conversation_id, version, "members_added", {"members": added})
+
+
+def members_removed(
+    conversation_id: int, version: int, user_ids: list[int], owner_id: int | None
+) -> bytes:
+    """``conversation_update``: members left or were removed; ``owner_id`` is the owner now
+    (another member when the owner left)."""
+    fields = {"user_ids": user_ids, "owner_id": owner_id}
+    return _update(conversation_id, version, "members_removed", fields)
+
+
+def _update(conversation_id: int, version: int, change: str, fields: dict[str, Any]) -> bytes:
+    # One payload for every member: what changed, not the whole conversation (whose member
+    # list made a rename of a 1,000-member group cost 85 KB per member).
+    return orjson.dumps(
+        {
+            "type": "conversation_update",
+            "conversation_id": conversation_id,
+            "version": version,
+            "change": change,
+            **fields,
+        }
+    )
 
 
 def removed(conversation_id: int) -> bytes:
