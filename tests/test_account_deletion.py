@@ -34,7 +34,28 @@ async def test_deletion_leaves_no_personal_data_and_keeps_the_history(
     client, make_user, make_group, connect, db
 ) -> None:
     alice, bob, carol = await make_user(), await make_user(), await make_user()
-    await db.execute("UPDATE users SET bio = 'my secret bio' WHERE id = $1", alice.id)
+    await db.execute(
+        "UPDATE users SET bio = 'my secret bio', email = 'alice@example.org', "
+        "email_verified_at = now() WHERE id = $1",
+        alice.id,
+    )
+    dave = await make_user()
+    # Alice's people: a contact (Carol), a pending request to Dave (with a message); an
+    # unrelated block between others that must stay.
+    await db.execute(
+        "INSERT INTO contacts (user_id, contact_id) VALUES ($1, $2), ($2, $1)", alice.id, carol.id
+    )
+    assert (
+        await client.post(
+            "/contact-requests", json={"user_id": dave.id, "message": "hi"}, headers=alice.headers
+        )
+    ).status == 201
+    assert (await client.put(f"/blocks/{carol.id}", headers=dave.headers)).status in (200, 204)
+    await db.execute(
+        "INSERT INTO email_tokens (user_id, purpose, token_hash, email, expires_at) "
+        "VALUES ($1, 'verify', repeat('a', 64), 'alice@example.org', now() + interval '1 hour')",
+        alice.id,
+    )
     group = await make_group(alice, bob, carol)  # Alice owns it
     direct = await client.post(
         "/conversations", json={"member_ids": [bob.id]}, headers=alice.headers
@@ -65,10 +86,23 @@ async def test_deletion_leaves_no_personal_data_and_keeps_the_history(
         )
         assert (event["change"], event["user_ids"]) == ("members_removed", [alice.id])
     row = await db.fetchrow(
-        "SELECT username, display_name, bio, password_hash, is_active, is_admin, deleted_at "
-        "FROM users WHERE id = $1",
+        "SELECT username, display_name, bio, password_hash, is_active, is_admin, deleted_at, "
+        "email, email_verified_at FROM users WHERE id = $1",
         alice.id,
     )
+    assert row["email"] is None and row["email_verified_at"] is None
+    for table, columns in (
+        ("email_tokens", ("user_id",)),
+        ("contacts", ("user_id", "contact_id")),
+        ("contact_requests", ("requester_id", "recipient_id")),
+        ("blocks", ("blocker_id", "blocked_id")),
+        ("group_invitations", ("user_id", "inviter_id")),
+    ):
+        where = " OR ".join(f"{column} = $1" for column in columns)
+        count = await db.fetchval(f"SELECT count(*) FROM {table} WHERE {where}", alice.id)
+        assert count == 0, table
+    # Others' rows stay: Dave's block of Carol.
+    assert await db.fetchval("SELECT count(*) FROM blocks WHERE blocker_id = $1", dave.id) == 1
     assert row["username"] == alice.username  # reserved
     assert row["display_name"] is None and row["password_hash"] is None and row["bio"] == ""
     assert row["is_active"] is False and row["deleted_at"] is not None

@@ -23,7 +23,14 @@ async def test_me_returns_the_profile(client, make_user) -> None:
     resp = await client.get("/users/me", headers=user.headers)
     assert resp.status == 200
     body = await resp.json()
-    assert set(body) == PUBLIC_FIELDS | {"is_admin", "email", "email_verified"}
+    assert set(body) == PUBLIC_FIELDS | {
+        "is_admin",
+        "email",
+        "email_verified",
+        "direct_policy",
+        "group_policy",
+    }
+    assert (body["direct_policy"], body["group_policy"]) == ("anyone", "anyone")
     assert body["id"] == user.id
     assert body["username"] == "alice"
     assert body["display_name"] == "Alice"

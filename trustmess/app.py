@@ -24,8 +24,10 @@ from trustmess.gateway.revocation import RevokedSessions
 from trustmess.http import (
     accounts,
     admin,
+    contacts,
     conversations,
     health,
+    invitations,
     messages,
     openapi,
     prometheus,
@@ -98,6 +100,9 @@ def create_app(settings: Settings) -> web.Application:
     app[appkeys.MAILS_BY_RECIPIENT] = KeyedRateLimiter(
         settings.mails_per_recipient_per_hour / 3600, settings.mails_per_recipient_per_hour
     )
+    app[appkeys.CONTACT_REQUEST_LIMIT] = KeyedRateLimiter(
+        settings.contact_request_rate_per_hour / 3600, settings.contact_request_burst
+    )
     app.cleanup_ctx.append(_database)
     app.cleanup_ctx.append(_mail)
     app.cleanup_ctx.append(_realtime)
@@ -112,6 +117,8 @@ def create_app(settings: Settings) -> web.Application:
         admin,
         conversations,
         messages,
+        contacts,
+        invitations,
         endpoint,
     )
     for module in routed:

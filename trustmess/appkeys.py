@@ -41,3 +41,5 @@ RESET_LIMIT_BY_ADDRESS = web.AppKey("reset_limit_by_address", KeyedRateLimiter)
 MAILS_BY_RECIPIENT = web.AppKey("mails_by_recipient", KeyedRateLimiter)
 # Sessions ended recently: their access tokens are refused (gateway/revocation.py).
 REVOKED_SESSIONS = web.AppKey("revoked_sessions", RevokedSessions)
+# Per user: contact requests and group invitations sent (http/contacts.py, conversations.py).
+CONTACT_REQUEST_LIMIT = web.AppKey("contact_request_limit", KeyedRateLimiter)

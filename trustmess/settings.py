@@ -331,6 +331,22 @@ class Settings:
     conversation_change_burst: int = _setting(
         20, _parse_int(1, 1_000_000), "burst of renames and member changes per conversation"
     )
+    contact_request_rate_per_hour: float = _setting(
+        20.0,
+        _parse_float(0.001, 1e6),
+        "contact requests and group invitations a user may send per hour",
+    )
+    contact_request_burst: int = _setting(
+        10, _parse_int(1, 1_000_000), "burst of contact requests and group invitations per user"
+    )
+    contact_request_cooldown_s: int = _setting(
+        7 * 86400,
+        _parse_int(0, 10 * 365 * 86400),
+        "how long after a decline the same request cannot reach its recipient again",
+    )
+    invitations_pending_max: int = _setting(
+        50, _parse_int(1, 100_000), "pending group invitations a user can hold (more are dropped)"
+    )
     allowed_origins: tuple[str, ...] = _setting(
         (),
         _parse_origins,

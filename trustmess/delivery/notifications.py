@@ -62,6 +62,13 @@ class Notifier:
         others = self._audience([user_id for user_id in user_ids if user_id not in new])
         self._publish_users(others, events.members_added(conversation_id, version, members))
 
+    def conversation_blocked_changed(self, conversation_id: int) -> None:
+        """A direct conversation was blocked or unblocked: every node's membership cache, which
+        holds the flag for typing, forgets it (sends read the flag in SQL)."""
+        self._hub.publish_control(
+            {"op": "conversation_changed", "conversation_id": conversation_id}
+        )
+
     async def members_removed(
         self, conversation_id: int, version: int, removed: list[int], owner_id: int | None
     ) -> None:
@@ -86,6 +93,11 @@ class Notifier:
     def _publish_users(self, user_ids: list[int], payload: bytes) -> None:
         for user_id in user_ids:
             self._hub.publish_user(user_id, payload)
+
+    def to_user(self, user_id: int, payload: bytes) -> None:
+        """An event about the user's own people (``contact``, ``invitation``) for every socket
+        of the user, on every node."""
+        self._hub.publish_user(user_id, payload)
 
     def user_disabled(self, user_id: int) -> None:
         """An administrator disabled the account: its open sockets end now (4001: do not retry)."""

@@ -26,7 +26,7 @@ from trustmess.appkeys import (
 )
 from trustmess.auth import decode_access_token, unauthenticated
 from trustmess.delivery.sending import submit_change, submit_message
-from trustmess.errors import ApiError, ErrorCode, conversation_not_found
+from trustmess.errors import ApiError, ErrorCode, conversation_blocked, conversation_not_found
 from trustmess.gateway.connection import Connection, JoinState
 from trustmess.models import ChangeResult, SendResult, format_ts
 from trustmess.store.changes import NewChange
@@ -159,8 +159,11 @@ async def ack(app: web.Application, conn: Connection, cmd: frames.Ack) -> Reply:
 
 async def typing(app: web.Application, conn: Connection, cmd: frames.Typing) -> Reply:
     gateway = app[GATEWAY]
-    if not await gateway.membership.is_member(cmd.conversation_id, conn.user_id):
+    member, blocked = await gateway.membership.standing(cmd.conversation_id, conn.user_id)
+    if not member:
         raise conversation_not_found()
+    if blocked and cmd.state == "start":
+        raise conversation_blocked()  # typing is words too
     if cmd.state == "start":
         gateway.typing.start(conn, cmd.conversation_id)
     else:

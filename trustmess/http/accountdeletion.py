@@ -5,7 +5,8 @@ empty bio, no email), so the user ids in message history still resolve, and the 
 taken, so nobody can sign up under it to pass for the deleted user. Their messages and
 reactions stay in the conversations (the other members keep the whole history), shown with the
 deleted account's id. What goes: the password hash, profile and email (with every link mailed
-to it), every session and refresh token, every membership (with its read marker); the user's
+to it), every session and refresh token, every membership (with its read marker), contacts,
+contact requests, blocks and invitations either way; the user's
 sockets close with 4001 ``account deleted``.
 """
 
@@ -16,7 +17,7 @@ from aiohttp import web
 from trustmess.appkeys import ACTIVE_USERS, NOTIFIER, POOL
 from trustmess.errors import ApiError, ErrorCode, not_found
 from trustmess.http.sessions import ACCOUNT_DELETED, announce_ended
-from trustmess.store import conversations, emailtokens, sessions, tokens, users
+from trustmess.store import contacts, conversations, emailtokens, sessions, tokens, users
 
 
 def last_admin() -> ApiError:
@@ -50,6 +51,7 @@ async def delete_account(app: web.Application, user_id: int) -> None:
         await sessions.delete_user_sessions(conn, user_id)
         await tokens.delete_user_tokens(conn, user_id)
         await emailtokens.delete_user_tokens(conn, user_id)
+        await contacts.forget_user(conn, user_id)
         await users.tombstone_user(conn, user_id)
     app[ACTIVE_USERS].forget(user_id)
     announce_ended(app, user_id, ended, ACCOUNT_DELETED, everything=True)

@@ -31,7 +31,7 @@ from trustmess.http.clientaddr import client_key
 from trustmess.http.jsonio import json_response, path_id, query_int, read_json_object
 from trustmess.http.sessions import ALL_SESSIONS, PASSWORD_CHANGED, end_sessions
 from trustmess.http.verification import start_verification
-from trustmess.store import emailtokens, users
+from trustmess.store import consent, emailtokens, users
 from trustmess.wire.emailaddress import check_email
 from trustmess.wire.validation import (
     check_fields,
@@ -78,17 +78,26 @@ def no_content() -> web.Response:
 
 
 async def get_me(request: web.Request) -> web.Response:
-    """``GET /users/me``: the caller's profile, with ``is_admin``."""
+    """``GET /users/me``: the caller's profile, with ``is_admin`` and the consent settings."""
     user_id = await current_user_id(request)
     user = await users.get_user(request.app[POOL], user_id)
-    if user is None:
+    found = await consent.get_consent(request.app[POOL], user_id)
+    if user is None or found is None:
         raise not_found("user not found")
-    return json_response(user.profile_json())
+    return json_response({**user.profile_json(), **found.to_json()})
+
+
+def _policy(data: dict[str, Any], name: str) -> str | None:
+    """``direct_policy`` / ``group_policy``: ``anyone`` or ``contacts``."""
+    value = get_str(data, name, max_len=16)
+    if value is not None and value not in consent.POLICIES:
+        raise invalid(name, "must be anyone or contacts")
+    return value
 
 
 async def update_me(request: web.Request) -> web.Response:
-    """``PATCH /users/me`` ``{display_name?, bio?, email?, current_password?}``: change the
-    caller's profile.
+    """``PATCH /users/me`` ``{display_name?, bio?, email?, current_password?, direct_policy?,
+    group_policy?}``: change the caller's profile and consent settings.
 
     ``display_name`` is 1-64 characters (surrounding whitespace stripped), ``bio`` 0-500 kept
     verbatim. Absent fields keep their value; ``updated_at`` is set either way. ``email`` (an
@@ -98,11 +107,15 @@ async def update_me(request: web.Request) -> web.Response:
     answer never tells whether an address is in use.
     """
     user_id = await current_user_id(request)
-    data = await read_fields(request, {"display_name", "bio", "email", "current_password"})
+    data = await read_fields(
+        request,
+        {"display_name", "bio", "email", "current_password", "direct_policy", "group_policy"},
+    )
     display_name = display_name_field(data)
     bio = get_str(data, "bio", max_len=BIO_MAX)
     if bio is not None:
         bio = check_text("bio", bio)
+    direct_policy, group_policy = _policy(data, "direct_policy"), _policy(data, "group_policy")
     changes_email = "email" in data
     email = None if data.get("email") is None else check_email("email", data["email"])
     if changes_email:
@@ -120,7 +133,10 @@ async def update_me(request: web.Request) -> web.Response:
     pool = request.app[POOL]
     async with pool.acquire() as conn, conn.transaction():
         user = await users.update_profile(conn, user_id, display_name=display_name, bio=bio)
-        if user is None:
+        found = await consent.update_consent(
+            conn, user_id, direct_policy=direct_policy, group_policy=group_policy
+        )
+        if user is None or found is None:
             raise not_found("user not found")
         before = user.email
         if changes_email:
@@ -132,7 +148,7 @@ async def update_me(request: web.Request) -> web.Response:
             await emailtokens.spend_user_tokens(conn, user_id)
     if new_address and email is not None:
         start_verification(request.app, user_id, email)
-    return json_response(user.profile_json())
+    return json_response({**user.profile_json(), **found.to_json()})
 
 
 async def change_password(request: web.Request) -> web.Response:

@@ -68,6 +68,12 @@ users = Table(
         "deleted_at IS NOT NULL OR (password_hash IS NOT NULL AND display_name IS NOT NULL)",
         name="live_has_credentials",
     ),
+    # Consent (store/consent.py): who may open a direct conversation with the user, and who may
+    # add them to a group without an invitation.
+    Column("direct_policy", String(8), nullable=False, server_default="anyone"),
+    Column("group_policy", String(8), nullable=False, server_default="anyone"),
+    CheckConstraint("direct_policy IN ('anyone', 'contacts')", name="direct_policy"),
+    CheckConstraint("group_policy IN ('anyone', 'contacts')", name="group_policy"),
 )
 
 Index(
@@ -176,6 +182,9 @@ conversations = Table(
     Column("direct_key", String(41), unique=True),
     # Bumped by every title or membership change; `conversation_update` events carry it.
     Column("version", BigInteger, nullable=False, server_default=text("1")),
+    # A direct conversation whose members have blocked each other (either way): the append
+    # statement refuses new messages in it without a query of its own (store/messages.py).
+    Column("blocked", Boolean, nullable=False, server_default=text("false")),
     CheckConstraint("kind IN ('direct', 'group')", name="kind"),
     CheckConstraint("(kind = 'direct') = (direct_key IS NOT NULL)", name="direct_key"),
 )
@@ -289,4 +298,64 @@ message_reactions = Table(
         name="fk_message_reactions_target_messages",
         ondelete="CASCADE",
     ),
+)
+
+# People (store/contacts.py). An accepted contact is stored in both directions, (a, b) and
+# (b, a), so "my contacts" and "is b my contact" are one index probe from either side.
+contacts = Table(
+    "contacts",
+    metadata,
+    Column("user_id", BigInteger, ForeignKey("users.id", ondelete="CASCADE"), nullable=False),
+    Column("contact_id", BigInteger, ForeignKey("users.id", ondelete="CASCADE"), nullable=False),
+    Column("created_at", DateTime(timezone=True), nullable=False, server_default=NOW),
+    PrimaryKeyConstraint("user_id", "contact_id"),
+    # The cascade when an account is deleted reads by contact_id.
+    Index("ix_contacts_contact_id", "contact_id"),
+)
+
+# A contact request, pending or declined. A declined one stays (declined_at) for the cooldown;
+# its requester keeps seeing it as pending. cancelled_at: the requester withdrew a request that
+# had been declined (it no longer sees it, but the cooldown still holds).
+contact_requests = Table(
+    "contact_requests",
+    metadata,
+    Column("requester_id", BigInteger, ForeignKey("users.id", ondelete="CASCADE"), nullable=False),
+    Column("recipient_id", BigInteger, ForeignKey("users.id", ondelete="CASCADE"), nullable=False),
+    Column("message", Text),
+    Column("created_at", DateTime(timezone=True), nullable=False, server_default=NOW),
+    Column("declined_at", DateTime(timezone=True)),
+    Column("cancelled_at", DateTime(timezone=True)),
+    PrimaryKeyConstraint("requester_id", "recipient_id"),
+    CheckConstraint("requester_id <> recipient_id", name="not_self"),
+    Index("ix_contact_requests_recipient_id_created_at", "recipient_id", "created_at"),
+)
+
+blocks = Table(
+    "blocks",
+    metadata,
+    Column("blocker_id", BigInteger, ForeignKey("users.id", ondelete="CASCADE"), nullable=False),
+    Column("blocked_id", BigInteger, ForeignKey("users.id", ondelete="CASCADE"), nullable=False),
+    Column("created_at", DateTime(timezone=True), nullable=False, server_default=NOW),
+    PrimaryKeyConstraint("blocker_id", "blocked_id"),
+    CheckConstraint("blocker_id <> blocked_id", name="not_self"),
+    Index("ix_blocks_blocked_id", "blocked_id"),
+)
+
+# An invitation to a group for a user whose group_policy is 'contacts', added by someone who is
+# not their contact: they become a member only by accepting (store/invitations.py).
+group_invitations = Table(
+    "group_invitations",
+    metadata,
+    Column(
+        "conversation_id",
+        BigInteger,
+        ForeignKey("conversations.id", ondelete="CASCADE"),
+        nullable=False,
+    ),
+    Column("user_id", BigInteger, ForeignKey("users.id", ondelete="CASCADE"), nullable=False),
+    Column("inviter_id", BigInteger, ForeignKey("users.id", ondelete="CASCADE"), nullable=False),
+    Column("created_at", DateTime(timezone=True), nullable=False, server_default=NOW),
+    PrimaryKeyConstraint("conversation_id", "user_id"),
+    Index("ix_group_invitations_user_id_created_at", "user_id", "created_at"),
+    Index("ix_group_invitations_inviter_id", "inviter_id"),
 )
