@@ -32,9 +32,16 @@ from typing import Any
 
 import asyncpg
 
-from trustmess.errors import ApiError, ErrorCode, conversation_not_found, invalid, not_found
+from trustmess.errors import (
+    ApiError,
+    ErrorCode,
+    conversation_blocked,
+    conversation_not_found,
+    invalid,
+    not_found,
+)
 from trustmess.models import Change, ChangeResult, Message, SendResult
-from trustmess.store.changes import ChangeOutcome, NewChange, apply_changes
+from trustmess.store.changes import ChangeOutcome, NewChange, append_then_apply
 from trustmess.store.messages import AppendResult, NewMessage, append_messages
 from trustmess.wire.validation import MAX_REACTIONS_PER_MESSAGE
 
@@ -232,9 +239,8 @@ class MessageWriter:
                 messages: list[NewMessage] = rows[:split]  # type: ignore[assignment]
                 changes: list[NewChange] = rows[split:]  # type: ignore[assignment]
                 async with conn.transaction():
-                    results = await append_messages(conn, messages) if messages else []
-                    results += await apply_changes(
-                        conn, changes, self._edit_window_s, self._max_reactions
+                    results = await append_then_apply(
+                        conn, messages, changes, self._edit_window_s, self._max_reactions
                     )
         if len(results) != len(rows):
             raise RuntimeError(f"{len(rows)} messages stored, {len(results)} results")
@@ -293,6 +299,9 @@ class MessageWriter:
         assert type(first) is NewMessage
         if result.status == "not_member":
             _answer_all(group, conversation_not_found())
+            return
+        if result.status == "blocked":
+            _answer_all(group, conversation_blocked())
             return
         if result.status == "bad_reply_to":
             _answer_all(group, invalid("reply_to", "must be an existing seq of the conversation"))
@@ -370,6 +379,7 @@ def _hours(seconds: float) -> str:
 # Why a change was refused, by its outcome's status (the edit window is passed in).
 _CHANGE_REFUSALS: dict[str, Callable[[float], ApiError]] = {
     "not_member": lambda _: conversation_not_found(),
+    "blocked": lambda _: conversation_blocked(),
     "no_message": lambda _: not_found("message not found"),
     "deleted": lambda _: not_found("message was deleted"),
     "not_sender": lambda _: ApiError(

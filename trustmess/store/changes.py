@@ -11,9 +11,11 @@ one message at once are applied one after the other, in seq order, and end in th
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 from trustmess.models import Change
 from trustmess.store.history import DbConnection, entries_in_range
+from trustmess.store.messages import NewMessage, append_messages
 
 
 # Not frozen: built once per command, like NewMessage.
@@ -35,8 +37,8 @@ class NewChange:
 class ChangeOutcome:
     """One change's outcome. ``status``: new (``change`` is the entry), duplicate (``change``
     is the entry stored under the same client_change_id), noop (nothing to change), or why it
-    was refused: not_member, no_message, deleted, not_sender, not_allowed, window_closed,
-    too_many_reactions."""
+    was refused: not_member, blocked, no_message, deleted, not_sender, not_allowed,
+    window_closed, too_many_reactions."""
 
     status: str
     change: Change | None
@@ -58,7 +60,7 @@ WITH dup AS (
         AND client_change_id = $5::text
 ),
 member AS (
-    SELECT cm.role, c.kind FROM conversation_members cm
+    SELECT cm.role, c.kind, c.blocked FROM conversation_members cm
     JOIN conversations c ON c.id = cm.conversation_id
     WHERE cm.conversation_id = $2::bigint AND cm.user_id = $3::bigint
 ),
@@ -77,6 +79,9 @@ verdict AS (
     SELECT CASE
         WHEN EXISTS (SELECT 1 FROM dup) THEN 'duplicate'
         WHEN m.role IS NULL THEN 'not_member'
+        -- A blocked direct conversation takes no new words: no edits, no reactions (deleting
+        -- one's messages and taking reactions back stay possible).
+        WHEN m.blocked AND $1::text IN ('edit', 'react') THEN 'blocked'
         WHEN t.sender_id IS NULL THEN 'no_message'
         WHEN t.deleted_at IS NOT NULL AND $1::text = 'delete' THEN 'noop'
         WHEN t.deleted_at IS NOT NULL THEN 'deleted'
@@ -131,6 +136,26 @@ SELECT v.status, e.seq, e.created_at, (SELECT seq FROM dup) AS dup_seq, r.mine_s
        r.n + CASE $1::text WHEN 'react' THEN 1 WHEN 'unreact' THEN -1 ELSE 0 END AS count
 FROM verdict v CROSS JOIN reactions r LEFT JOIN entry e ON true
 """
+
+
+async def append_then_apply(
+    conn: DbConnection,
+    messages: list[NewMessage],
+    changes: list[NewChange],
+    edit_window_s: float,
+    max_reactions: int,
+) -> list[Any]:
+    """Append ``messages``, then apply ``changes``; call inside a transaction. Results in
+    that order.
+
+    Every conversation of either is locked first, in id order: appending first and then
+    locking the changes' conversations would hold one conversation while waiting for a
+    smaller one, and another node doing the opposite would deadlock with this one.
+    """
+    touched = {m.conversation_id for m in messages} | {c.conversation_id for c in changes}
+    await conn.execute(LOCK_CONVERSATIONS, sorted(touched))
+    results: list[Any] = await append_messages(conn, messages) if messages else []
+    return results + await apply_changes(conn, changes, edit_window_s, max_reactions)
 
 
 async def apply_changes(

@@ -24,7 +24,8 @@ class NewMessage:
 # Not frozen: built once per message on the hot path, where a frozen init costs 4x.
 @dataclass(slots=True)
 class AppendResult:
-    """One row of a batch's outcome: status is new, duplicate, not_member or bad_reply_to."""
+    """One row of a batch's outcome: status is new, duplicate, not_member, blocked or
+    bad_reply_to."""
 
     status: str
     id: int | None
@@ -35,10 +36,15 @@ class AppendResult:
 
 
 # Per input row: a duplicate of a stored (conversation, sender, client_msg_id) returns the
-# stored row; a sender who is not a member or a reply_to that is not a stored seq is refused;
-# the rest get seq = previous last_seq + their position among the batch's new rows of that
-# conversation. The UPDATE locks each conversation row, so concurrent batches on other nodes
-# queue behind it and seqs stay gapless in commit order.
+# stored row; a sender who is not a member, a blocked direct conversation, or a reply_to that
+# is not a stored seq is refused; the rest get seq = previous last_seq + their position among
+# the batch's new rows of that conversation. Each conversation row is locked, so concurrent
+# batches on other nodes queue behind it and seqs stay gapless in commit order. Locks are taken
+# in one global order (conversations by id, then member rows by (conversation, user), as every
+# other writer of these rows does): batches touching the same conversations in other orders,
+# or a read-marker flush, queue instead of deadlocking (PostgreSQL breaks a deadlock only after
+# 1 s). ``locked`` and ``senders`` are MATERIALIZED so that their ordered FOR NO KEY UPDATE runs
+# as written; the UPDATEs join them, so they touch no row before it is locked in that order.
 APPEND_BATCH = """
 WITH input AS (
     SELECT * FROM unnest($1::int[], $2::bigint[], $3::bigint[], $4::text[], $5::text[],
@@ -51,6 +57,7 @@ checked AS (
         CASE
             WHEN e.id IS NOT NULL THEN 'duplicate'
             WHEN member.ok IS NULL THEN 'not_member'
+            WHEN member.blocked THEN 'blocked'
             WHEN i.reply_to_seq IS NOT NULL AND replied.ok IS NULL THEN 'bad_reply_to'
             ELSE 'new'
         END AS status
@@ -63,8 +70,11 @@ checked AS (
             AND m.client_msg_id = i.client_msg_id
         LIMIT 1
     ) e ON true
+    -- The conversation's blocked flag (a direct conversation with a block either way) comes
+    -- with the membership probe: refusing those sends costs no statement of its own.
     LEFT JOIN LATERAL (
-        SELECT true AS ok FROM conversation_members cm
+        SELECT true AS ok, c.blocked FROM conversation_members cm
+        JOIN conversations c ON c.id = cm.conversation_id
         WHERE cm.conversation_id = i.conversation_id AND cm.user_id = i.sender_id
         LIMIT 1
     ) member ON true
@@ -78,14 +88,21 @@ checked AS (
 fresh AS (
     SELECT c.*, row_number() OVER (PARTITION BY c.conversation_id ORDER BY c.ord) AS rn
     -- Not "status = 'new'": the planner would guess one row and join bumped by nested loop.
-    FROM checked c WHERE c.status NOT IN ('duplicate', 'not_member', 'bad_reply_to')
+    FROM checked c WHERE c.status NOT IN ('duplicate', 'not_member', 'blocked', 'bad_reply_to')
 ),
 counts AS (
     SELECT conversation_id, count(*) AS n FROM fresh GROUP BY conversation_id
 ),
+locked AS MATERIALIZED (
+    SELECT c.id FROM conversations c
+    WHERE c.id IN (SELECT conversation_id FROM counts)
+    ORDER BY c.id
+    FOR NO KEY UPDATE
+),
 bumped AS (
     UPDATE conversations c SET last_seq = c.last_seq + counts.n, last_message_at = now()
-    FROM counts WHERE c.id = counts.conversation_id
+    FROM counts JOIN locked l ON l.id = counts.conversation_id
+    WHERE c.id = counts.conversation_id
     RETURNING c.id, c.last_seq - counts.n AS base
 ),
 inserted AS (
@@ -95,9 +112,19 @@ inserted AS (
     FROM fresh f JOIN bumped b ON b.id = f.conversation_id
     RETURNING conversation_id, seq, id, sender_id, client_msg_id, created_at
 ),
+sent AS (
+    SELECT conversation_id, sender_id, max(seq) AS seq FROM inserted GROUP BY 1, 2
+),
+senders AS MATERIALIZED (
+    SELECT cm.conversation_id, cm.user_id FROM conversation_members cm
+    JOIN sent x ON cm.conversation_id = x.conversation_id AND cm.user_id = x.sender_id
+    ORDER BY cm.conversation_id, cm.user_id
+    FOR NO KEY UPDATE OF cm
+),
 marks AS (
     UPDATE conversation_members cm SET last_read_seq = GREATEST(cm.last_read_seq, x.seq)
-    FROM (SELECT conversation_id, sender_id, max(seq) AS seq FROM inserted GROUP BY 1, 2) x
+    FROM sent x JOIN senders s ON s.conversation_id = x.conversation_id
+        AND s.user_id = x.sender_id
     WHERE cm.conversation_id = x.conversation_id AND cm.user_id = x.sender_id
 )
 -- 'new' with nothing inserted: the conversation was deleted while this statement waited for

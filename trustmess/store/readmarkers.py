@@ -46,11 +46,22 @@ async def advance_read_marker(
 
 
 # Coalesced acks: one statement moves many markers forward, never backwards and never past the
-# conversation's last message.
+# conversation's last message. The member rows are locked in (conversation, user) order first,
+# the order message batches lock them in too, so a flush and a batch never deadlock.
 ADVANCE_MANY = """
+WITH x AS (
+    SELECT * FROM unnest($1::bigint[], $2::bigint[], $3::bigint[])
+        AS x(conversation_id, user_id, seq)
+),
+locked AS MATERIALIZED (
+    SELECT m.conversation_id, m.user_id FROM conversation_members m
+    JOIN x ON m.conversation_id = x.conversation_id AND m.user_id = x.user_id
+    ORDER BY m.conversation_id, m.user_id
+    FOR NO KEY UPDATE OF m
+)
 UPDATE conversation_members m
 SET last_read_seq = GREATEST(m.last_read_seq, LEAST(x.seq, c.last_seq))
-FROM unnest($1::bigint[], $2::bigint[], $3::bigint[]) AS x(conversation_id, user_id, seq),
+FROM x JOIN locked l ON l.conversation_id = x.conversation_id AND l.user_id = x.user_id,
      conversations c
 WHERE m.conversation_id = x.conversation_id AND m.user_id = x.user_id
   AND c.id = x.conversation_id
