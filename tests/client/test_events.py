@@ -12,8 +12,10 @@ import pytest
 
 from trustmess.client import (
     Change,
+    ContactChange,
     Conversation,
     ConversationUpdate,
+    InvitationChange,
     Message,
     Read,
     Removed,
@@ -32,6 +34,8 @@ EVENT_CLASSES = {
     "conversation": Conversation,
     "conversation_update": ConversationUpdate,
     "removed": Removed,
+    "contact": ContactChange,
+    "invitation": InvitationChange,
 }
 # Frames that answer commands or open the connection: the session handles them, not events().
 NOT_EVENTS = {"hello", "reply", "error"}

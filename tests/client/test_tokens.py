@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 
 from tests.client.inbox import Inbox
-from tests.conftest import TEST_PASSWORD
+from tests.conftest import TEST_PASSWORD, eventually
 from trustmess.client import Client, Message, SessionExpired
 
 
@@ -145,3 +145,25 @@ async def test_a_refused_token_is_refreshed_before_the_next_connect(client, make
         assert tokens.refreshes == 1 and a.live.connections == 1
         assert (await a.me()).id == alice.id
     assert await revoked_tokens(db, alice.id) == 0
+
+
+async def test_a_session_ended_elsewhere_stops_the_client_with_session_expired(
+    client, make_user
+) -> None:
+    """4001 when the session ends (here: signed out everywhere): the SDK tries one refresh,
+    which the server refuses, and ends the event stream with SessionExpired, no loop."""
+    alice = await make_user()
+    async with (
+        Client(f"http://{client.host}:{client.port}") as a,
+        Client(f"http://{client.host}:{client.port}") as other_device,
+    ):
+        await a.login(alice.username, TEST_PASSWORD)
+        await other_device.login(alice.username, TEST_PASSWORD)
+        await a.connect()
+        inbox = Inbox(a)
+        await other_device.http.call("POST", "/auth/logout-all")
+        await eventually(lambda: inbox.error is not None, 10, "the client to stop")
+        assert isinstance(inbox.error, SessionExpired), inbox.error
+        assert a.live.close_codes == [4001] and not a.live.running
+        with pytest.raises(SessionExpired):
+            await a.send(1, "after the end")

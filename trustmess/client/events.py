@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from trustmess.client.models import Change, Conversation, Json, Member, Message
+from trustmess.client.models import Change, Conversation, Json, Member, Message, User
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,6 +55,48 @@ class Removed:
 
 
 @dataclass(frozen=True, slots=True)
+class ContactRequest:
+    """A pending contact request: ``direction`` is ``incoming`` or ``outgoing``."""
+
+    user: User
+    direction: str
+    message: str | None
+    created_at: str
+
+
+@dataclass(frozen=True, slots=True)
+class ContactChange:
+    """The user's contacts or contact requests changed (``change``: ``requested``,
+    ``accepted``, ``declined``, ``cancelled``, ``removed``); ``user`` is the other user.
+    ``request`` comes with ``requested``, ``direction`` with ``declined`` and ``cancelled``."""
+
+    change: str
+    user: User
+    request: ContactRequest | None = None
+    direction: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Invitation:
+    """An invitation into a group, waiting for the invited user's answer."""
+
+    conversation_id: int
+    title: str | None
+    inviter: User
+    created_at: str
+
+
+@dataclass(frozen=True, slots=True)
+class InvitationChange:
+    """An invitation of the user changed (``change``: ``invited``, ``accepted``, ``declined``,
+    ``withdrawn``); ``invitation`` comes with ``invited``."""
+
+    change: str
+    conversation_id: int
+    invitation: Invitation | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class Reconnected:
     """Not a server event: the SDK's socket is back after a close (``close_code``; None when
     the connection broke without one). Joined conversations resume on their own, but
@@ -81,6 +123,8 @@ Event = (
     | Conversation
     | ConversationUpdate
     | Removed
+    | ContactChange
+    | InvitationChange
     | Reconnected
     | UnknownEvent
 )
@@ -104,6 +148,10 @@ def parse_event(frame: Json) -> Event:
             return _conversation_update(frame)
         if kind == "removed":
             return Removed(frame["conversation_id"])
+        if kind == "contact":
+            return _contact_change(frame)
+        if kind == "invitation":
+            return _invitation_change(frame)
     except (KeyError, TypeError, ValueError):
         pass  # a documented type in a shape we cannot read: hand it over as it is
     return UnknownEvent(str(kind), frame)
@@ -119,4 +167,37 @@ def _conversation_update(frame: Json) -> ConversationUpdate:
         members=tuple(Member.parse(m) for m in members),
         user_ids=tuple(frame.get("user_ids", ())),
         owner_id=frame.get("owner_id"),
+    )
+
+
+def _contact_change(frame: Json) -> ContactChange:
+    request = frame.get("request")
+    return ContactChange(
+        change=frame["change"],
+        user=User.parse(frame["user"]),
+        request=None
+        if request is None
+        else ContactRequest(
+            user=User.parse(request["user"]),
+            direction=request["direction"],
+            message=request.get("message"),
+            created_at=request["created_at"],
+        ),
+        direction=frame.get("direction"),
+    )
+
+
+def _invitation_change(frame: Json) -> InvitationChange:
+    invitation = frame.get("invitation")
+    return InvitationChange(
+        change=frame["change"],
+        conversation_id=frame["conversation_id"],
+        invitation=None
+        if invitation is None
+        else Invitation(
+            conversation_id=invitation["conversation_id"],
+            title=invitation.get("title"),
+            inviter=User.parse(invitation["inviter"]),
+            created_at=invitation["created_at"],
+        ),
     )
