@@ -16,10 +16,8 @@ from trustmess.client.errors import (
 )
 from trustmess.client.events import (
     ContactChange,
-    ContactRequest,
     ConversationUpdate,
     Event,
-    Invitation,
     InvitationChange,
     Read,
     Reconnected,
@@ -29,11 +27,16 @@ from trustmess.client.events import (
     parse_event,
 )
 from trustmess.client.models import (
+    BlockedUser,
     Change,
     ChangeResult,
+    Contact,
+    ContactRequest,
     Conversation,
     Entry,
+    Invitation,
     JoinResult,
+    LoginSession,
     Member,
     Message,
     Reaction,
@@ -44,12 +47,14 @@ from trustmess.client.reconnect import ReconnectPolicy
 
 __all__ = [
     "ApiError",
+    "BlockedUser",
     "Change",
     "ChangeResult",
     "Client",
     "ClientStopped",
     "CommandError",
     "ConnectionLost",
+    "Contact",
     "ContactChange",
     "ContactRequest",
     "Conversation",
@@ -59,6 +64,7 @@ __all__ = [
     "Invitation",
     "InvitationChange",
     "JoinResult",
+    "LoginSession",
     "Member",
     "Message",
     "NotLoggedIn",

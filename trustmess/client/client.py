@@ -25,10 +25,15 @@ from trustmess.client.errors import ConnectionLost, NotLoggedIn
 from trustmess.client.events import Event
 from trustmess.client.http import HISTORY_PAGE_MAX, HttpApi
 from trustmess.client.models import (
+    BlockedUser,
     ChangeResult,
+    Contact,
+    ContactRequest,
     Conversation,
     Entry,
+    Invitation,
     JoinResult,
+    LoginSession,
     Message,
     SentMessage,
     User,
@@ -284,14 +289,112 @@ class Client:
         return await self.http.me()
 
     async def update_profile(
-        self, *, display_name: str | None = None, bio: str | None = None
+        self,
+        *,
+        display_name: str | None = None,
+        bio: str | None = None,
+        direct_policy: str | None = None,
+        group_policy: str | None = None,
     ) -> User:
-        changes = {
-            key: value
-            for key, value in (("display_name", display_name), ("bio", bio))
-            if value is not None
-        }
-        return await self.http.update_me(changes)
+        """Change the given fields; ``direct_policy`` / ``group_policy`` (``anyone`` or
+        ``contacts``): who may open a direct conversation with you, or add you to a group
+        without an invitation."""
+        fields = (
+            ("display_name", display_name),
+            ("bio", bio),
+            ("direct_policy", direct_policy),
+            ("group_policy", group_policy),
+        )
+        return await self.http.update_me({k: v for k, v in fields if v is not None})
+
+    async def set_email(self, email: str | None, current_password: str) -> User:
+        """Set (None: remove) your email; a verification link is mailed to a new address."""
+        body = {"email": email, "current_password": current_password}
+        return await self.http.update_me(body)
+
+    # --- account (HTTP) ----------------------------------------------------------------
+
+    async def sessions(self) -> list[LoginSession]:
+        """Your signed-in devices; ``current`` marks this client's."""
+        return await self.http.sessions()
+
+    async def end_session(self, session_id: str) -> None:
+        """Sign one device out at once (its socket closes with 4001)."""
+        await self.http.end_session(session_id)
+
+    async def logout_all(self) -> None:
+        """Sign every device out, this one included; this client's session ends too."""
+        await self.live.close()
+        await self.http.logout_all()
+
+    async def change_password(self, current: str, new: str) -> None:
+        """Every other device is signed out; this one stays."""
+        await self.http.change_password(current, new)
+
+    async def delete_account(self, password: str) -> None:
+        """Delete your account for good (protocol/README.md §11.2); this client stops."""
+        await self.http.delete_account(password)
+        await self.live.close()
+
+    async def request_password_reset(self, login: str) -> None:
+        """Mail a reset link to the verified address of ``login`` (username or email), if
+        there is one; the server never says whether there is."""
+        await self.http.request_password_reset(login)
+
+    async def confirm_password_reset(self, token: str, password: str) -> None:
+        """Set a new password with the token of a reset link; every session ends."""
+        await self.http.confirm_password_reset(token, password)
+
+    async def verify_email(self, token: str) -> None:
+        """Verify your address with the token of a verification link."""
+        await self.http.verify_email(token)
+
+    # --- people (HTTP; live changes arrive as ContactChange / InvitationChange) ----------
+
+    def contacts(self, page_size: int = 50) -> AsyncIterator[Contact]:
+        return self.http.contacts(page_size)
+
+    async def request_contact(self, user_id: int, message: str | None = None) -> None:
+        """Ask ``user_id`` to become a contact (a request they sent you first is accepted)."""
+        await self.http.request_contact(user_id, message)
+
+    def contact_requests(
+        self, direction: str = "incoming", page_size: int = 50
+    ) -> AsyncIterator[ContactRequest]:
+        """Pending requests: ``incoming`` (to you) or ``outgoing`` (yours)."""
+        return self.http.contact_requests(direction, page_size)
+
+    async def accept_contact(self, user_id: int) -> None:
+        await self.http.answer_contact_request(user_id, accept=True)
+
+    async def decline_contact(self, user_id: int) -> None:
+        """The requester is not told (their request looks pending)."""
+        await self.http.answer_contact_request(user_id, accept=False)
+
+    async def cancel_contact_request(self, user_id: int) -> None:
+        await self.http.cancel_contact_request(user_id)
+
+    async def remove_contact(self, user_id: int) -> None:
+        await self.http.remove_contact(user_id)
+
+    def blocked_users(self, page_size: int = 50) -> AsyncIterator[BlockedUser]:
+        return self.http.blocks(page_size)
+
+    async def block(self, user_id: int) -> None:
+        await self.http.block(user_id, blocked=True)
+
+    async def unblock(self, user_id: int) -> None:
+        await self.http.block(user_id, blocked=False)
+
+    def invitations(self, page_size: int = 50) -> AsyncIterator[Invitation]:
+        """Groups you were added to without your consent, waiting for your answer."""
+        return self.http.invitations(page_size)
+
+    async def accept_invitation(self, conversation_id: int) -> None:
+        await self.http.answer_invitation(conversation_id, accept=True)
+
+    async def decline_invitation(self, conversation_id: int) -> None:
+        await self.http.answer_invitation(conversation_id, accept=False)
 
     async def get_user(self, user_id: int) -> User:
         return await self.http.user(user_id)

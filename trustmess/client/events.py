@@ -10,7 +10,16 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from trustmess.client.models import Change, Conversation, Json, Member, Message, User
+from trustmess.client.models import (
+    Change,
+    ContactRequest,
+    Conversation,
+    Invitation,
+    Json,
+    Member,
+    Message,
+    User,
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,16 +64,6 @@ class Removed:
 
 
 @dataclass(frozen=True, slots=True)
-class ContactRequest:
-    """A pending contact request: ``direction`` is ``incoming`` or ``outgoing``."""
-
-    user: User
-    direction: str
-    message: str | None
-    created_at: str
-
-
-@dataclass(frozen=True, slots=True)
 class ContactChange:
     """The user's contacts or contact requests changed (``change``: ``requested``,
     ``accepted``, ``declined``, ``cancelled``, ``removed``); ``user`` is the other user.
@@ -74,16 +73,6 @@ class ContactChange:
     user: User
     request: ContactRequest | None = None
     direction: str | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class Invitation:
-    """An invitation into a group, waiting for the invited user's answer."""
-
-    conversation_id: int
-    title: str | None
-    inviter: User
-    created_at: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -175,14 +164,7 @@ def _contact_change(frame: Json) -> ContactChange:
     return ContactChange(
         change=frame["change"],
         user=User.parse(frame["user"]),
-        request=None
-        if request is None
-        else ContactRequest(
-            user=User.parse(request["user"]),
-            direction=request["direction"],
-            message=request.get("message"),
-            created_at=request["created_at"],
-        ),
+        request=None if request is None else ContactRequest.parse(request),
         direction=frame.get("direction"),
     )
 
@@ -192,12 +174,5 @@ def _invitation_change(frame: Json) -> InvitationChange:
     return InvitationChange(
         change=frame["change"],
         conversation_id=frame["conversation_id"],
-        invitation=None
-        if invitation is None
-        else Invitation(
-            conversation_id=invitation["conversation_id"],
-            title=invitation.get("title"),
-            inviter=User.parse(invitation["inviter"]),
-            created_at=invitation["created_at"],
-        ),
+        invitation=None if invitation is None else Invitation.parse(invitation),
     )

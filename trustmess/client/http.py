@@ -15,7 +15,19 @@ from typing import Any
 import aiohttp
 
 from trustmess.client.errors import ApiError
-from trustmess.client.models import Conversation, Entry, Json, Message, User, parse_entry
+from trustmess.client.models import (
+    BlockedUser,
+    Contact,
+    ContactRequest,
+    Conversation,
+    Entry,
+    Invitation,
+    Json,
+    LoginSession,
+    Message,
+    User,
+    parse_entry,
+)
 from trustmess.client.tokens import (
     RefreshLost,
     RefreshNotSent,
@@ -135,6 +147,80 @@ class HttpApi:
             await self.call(
                 "POST", "/auth/logout", body={"refresh_token": refresh_token}, auth=False
             )
+
+    async def logout_all(self) -> None:
+        await self.call("POST", "/auth/logout-all")
+        self.tokens.forget()
+
+    async def sessions(self) -> list[LoginSession]:
+        answer = await self.call("GET", "/auth/sessions")
+        return [LoginSession.parse(item) for item in answer["items"]]
+
+    async def end_session(self, session_id: str) -> None:
+        await self.call("DELETE", f"/auth/sessions/{session_id}")
+
+    async def change_password(self, current: str, new: str) -> None:
+        body = {"current_password": current, "new_password": new}
+        await self.call("POST", "/users/me/password", body=body)
+
+    async def delete_account(self, password: str) -> None:
+        await self.call("DELETE", "/users/me", body={"password": password})
+        self.tokens.forget()
+
+    async def request_password_reset(self, login: str) -> None:
+        await self.call("POST", "/auth/password-reset", body={"login": login}, auth=False)
+
+    async def confirm_password_reset(self, token: str, password: str) -> None:
+        body = {"token": token, "password": password}
+        await self.call("POST", "/auth/password-reset/confirm", body=body, auth=False)
+
+    async def verify_email(self, token: str) -> None:
+        await self.call("POST", "/auth/verify-email", body={"token": token}, auth=False)
+
+    # --- people ------------------------------------------------------------------------
+
+    async def contacts(self, page_size: int) -> AsyncIterator[Contact]:
+        async for item in self._cursor_pages("/contacts", {"limit": page_size}):
+            yield Contact.parse(item)
+
+    async def remove_contact(self, user_id: int) -> None:
+        await self.call("DELETE", f"/contacts/{user_id}")
+
+    async def request_contact(self, user_id: int, message: str | None) -> Json:
+        body: dict[str, Any] = {"user_id": user_id}
+        if message is not None:
+            body["message"] = message
+        answer: Json = await self.call("POST", "/contact-requests", body=body)
+        return answer
+
+    async def contact_requests(
+        self, direction: str, page_size: int
+    ) -> AsyncIterator[ContactRequest]:
+        path = f"/contact-requests/{direction}"
+        async for item in self._cursor_pages(path, {"limit": page_size}):
+            yield ContactRequest.parse(item)
+
+    async def answer_contact_request(self, user_id: int, accept: bool) -> None:
+        verb = "accept" if accept else "decline"
+        await self.call("POST", f"/contact-requests/incoming/{user_id}/{verb}")
+
+    async def cancel_contact_request(self, user_id: int) -> None:
+        await self.call("DELETE", f"/contact-requests/outgoing/{user_id}")
+
+    async def blocks(self, page_size: int) -> AsyncIterator[BlockedUser]:
+        async for item in self._cursor_pages("/blocks", {"limit": page_size}):
+            yield BlockedUser.parse(item)
+
+    async def block(self, user_id: int, blocked: bool) -> None:
+        await self.call("PUT" if blocked else "DELETE", f"/blocks/{user_id}")
+
+    async def invitations(self, page_size: int) -> AsyncIterator[Invitation]:
+        async for item in self._cursor_pages("/invitations", {"limit": page_size}):
+            yield Invitation.parse(item)
+
+    async def answer_invitation(self, conversation_id: int, accept: bool) -> None:
+        verb = "accept" if accept else "decline"
+        await self.call("POST", f"/invitations/{conversation_id}/{verb}")
 
     # --- users -------------------------------------------------------------------------
 

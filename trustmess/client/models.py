@@ -200,3 +200,87 @@ class JoinResult:
     last_seq: int
     read_seq: int
     resumed: bool
+
+
+@dataclass(frozen=True, slots=True)
+class LoginSession:
+    """One signed-in device (``GET /auth/sessions``); ``current``: the one making the call."""
+
+    id: str
+    created_at: str
+    last_used_at: str
+    expires_at: str
+    user_agent: str | None
+    address: str | None
+    current: bool
+
+    @classmethod
+    def parse(cls, data: Json) -> LoginSession:
+        return cls(
+            data["id"],
+            data["created_at"],
+            data["last_used_at"],
+            data["expires_at"],
+            data.get("user_agent"),
+            data.get("address"),
+            bool(data.get("current", False)),
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class Contact:
+    """A contact, and since when."""
+
+    user: User
+    since: str
+
+    @classmethod
+    def parse(cls, data: Json) -> Contact:
+        return cls(User.parse(data["user"]), data["since"])
+
+
+@dataclass(frozen=True, slots=True)
+class ContactRequest:
+    """A pending request: ``incoming`` (``user`` sent it) or ``outgoing`` (sent to ``user``)."""
+
+    user: User
+    direction: str
+    message: str | None
+    created_at: str
+
+    @classmethod
+    def parse(cls, data: Json) -> ContactRequest:
+        return cls(
+            User.parse(data["user"]), data["direction"], data.get("message"), data["created_at"]
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class BlockedUser:
+    """A user the caller blocked, and when."""
+
+    user: User
+    created_at: str
+
+    @classmethod
+    def parse(cls, data: Json) -> BlockedUser:
+        return cls(User.parse(data["user"]), data["created_at"])
+
+
+@dataclass(frozen=True, slots=True)
+class Invitation:
+    """An invitation to a group (the caller's consent setting asked for one)."""
+
+    conversation_id: int
+    title: str | None
+    inviter: User
+    created_at: str
+
+    @classmethod
+    def parse(cls, data: Json) -> Invitation:
+        return cls(
+            data["conversation_id"],
+            data.get("title"),
+            User.parse(data["inviter"]),
+            data["created_at"],
+        )
