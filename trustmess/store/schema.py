@@ -53,7 +53,15 @@ users = Table(
     Column("is_admin", Boolean, nullable=False, server_default=text("false")),
     Column("created_at", DateTime(timezone=True), nullable=False, server_default=NOW),
     Column("updated_at", DateTime(timezone=True), nullable=False, server_default=NOW),
+    # Who sees my presence (delivery/presence.py): "everyone" is the users I share a
+    # conversation with, and my contacts.
+    Column("presence_visibility", String(8), nullable=False, server_default="everyone"),
+    # When the user's last socket closed: written once per offline transition, not per message.
+    Column("last_seen", DateTime(timezone=True)),
     CheckConstraint("username = lower(username)", name="username_lower"),
+    CheckConstraint(
+        "presence_visibility IN ('everyone', 'contacts', 'nobody')", name="presence_visibility"
+    ),
 )
 
 # The directory's prefix search (store/users.py search_active_users): a range scan of each
@@ -217,4 +225,15 @@ message_reactions = Table(
         name="fk_message_reactions_target_messages",
         ondelete="CASCADE",
     ),
+)
+
+# TEMPORARY: the contacts branch's migration 0007 owns this table; remove at merge
+# Both directions of each contact pair are stored (presence reads "my contacts" by user_id).
+contacts = Table(
+    "contacts",
+    metadata,
+    Column("user_id", BigInteger, ForeignKey("users.id", ondelete="CASCADE"), nullable=False),
+    Column("contact_id", BigInteger, ForeignKey("users.id", ondelete="CASCADE"), nullable=False),
+    Column("created_at", DateTime(timezone=True), nullable=False, server_default=NOW),
+    PrimaryKeyConstraint("user_id", "contact_id"),
 )

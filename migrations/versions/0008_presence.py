@@ -1,0 +1,57 @@
+"""presence: who sees my presence, and when I was last seen
+
+users.presence_visibility is the profile setting (``everyone``: the users I share a
+conversation with, and my contacts; ``contacts``; ``nobody``); users.last_seen is when the
+last socket of the user closed, written once per offline transition (delivery/presence.py),
+never per message.
+
+Revision ID: 0008
+Revises: 0003
+Create Date: 2026-12-03 12:40:00
+"""
+
+from collections.abc import Sequence
+
+import sqlalchemy as sa
+from alembic import op
+
+revision: str = "0008"
+down_revision: str | None = "0003"
+branch_labels: str | Sequence[str] | None = None
+depends_on: str | Sequence[str] | None = None
+
+
+def upgrade() -> None:
+    op.add_column(
+        "users",
+        sa.Column(
+            "presence_visibility",
+            sa.String(length=8),
+            server_default="everyone",
+            nullable=False,
+        ),
+    )
+    op.add_column("users", sa.Column("last_seen", sa.DateTime(timezone=True), nullable=True))
+    op.create_check_constraint(
+        op.f("ck_users_presence_visibility"),
+        "users",
+        "presence_visibility IN ('everyone', 'contacts', 'nobody')",
+    )
+    # TEMPORARY: the contacts branch's migration 0007 owns this table; remove at merge
+    op.execute(
+        "CREATE TABLE IF NOT EXISTS contacts ("
+        " user_id BIGINT NOT NULL"
+        "  CONSTRAINT fk_contacts_user_id_users REFERENCES users (id) ON DELETE CASCADE,"
+        " contact_id BIGINT NOT NULL"
+        "  CONSTRAINT fk_contacts_contact_id_users REFERENCES users (id) ON DELETE CASCADE,"
+        " created_at TIMESTAMPTZ NOT NULL DEFAULT now(),"
+        " CONSTRAINT pk_contacts PRIMARY KEY (user_id, contact_id))"
+    )
+
+
+def downgrade() -> None:
+    # TEMPORARY: the contacts branch's migration 0007 owns this table; remove at merge
+    op.execute("DROP TABLE IF EXISTS contacts")
+    op.drop_constraint(op.f("ck_users_presence_visibility"), "users", type_="check")
+    op.drop_column("users", "last_seen")
+    op.drop_column("users", "presence_visibility")
