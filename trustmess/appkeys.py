@@ -8,6 +8,7 @@ from aiohttp import web
 from trustmess.auth import PasswordQueue
 from trustmess.delivery.hub import Hub
 from trustmess.delivery.notifications import Notifier
+from trustmess.delivery.presence import Presence
 from trustmess.delivery.readbuffer import ReadMarkerBuffer
 from trustmess.delivery.writer import MessageWriter
 from trustmess.gateway.ratelimit import KeyedCap, KeyedRateLimiter, UserBudget
@@ -33,3 +34,4 @@ SEND_BUDGET = web.AppKey("send_budget", UserBudget)
 # Sockets upgraded without a token, still waiting for their first-frame auth, per address.
 AWAITING_AUTH = web.AppKey("awaiting_auth", KeyedCap)
 CONVERSATION_CHANGE_LIMIT = web.AppKey("conversation_change_limit", KeyedRateLimiter)
+PRESENCE = web.AppKey("presence", Presence)

@@ -19,6 +19,7 @@ from trustmess.appkeys import (
     NOTIFIER,
     PASSWORDS,
     POOL,
+    PRESENCE,
     SEARCH_LIMIT_BY_USER,
     SETTINGS,
 )
@@ -31,7 +32,8 @@ from trustmess.errors import ApiError, ErrorCode, invalid, not_found, rate_limit
 from trustmess.http.authn import current_user_id
 from trustmess.http.clientaddr import client_key
 from trustmess.http.jsonio import json_response, path_id, query_int, read_json_object
-from trustmess.store import tokens, users
+from trustmess.models import format_ts
+from trustmess.store import presence, tokens, users
 from trustmess.wire.validation import (
     check_fields,
     check_name,
@@ -78,32 +80,45 @@ def no_content() -> web.Response:
 
 
 async def get_me(request: web.Request) -> web.Response:
-    """``GET /users/me``: the caller's profile, with ``is_admin``."""
+    """``GET /users/me``: the caller's profile, with ``is_admin`` and ``presence_visibility``."""
     user_id = await current_user_id(request)
-    user = await users.get_user(request.app[POOL], user_id)
-    if user is None:
+    pool = request.app[POOL]
+    user = await users.get_user(pool, user_id)
+    visibility = await presence.get_visibility(pool, user_id)
+    if user is None or visibility is None:
         raise not_found("user not found")
-    return json_response(user.profile_json())
+    return json_response({**user.profile_json(), "presence_visibility": visibility})
 
 
 async def update_me(request: web.Request) -> web.Response:
     """``PATCH /users/me`` ``{display_name?, bio?}``: change the caller's profile.
 
     ``display_name`` is 1-64 characters (surrounding whitespace stripped), ``bio`` 0-500 kept
-    verbatim. Absent fields keep their value; ``updated_at`` is set either way.
+    verbatim, ``presence_visibility`` one of ``everyone``, ``contacts``, ``nobody``. Absent
+    fields keep their value; ``updated_at`` is set either way.
     """
     user_id = await current_user_id(request)
-    data = await read_fields(request, {"display_name", "bio"})
+    data = await read_fields(request, {"display_name", "bio", "presence_visibility"})
     display_name = display_name_field(data)
     bio = get_str(data, "bio", max_len=BIO_MAX)
     if bio is not None:
         bio = check_text("bio", bio)
-    user = await users.update_profile(
-        request.app[POOL], user_id, display_name=display_name, bio=bio
-    )
-    if user is None:
-        raise not_found("user not found")
-    return json_response(user.profile_json())
+    visibility = get_str(data, "presence_visibility", max_len=8)
+    if visibility is not None and visibility not in presence.VISIBILITIES:
+        raise invalid("presence_visibility", "must be 'everyone', 'contacts' or 'nobody'")
+    pool = request.app[POOL]
+    async with pool.acquire() as conn, conn.transaction():
+        user = await users.update_profile(conn, user_id, display_name=display_name, bio=bio)
+        if user is None:
+            raise not_found("user not found")
+        if visibility is None:
+            old = new = await presence.get_visibility(conn, user_id)
+        else:
+            old, new = await presence.set_visibility(conn, user_id, visibility), visibility
+    assert old is not None and new is not None
+    if old != new:
+        await request.app[PRESENCE].visibility_changed(user_id, old, new)
+    return json_response({**user.profile_json(), "presence_visibility": new})
 
 
 async def change_password(request: web.Request) -> web.Response:
@@ -201,11 +216,20 @@ async def list_users(request: web.Request) -> web.Response:
 async def get_user(request: web.Request) -> web.Response:
     """``GET /users/{id}``: a public profile. Disabled users are 404, as if they did not exist,
     matching the directory, which lists only active users."""
-    await current_user_id(request)
-    user = await users.get_user(request.app[POOL], path_id(request, "id"))
+    viewer_id = await current_user_id(request)
+    pool = request.app[POOL]
+    user = await users.get_user(pool, path_id(request, "id"))
     if user is None or not user.is_active:
         raise not_found("user not found")
-    return json_response(user.public_json())
+    body = user.public_json()
+    # Presence only for viewers the user's presence_visibility allows: for anyone else the
+    # fields are absent, as for a user who shows it to nobody.
+    view = await presence.view_of(pool, user.id, viewer_id)
+    if view.visible:
+        online = await request.app[PRESENCE].is_online(user.id)
+        body["presence"] = "online" if online else "offline"
+        body["last_seen"] = None if online or view.last_seen is None else format_ts(view.last_seen)
+    return json_response(body)
 
 
 async def admin_update_user(request: web.Request) -> web.Response:

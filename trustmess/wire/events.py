@@ -78,3 +78,17 @@ def conversation(view: Conversation) -> bytes:
 def removed(conversation_id: int) -> bytes:
     """``removed``: the user is no longer a member of the conversation."""
     return orjson.dumps({"type": "removed", "conversation_id": conversation_id})
+
+
+def presence(user_id: int, status: str, last_seen: str | None) -> bytes:
+    """``presence``: a user the recipient may see came online, went offline (``last_seen``:
+    when their last socket closed), or is now ``hidden`` from the recipient."""
+    return orjson.dumps(
+        {"type": "presence", "user_id": user_id, "status": status, "last_seen": last_seen}
+    )
+
+
+def presence_snapshot(users: list[dict[str, Any]]) -> bytes:
+    """``presence_snapshot``: right after ``hello``, the presence of every user the recipient
+    may see (``{user_id, status, last_seen}`` each)."""
+    return orjson.dumps({"type": "presence_snapshot", "users": users})
