@@ -87,8 +87,3 @@ def presence(user_id: int, status: str, last_seen: str | None) -> bytes:
         {"type": "presence", "user_id": user_id, "status": status, "last_seen": last_seen}
     )
 
-
-def presence_snapshot(users: list[dict[str, Any]]) -> bytes:
-    """``presence_snapshot``: right after ``hello``, the presence of every user the recipient
-    may see (``{user_id, status, last_seen}`` each)."""
-    return orjson.dumps({"type": "presence_snapshot", "users": users})
