@@ -86,4 +86,3 @@ def presence(user_id: int, status: str, last_seen: str | None) -> bytes:
     return orjson.dumps(
         {"type": "presence", "user_id": user_id, "status": status, "last_seen": last_seen}
     )
-
