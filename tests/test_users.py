@@ -23,7 +23,8 @@ async def test_me_returns_the_profile(client, make_user) -> None:
     resp = await client.get("/users/me", headers=user.headers)
     assert resp.status == 200
     body = await resp.json()
-    assert set(body) == PUBLIC_FIELDS | {"is_admin"}
+    assert set(body) == PUBLIC_FIELDS | {"is_admin", "presence_visibility"}
+    assert body["presence_visibility"] == "everyone"  # the default
     assert body["id"] == user.id
     assert body["username"] == "alice"
     assert body["display_name"] == "Alice"

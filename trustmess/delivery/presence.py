@@ -213,6 +213,7 @@ class Presence:
         await self._directory.close()
 
     async def _run(self) -> None:
+        failing = False
         while True:
             await self._wake.wait()
             self._wake.clear()
@@ -220,10 +221,19 @@ class Presence:
                 await self._step()
             except asyncio.CancelledError:
                 raise
-            except Exception:
-                log.exception("presence update failed; retrying")
+            except Exception as exc:
+                # Once per outage (Redis or PostgreSQL down), not once per retry.
+                if not failing:
+                    log.warning(
+                        "presence update failed, retrying every %.0f s: %r", RETRY_AFTER_S, exc
+                    )
+                failing = True
                 await asyncio.sleep(RETRY_AFTER_S)
                 self._wake.set()
+            else:
+                if failing:
+                    log.info("presence updates work again")
+                failing = False
 
     async def _step(self) -> None:
         """Carry out everything pending: joins and leaves, events, last_seen, snapshots."""
@@ -244,6 +254,8 @@ class Presence:
         offline: list[Seen] = [(u, self._left_at.pop(u, _now())) for u in went_offline]
         for user_id in leaves:
             self._left_at.pop(user_id, None)
+            if user_id not in went_offline:
+                self._audiences.pop(user_id, None)  # still online elsewhere: not ours to keep
         offline.extend(expired)
         # One statement for every audience this step needs.
         needed = set(came_online)
