@@ -31,6 +31,7 @@ import asyncpg
 
 from trustmess.delivery.broker import Subscriber
 from trustmess.delivery.hub import Hub
+from trustmess.errors import ApiError, ErrorCode
 from trustmess.models import format_ts
 from trustmess.store import presence as store
 from trustmess.wire import events
@@ -38,6 +39,7 @@ from trustmess.wire import events
 log = logging.getLogger(__name__)
 
 RETRY_AFTER_S = 1.0
+SNAPSHOT_TIMEOUT_S = 10.0
 
 # (user_id, unix time their last socket closed)
 Seen = tuple[int, float]
@@ -123,11 +125,12 @@ class Presence:
         # The watchers of users registered here: (generation, user ids).
         self._audiences: dict[int, tuple[int, list[int]]] = {}
         self._generation = 0
-        # While snapshots are being read: the users an event was delivered about, and when
-        # (a snapshot read before that event must not contradict it).
-        self._snapshots_running = 0
-        self._event_serial = 0
-        self._evented: dict[int, int] = {}
+        # Sockets waiting for their snapshot (the reply to ``presence``).
+        self._snapshots: list[tuple[Subscriber, asyncio.Future[list[dict[str, Any]]]]] = []
+        # While a step reads snapshots: the users an event was delivered about (a snapshot read
+        # before that event must not contradict it).
+        self._tracking = False
+        self._evented: set[int] = set()
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self.changes = 0  # presence events published by this node
@@ -239,6 +242,25 @@ class Presence:
         """Carry out everything pending: joins and leaves, events, last_seen, snapshots."""
         dirty, self._dirty = self._dirty, set()
         expired, self._expired = self._expired, []
+        snapshots = [(c, f) for c, f in self._snapshots if not f.done()]
+        self._snapshots = []
+        self._tracking = bool(snapshots)
+        self._evented.clear()
+        try:
+            await self._carry_out(dirty, expired, snapshots)
+        except BaseException:
+            self._snapshots[:0] = [(c, f) for c, f in snapshots if not f.done()]
+            raise
+        finally:
+            self._tracking = False
+            self._evented.clear()
+
+    async def _carry_out(
+        self,
+        dirty: set[int],
+        expired: list[Seen],
+        snapshots: list[tuple[Subscriber, asyncio.Future[list[dict[str, Any]]]]],
+    ) -> None:
         joins = sorted(u for u in dirty if self._wanted(u) and u not in self._registered)
         leaves = sorted(u for u in dirty if not self._wanted(u) and u in self._registered)
         try:
@@ -257,10 +279,12 @@ class Presence:
             if user_id not in went_offline:
                 self._audiences.pop(user_id, None)  # still online elsewhere: not ours to keep
         offline.extend(expired)
-        # One statement for every audience this step needs.
-        needed = set(came_online)
+        # One statement for every audience and snapshot this step needs.
+        readers = {c.user_id for c, _ in snapshots}
+        needed = set(came_online) | readers
         needed.update(u for u, _ in offline if self._cached_audience(u) is None)
         watchers: dict[int, list[int]] = {}
+        watched: dict[int, dict[int, datetime | None]] = {u: {} for u in readers}
         if needed:
             self.queries += 1
             async with self._pool.acquire() as db:
@@ -270,6 +294,8 @@ class Presence:
             for rel in found:
                 if rel.other_sees_owner:
                     watchers.setdefault(rel.owner, []).append(rel.other)
+                if rel.owner in readers and rel.owner_sees_other:
+                    watched[rel.owner][rel.other] = rel.other_last_seen
         elif offline:
             await store.write_last_seen(self._pool, [(u, _dt(at)) for u, at in offline])
         for user_id in needed:
@@ -283,6 +309,18 @@ class Presence:
             if audience is None:
                 audience = watchers.get(user_id, [])
             self._publish(user_id, "offline", _iso(at), audience)
+        if snapshots:
+            everyone = sorted({u for seen in watched.values() for u in seen})
+            online = await self._directory.online_among(everyone) if everyone else set()
+            for conn, future in snapshots:
+                if not future.done():
+                    future.set_result(
+                        [
+                            _state(u, u in online, last_seen)
+                            for u, last_seen in sorted(watched[conn.user_id].items())
+                            if u not in self._evented
+                        ]
+                    )
 
     def _cached_audience(self, user_id: int) -> list[int] | None:
         cached = self._audiences.get(user_id)
@@ -324,9 +362,8 @@ class Presence:
         ):
             raise ValueError("malformed presence operation")
         payload = events.presence(user_id, status, last_seen)
-        if self._snapshots_running:
-            self._event_serial += 1
-            self._evented[user_id] = self._event_serial
+        if self._tracking:
+            self._evented.add(user_id)
         subscribed = self._subscribed
         for viewer in audience:
             for conn in subscribed.get(viewer, ()):
@@ -346,27 +383,18 @@ class Presence:
     async def subscribe(self, conn: Subscriber) -> list[dict[str, Any]]:
         """From now on ``conn`` gets the ``presence`` events of the users it may see; their
         presence now (the snapshot), leaving out users an event was delivered about meanwhile
-        (that event, already queued before the snapshot, is newer)."""
+        (that event, queued before the snapshot, is newer). Concurrent subscribes share the
+        worker's next step: one query for all of them."""
         subscribed = self._subscribed.setdefault(conn.user_id, [])
         if conn not in subscribed:
             subscribed.append(conn)
-        self._snapshots_running += 1
-        start = self._event_serial
+        future: asyncio.Future[list[dict[str, Any]]] = asyncio.get_running_loop().create_future()
+        self._snapshots.append((conn, future))
+        self._wake.set()
         try:
-            async with self._pool.acquire() as db:
-                found = await store.relations(db, [conn.user_id])
-            visible = {rel.other: rel.other_last_seen for rel in found if rel.owner_sees_other}
-            online = await self._directory.online_among(sorted(visible)) if visible else set()
-            evented = self._evented
-            return [
-                _state(u, u in online, seen)
-                for u, seen in sorted(visible.items())
-                if evented.get(u, 0) <= start
-            ]
-        finally:
-            self._snapshots_running -= 1
-            if not self._snapshots_running:
-                self._evented.clear()
+            return await asyncio.wait_for(future, SNAPSHOT_TIMEOUT_S)
+        except TimeoutError:
+            raise ApiError(503, ErrorCode.UNAVAILABLE, "presence is unavailable, retry") from None
 
     async def is_online(self, user_id: int) -> bool:
         return bool(await self._directory.online_among([user_id]))
