@@ -115,6 +115,7 @@ class RedisPresenceDirectory:
         self._on_lost: Callable[[], None] = lambda: None
         self._task: asyncio.Task[None] | None = None
         self._warned = float("-inf")
+        self._closed = False
         self.swept = 0  # users this node found offline on dead nodes
 
     def bind(self, on_expired: Callable[[list[Seen]], None], on_lost: Callable[[], None]) -> None:
@@ -128,6 +129,9 @@ class RedisPresenceDirectory:
     async def close(self) -> None:
         """Expire this node's claim now: the next sweep of another node publishes its users'
         offline (or this deployment's next node to start, if none is left)."""
+        if self._closed:
+            return
+        self._closed = True
         if self._task is not None:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
