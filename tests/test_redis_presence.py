@@ -62,8 +62,15 @@ async def test_online_is_the_first_socket_anywhere_offline_the_last(make_node) -
     assert await a.directory.leave([2]) == []  # still on b
     assert await b.directory.leave([2, 3]) == [2, 3]
     assert await a.directory.online_among([1, 2, 3]) == {1}
-    # Leaving twice is not a second offline.
-    assert await b.directory.leave([3]) == []
+
+
+async def test_a_leave_redis_forgot_is_still_an_offline(make_node, redis_url) -> None:
+    node = await make_node()
+    await node.directory.join([5])
+    client = aioredis.Redis.from_url(redis_url.rsplit("/", 1)[0] + f"/{DB}")
+    await client.flushdb()  # Redis restarted empty meanwhile
+    await client.aclose()
+    assert await node.directory.leave([5]) == [5]
 
 
 async def test_an_expired_node_is_swept_once_with_its_last_sign_of_life(make_node) -> None:

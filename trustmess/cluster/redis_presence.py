@@ -52,13 +52,17 @@ end
 return gained
 """
 
+# Offline when the user is on no node afterwards, even if this node was no longer listed (Redis
+# restarted empty, or a sweep took this node for dead): its watchers may still show them online,
+# and a second offline is harmless where one was sent already.
 _LEAVE = """
 local lost = {}
 local mine = ARGV[1] .. 'presence:node:' .. ARGV[2]
 for i = 3, #ARGV do
   local key = ARGV[1] .. 'presence:user:' .. ARGV[i]
   redis.call('SREM', mine, ARGV[i])
-  if redis.call('SREM', key, ARGV[2]) == 1 and redis.call('SCARD', key) == 0 then
+  redis.call('SREM', key, ARGV[2])
+  if redis.call('SCARD', key) == 0 then
     table.insert(lost, ARGV[i])
   end
 end
