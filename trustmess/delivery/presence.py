@@ -128,7 +128,7 @@ class Presence:
         self._audiences: dict[int, tuple[int, array[int]]] = {}
         self._generation = 0
         # Sockets waiting for their snapshot (the reply to ``presence``).
-        self._snapshots: list[tuple[Subscriber, asyncio.Future[list[dict[str, Any]]]]] = []
+        self._snapshots: dict[Subscriber, asyncio.Future[list[dict[str, Any]]]] = {}
         # While a step reads snapshots: the users an event was delivered about (a snapshot read
         # before that event must not contradict it).
         self._tracking = False
@@ -244,14 +244,20 @@ class Presence:
         """Carry out everything pending: joins and leaves, events, last_seen, snapshots."""
         dirty, self._dirty = self._dirty, set()
         expired, self._expired = self._expired, []
-        snapshots = [(c, f) for c, f in self._snapshots if not f.done()]
-        self._snapshots = []
+        snapshots = [
+            (c, f)
+            for c, f in self._snapshots.items()
+            if not f.done() and c in self._sockets.get(c.user_id, ())
+        ]
+        self._snapshots = {}
         self._tracking = bool(snapshots)
         self._evented.clear()
         try:
             await self._carry_out(dirty, expired, snapshots)
         except BaseException:
-            self._snapshots[:0] = [(c, f) for c, f in snapshots if not f.done()]
+            for conn, future in snapshots:
+                if not future.done():
+                    self._snapshots.setdefault(conn, future)
             raise
         finally:
             self._tracking = False
@@ -389,11 +395,14 @@ class Presence:
         subscribed = self._subscribed.setdefault(conn.user_id, [])
         if conn not in subscribed:
             subscribed.append(conn)
-        future: asyncio.Future[list[dict[str, Any]]] = asyncio.get_running_loop().create_future()
-        self._snapshots.append((conn, future))
-        self._wake.set()
+        # A socket asking again before its snapshot came shares it (a flood of presence
+        # commands is one query per step, not one each).
+        future = self._snapshots.get(conn)
+        if future is None:
+            future = self._snapshots[conn] = asyncio.get_running_loop().create_future()
+            self._wake.set()
         try:
-            return await asyncio.wait_for(future, SNAPSHOT_TIMEOUT_S)
+            return await asyncio.wait_for(asyncio.shield(future), SNAPSHOT_TIMEOUT_S)
         except TimeoutError:
             raise ApiError(503, ErrorCode.UNAVAILABLE, "presence is unavailable, retry") from None
 
