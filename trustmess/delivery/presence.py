@@ -149,9 +149,10 @@ class Presence:
         if timer is not None:
             timer.cancel()
         self._left_at.pop(user_id, None)
-        if user_id not in self._registered:
-            self._dirty.add(user_id)
-            self._wake.set()
+        # Even when registered: a step may be unregistering the user right now, and the next
+        # one must then register them again.
+        self._dirty.add(user_id)
+        self._wake.set()
 
     def disconnected(self, conn: Subscriber) -> None:
         """A socket closed (may be called twice for one socket): after the grace, its user
