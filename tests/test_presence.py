@@ -11,7 +11,7 @@ from typing import Any
 import asyncpg
 import pytest
 
-from tests.conftest import SocketClient, User, eventually
+from tests.conftest import SocketClient, User, create_conversation, eventually
 from trustmess.appkeys import PRESENCE
 
 Presence = dict[str, Any]
@@ -274,3 +274,21 @@ async def test_a_user_with_1000_people_coming_online_costs_one_query(
     await eventually(lambda: presence.changes >= 2, what="alice offline")
     # The audience was cached at connect: going offline needed no query.
     assert presence.queries == queries + 1
+
+
+async def test_a_new_conversation_widens_the_cached_audience(
+    app_client, open_socket, make_user
+) -> None:
+    alice, bob = await make_user(), await make_user()
+    watcher = await open_socket(alice)
+    bob_sock = await open_socket(bob)
+    presence = app_client.app[PRESENCE]
+    # Bob came online while he and Alice shared nothing: his cached audience is empty.
+    await eventually(lambda: presence._cached_audience(bob.id) is not None, what="bob online")
+    assert await subscribe(watcher) == []
+    await create_conversation(app_client, alice, [bob.id])
+    # The conversation_changed control operation made every node forget cached audiences:
+    # Bob's offline reaches Alice.
+    await bob_sock.ws.close()
+    event = await presence_of(watcher, bob)
+    assert event["status"] == "offline"
