@@ -7,13 +7,16 @@ from __future__ import annotations
 
 import signal
 import time
+from collections.abc import Awaitable
 from datetime import UTC, datetime
 
 import aiohttp
+import redis.asyncio as aioredis
 
 from tests.conftest import eventually
 from tests.test_cluster import open_socket, start_nodes
-from tests.test_presence import parse_ts, presence_of, subscribe
+from tests.test_presence import nothing_pending, parse_ts, presence_of, subscribe
+from trustmess.cluster.redis_broker import channel_prefix
 
 __all__ = ["start_nodes"]  # the fixture, used by name
 
@@ -106,3 +109,36 @@ async def test_the_users_of_a_stopped_node_are_handed_over_quickly(start_nodes, 
         event = await presence_of(watcher, bob, timeout=9 / 3 + 10)
         assert event["status"] == "offline", event
         assert time.time() - stopped_at <= 9 / 3 + SLACK_S
+
+
+async def test_a_user_who_moves_off_a_killed_node_stays_online(
+    start_nodes, chat, redis_url
+) -> None:
+    nodes = await start_nodes(2, presence_grace_s="0.1", presence_ttl_s=str(TTL_S))
+    alice, bob, _ = chat
+    bob_nodes = aioredis.Redis.from_url(redis_url)
+    key = f"{channel_prefix(redis_url)}presence:user:{bob.id}"
+    try:
+        async with aiohttp.ClientSession() as session:
+            watcher = await open_socket(session, nodes[0], alice)
+            await subscribe(watcher)
+            await open_socket(session, nodes[1], bob)
+            assert (await presence_of(watcher, bob))["status"] == "online"
+            await nodes[1].kill()
+            await open_socket(session, nodes[0], bob)  # his client reconnects elsewhere
+            # Registered on node 0 while the dead node 1 still holds him...
+            await eventually(lambda: _equals(bob_nodes.scard(key), 2), what="bob on node 0")
+            # ...until node 1's claim is swept (Bob is then on one node only)...
+            await eventually(
+                lambda: _equals(bob_nodes.scard(key), 1),
+                timeout=BOUND_S + 10,
+                what="the dead node swept",
+            )
+            # ...and Alice heard nothing about Bob: he never went offline.
+            await nothing_pending(watcher, about=bob.id)
+    finally:
+        await bob_nodes.aclose()
+
+
+async def _equals(value: Awaitable[int], expected: int) -> bool:
+    return await value == expected
