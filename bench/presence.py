@@ -156,6 +156,7 @@ async def run(args: argparse.Namespace) -> None:
         connector = aiohttp.TCPConnector(limit=0)
         async with aiohttp.ClientSession(connector=connector) as session:
             before = await scrape(session, server.url)
+            client_cpu = time.process_time()
             started = time.perf_counter()
             clients = await asyncio.gather(
                 *(connect_one(session, ws_url, t, gate, not args.no_subscribe) for t in tokens)
@@ -165,6 +166,7 @@ async def run(args: argparse.Namespace) -> None:
                 session, server.url, "trustmess_presence_changes_total", args.users
             )
             settled_s = time.perf_counter() - started
+            client_cpu = time.process_time() - client_cpu
             received = sum(c.events for c in clients)
             cpu = after_connect["process_cpu_seconds_total"] - before["process_cpu_seconds_total"]
             changes = after_connect["trustmess_presence_changes_total"]
@@ -177,6 +179,7 @@ async def run(args: argparse.Namespace) -> None:
                 f"({args.users / connected_s:,.0f} sockets/s) |"
             )
             print(f"| every online published | {settled_s:.2f} s |")
+            print(f"| this client's CPU meanwhile (the same machine) | {client_cpu:.2f} s |")
             print(f"| presence changes (online) | {changes:,.0f} |")
             print(f"| presence events received | {received:,} |")
             print(f"| audience queries | {queries:,.0f} |")

@@ -40,6 +40,9 @@ from trustmess.wire import events
 log = logging.getLogger(__name__)
 
 RETRY_AFTER_S = 1.0
+# After a wake-up the worker waits this long for more changes: a connect storm (a node's
+# restart, a network blip) is a few steps a second, not one query per socket.
+BATCH_WINDOW_S = 0.05
 SNAPSHOT_TIMEOUT_S = 10.0
 
 # (user_id, unix time their last socket closed)
@@ -222,6 +225,7 @@ class Presence:
         failing = False
         while True:
             await self._wake.wait()
+            await asyncio.sleep(BATCH_WINDOW_S)
             self._wake.clear()
             try:
                 await self._step()
