@@ -292,3 +292,21 @@ async def test_a_new_conversation_widens_the_cached_audience(
     await bob_sock.ws.close()
     event = await presence_of(watcher, bob)
     assert event["status"] == "offline"
+
+
+async def test_a_block_hides_presence_both_ways(app_client, open_socket, chat) -> None:
+    alice, bob, _ = chat  # they share a conversation: each sees the other
+    watcher = await open_socket(alice)
+    assert [u["user_id"] for u in await subscribe(watcher)] == [bob.id]
+    resp = await app_client.put(f"/blocks/{bob.id}", headers=alice.headers)
+    assert resp.status == 204
+    # From the block on: no snapshot entry, no profile fields, either way.
+    assert await subscribe(await open_socket(alice)) == []
+    bob_sock = await open_socket(bob)
+    assert await subscribe(bob_sock) == []
+    for viewer, user in ((alice, bob), (bob, alice)):
+        seen = await profile(app_client, viewer, user)
+        assert "presence" not in seen and "last_seen" not in seen
+    # Unblocking shows it again.
+    assert (await app_client.delete(f"/blocks/{bob.id}", headers=alice.headers)).status == 204
+    assert [u["user_id"] for u in await subscribe(await open_socket(alice))] == [bob.id]
