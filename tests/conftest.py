@@ -28,6 +28,7 @@ import aiohttp
 import asyncpg
 import orjson
 import pytest
+import redis
 from aiohttp import ClientResponse, WSMsgType, web
 from aiohttp.test_utils import TestClient
 
@@ -603,11 +604,25 @@ def redis_process() -> Iterator[RedisProcess | None]:
 
 
 @pytest.fixture(scope="session")
-def redis_url(redis_process: RedisProcess | None) -> str:
-    """A Redis for the broker: ``TRUSTMESS_TEST_REDIS_URL``, else the session's own server."""
+def redis_server_url(redis_process: RedisProcess | None) -> str:
+    """``TRUSTMESS_TEST_REDIS_URL``, else the session's own server."""
     if redis_process is None:
         return os.environ["TRUSTMESS_TEST_REDIS_URL"]
     return redis_process.url
+
+
+@pytest.fixture
+def redis_url(redis_server_url: str) -> str:
+    """A Redis for the broker, emptied for this test (so ``TRUSTMESS_TEST_REDIS_URL`` must name
+    a database the tests may empty). Every test has a fresh PostgreSQL database whose ids start
+    again at 1: presence state a killed node of an earlier test left in Redis would otherwise
+    speak of this test's users."""
+    client = redis.Redis.from_url(redis_server_url)
+    try:
+        client.flushdb()
+    finally:
+        client.close()
+    return redis_server_url
 
 
 @pytest.fixture

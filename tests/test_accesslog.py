@@ -33,13 +33,13 @@ async def test_one_line_per_request_with_template_status_user_and_client(
     await client.get(f"/conversations/{cid}/messages?limit=5&before=3", headers=alice.headers)
     await client.get("/users/me")
     await client.get("/no/such/thing?secret=1")
-    await client.delete("/users/me")
+    await client.put("/users/me")
     lines = [(r.method, r.path, r.status, r.user_id, r.client) for r in access()]
     assert lines == [
         ("GET", "/conversations/{id}/messages", 200, alice.id, "127.0.0.1"),
         ("GET", "/users/me", 401, None, "127.0.0.1"),
         ("GET", "/no/such/thing", 404, None, "127.0.0.1"),
-        ("DELETE", "/users/me", 405, None, "127.0.0.1"),
+        ("PUT", "/users/me", 405, None, "127.0.0.1"),
     ]
     assert all(r.duration_ms >= 0 for r in access())
     first = access()[0].getMessage()

@@ -222,7 +222,15 @@ async def test_an_address_verified_elsewhere_is_answered_alike_and_its_owner_tol
             k: v
             for k, v in body.items()
             if k
-            not in ("id", "username", "display_name", "created_at", "direct_policy", "group_policy")
+            not in (
+                "id",
+                "username",
+                "display_name",
+                "created_at",
+                "direct_policy",
+                "group_policy",
+                "presence_visibility",
+            )
         }
 
     assert await claim(taker, "ADA@example.ORG") == (
