@@ -20,7 +20,15 @@ from trustmess.errors import CloseCode
 from trustmess.gateway import control, endpoint
 from trustmess.gateway.ratelimit import KeyedCap, KeyedRateLimiter, UserBudget
 from trustmess.gateway.registry import Gateway
-from trustmess.http import accounts, conversations, health, messages, openapi, prometheus
+from trustmess.http import (
+    accounts,
+    conversations,
+    health,
+    messages,
+    openapi,
+    prometheus,
+    webclient,
+)
 from trustmess.http.accesslog import access_log
 from trustmess.http.cors import cors
 from trustmess.http.loginguard import LoginGuard
@@ -80,6 +88,8 @@ def create_app(settings: Settings) -> web.Application:
     app.on_shutdown.append(_close_sockets)
     for module in (health, prometheus, openapi, accounts, conversations, messages, endpoint):
         app.router.add_routes(module.routes)
+    if settings.web:
+        app.router.add_routes(webclient.routes)
     return app
 
 
