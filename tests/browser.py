@@ -29,7 +29,9 @@ ROOT = Path(__file__).resolve().parent.parent
 LISTENING = re.compile(r"listening on (http://[\d.]+:\d+)")
 DEBIAN_CHROMIUM = Path("/usr/bin/chromium")
 # Screenshots of the main screens, kept after the run (CI keeps the folder as an artifact).
-ARTIFACTS = Path(os.environ.get("TRUSTMESS_ARTIFACTS", Path(tempfile.gettempdir(), "trustmess-artifacts")))
+ARTIFACTS = Path(
+    os.environ.get("TRUSTMESS_ARTIFACTS", Path(tempfile.gettempdir(), "trustmess-artifacts"))
+)
 
 INSTALL_HINT = (
     "no Chromium for the browser tests: install Debian's (`apt-get update && apt-get install -y "
@@ -40,7 +42,11 @@ INSTALL_HINT = (
 
 def chromium_executable(playwright_chromium_path: str) -> str:
     """The Chromium to launch; fails the test (never skips) when there is none."""
-    candidates = [os.environ.get("TRUSTMESS_CHROMIUM", ""), str(DEBIAN_CHROMIUM), playwright_chromium_path]
+    candidates = [
+        os.environ.get("TRUSTMESS_CHROMIUM", ""),
+        str(DEBIAN_CHROMIUM),
+        playwright_chromium_path,
+    ]
     for candidate in candidates:
         if candidate and Path(candidate).is_file() and os.access(candidate, os.X_OK):
             return candidate
@@ -107,7 +113,9 @@ def start_web_server(database_url: str, **settings: str) -> WebServer:
 def database_for(pg_server: TestDatabaseServer) -> Iterator[str]:
     """A fresh migrated database (a copy of the session's template), dropped afterwards."""
     name = f"tmweb_{uuid.uuid4().hex[:12]}"
-    _admin_in_thread(pg_server.admin_dsn, f'CREATE DATABASE "{name}" TEMPLATE "{pg_server.template}"')
+    _admin_in_thread(
+        pg_server.admin_dsn, f'CREATE DATABASE "{name}" TEMPLATE "{pg_server.template}"'
+    )
     try:
         yield with_database(pg_server.admin_dsn, name)
     finally:

@@ -16,8 +16,8 @@ from collections.abc import Iterator
 import pytest
 from playwright.sync_api import Browser, BrowserContext, Page, Playwright, expect, sync_playwright
 
-from tests.browser import ARTIFACTS, WebServer, chromium_executable, database_for, start_web_server
 from tests import conftest
+from tests.browser import ARTIFACTS, WebServer, chromium_executable, database_for, start_web_server
 
 PASSWORD = "correct horse battery"
 ALLOWED_ORIGIN = "http://localhost:8"
