@@ -180,6 +180,7 @@ def test_two_people_sign_up_and_chat_both_ways(
     expect(phone.page.locator("#conversation")).to_be_visible()
     expect(phone.page.locator(".sidebar")).to_be_hidden()
     phone.send("From my phone")
+    expect(phone.page.locator(".msg.mine .status")).to_have_text(["Sent"])
     screenshot(phone.page, "phone")
     phone.page.get_by_role("button", name="Back to conversations").click()
     expect(phone.page.locator(".sidebar")).to_be_visible()

@@ -19,6 +19,7 @@ const state = {
   loadingOlder: false,
   readBy: new Map(), // conversation id -> Map(user id -> read seq), from `read` events
   typing: new Map(), // user id -> timer, in the open conversation
+  connectedBefore: false,
   elements: new Map(), // message key -> [signature, li]
 };
 
@@ -519,6 +520,7 @@ sdk.addEventListener("conversation_update", async ({ detail: update }) => {
 });
 
 sdk.addEventListener("removed", ({ detail }) => {
+  sdk.unwatch(detail.conversation_id);
   state.conversations.delete(detail.conversation_id);
   if (state.openId === detail.conversation_id) {
     state.openId = null;
@@ -552,8 +554,38 @@ sdk.addEventListener("state", ({ detail }) => {
     again.addEventListener("click", () => sdk.reconnect());
     line.append(" ", again);
   }
-  if (detail.state === "online" && state.openId) markRead();
+  if (detail.state === "online") {
+    if (state.connectedBefore) refreshConversations().catch(() => {});
+    state.connectedBefore = true;
+    if (state.openId) markRead();
+  }
 });
+
+// After a reconnect: conversation events are not replayed (protocol §9 step 8), so titles,
+// members, and conversations created or left meanwhile come from the list. Messages do not:
+// the SDK resumes each stream from its own cursor.
+async function refreshConversations() {
+  const fresh = new Map();
+  let cursor = "";
+  do {
+    const page = await sdk.api("GET", `/conversations?limit=100&cursor=${encodeURIComponent(cursor)}`);
+    for (const conversation of page.items) fresh.set(conversation.id, conversation);
+    cursor = page.next_cursor;
+  } while (cursor);
+  for (const [id, conversation] of fresh) {
+    const known = state.conversations.get(id);
+    if (!known) addConversation(conversation);
+    else Object.assign(known, { title: conversation.title, members: conversation.members, version: conversation.version });
+  }
+  for (const id of [...state.conversations.keys()]) {
+    if (!fresh.has(id)) sdk.dispatchEvent(new CustomEvent("removed", { detail: { conversation_id: id } }));
+  }
+  renderConversationList();
+  if (state.openId && fresh.has(state.openId)) {
+    $("conversation-title").textContent = titleOf(state.conversations.get(state.openId));
+    renderMembers();
+  }
+}
 
 sdk.addEventListener("session_ended", () => {
   state.conversations.clear();
