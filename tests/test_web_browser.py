@@ -29,7 +29,10 @@ _names = itertools.count(1)
 @pytest.fixture(scope="module")
 def server(pg_server: conftest.TestDatabaseServer) -> Iterator[WebServer]:
     for url in database_for(pg_server):
-        web = start_web_server(url, allowed_origins=ALLOWED_ORIGIN)
+        # A generous send budget: test_history_loads_on_scroll writes 120 messages at once.
+        web = start_web_server(
+            url, allowed_origins=ALLOWED_ORIGIN, send_rate_per_s="10000", send_burst="10000"
+        )
         try:
             yield web
         finally:
@@ -208,6 +211,32 @@ def test_a_reload_mid_conversation_loses_and_duplicates_nothing(
     expect(grace.bodies()).to_have_text(expected)
 
 
+def test_history_loads_on_scroll(people: tuple[Person, Person]) -> None:
+    ada, grace = people
+    ada.chat_with(grace)
+    cid = int(ada.page.evaluate("location.hash.slice(2)"))
+    # 120 messages over HTTP (through the SDK's api(), with Ada's token), in order.
+    ada.page.evaluate(
+        """async (cid) => {
+            for (let n = 1; n <= 120; n++) {
+                await trustmess.api('POST', `/conversations/${cid}/messages`,
+                                    {client_msg_id: `h${n}`, body: `history ${n}`});
+            }
+        }""",
+        cid,
+    )
+    grace.open_conversation("Ada")
+    bodies = grace.bodies()
+    expect(bodies).to_have_count(50)
+    expect(bodies.last).to_have_text("history 120")
+    # Scrolling to the top loads the page before, keeping the order.
+    for shown in (100, 120):
+        grace.page.locator("#messages").evaluate("box => { box.scrollTop = 0; }")
+        expect(bodies).to_have_count(shown)
+    expect(bodies).to_have_text([f"history {n}" for n in range(1, 121)])
+    expect(grace.page.locator("#history-status")).to_have_text("Beginning of the conversation")
+
+
 def test_offline_and_back_every_message_arrives_once_in_order(
     people: tuple[Person, Person],
 ) -> None:
@@ -276,10 +305,16 @@ def test_an_expired_access_token_is_refreshed_unnoticed(
             grace.signup()
             ada.chat_with(grace)
             ada.send("one")
-            ada.page.evaluate(
-                "window.states = [];"
-                "trustmess.addEventListener('state', (e) => states.push(e.detail.state))"
-            )
+            # A second tab of Ada's shares the stored tokens: both refresh, one at a time (a
+            # refresh token spent twice would revoke the session, and both would be logged out).
+            second_tab = ada.new_page()
+            second_tab.goto(short.url)
+            expect(second_tab.locator("#connection")).to_have_attribute("data-state", "online")
+            for tab in (ada.page, second_tab):
+                tab.evaluate(
+                    "window.states = [];"
+                    "trustmess.addEventListener('state', (e) => states.push(e.detail.state))"
+                )
             # Two token lifetimes with the page open: the SDK refreshes ahead of expiry and
             # extends the socket (auth frame), so the server never closes it (4002).
             deadline = time.monotonic() + 21
@@ -287,8 +322,11 @@ def test_an_expired_access_token_is_refreshed_unnoticed(
             while time.monotonic() < deadline:
                 ada.page.wait_for_timeout(500)  # real time must pass: the server's clock
             assert ada.page.evaluate("trustmess.session.access_token") != refreshed
-            states = ada.page.evaluate("states")
-            assert states == [], f"the socket dropped: {states}"
+            for tab in (ada.page, second_tab):
+                states = tab.evaluate("states")
+                assert states == [], f"the socket dropped: {states}"
+                expect(tab.locator("#auth")).to_be_hidden()
+            second_tab.close()
             ada.send("two")
             grace.open_conversation("Ada")
             expect(grace.bodies()).to_have_text(["one", "two"])

@@ -80,6 +80,7 @@ export class TrustMess extends EventTarget {
     this._refreshing = null;
     this._authFailures = 0;
     this._pingTimer = null;
+    this._socketToken = null;
     this._inFlight = new Set(); // client_msg_ids sent on the current socket, unanswered
     this._onOnline = () => this._online();
     this._onOffline = () => this._offline();
@@ -185,8 +186,13 @@ export class TrustMess extends EventTarget {
   async _refreshOnce() {
     const session = this.session;
     if (!session) throw new ApiError(401, "unauthenticated", "not logged in");
-    // Another tab refreshed while this one waited for the lock: use its tokens.
-    if (session.expires_at - Date.now() > this._margin(session)) return session;
+    // Another tab refreshed while this one waited for the lock (or before this tab's timer
+    // fired): use its tokens, for the socket too.
+    if (session.expires_at - Date.now() > this._margin(session)) {
+      this._scheduleRefresh();
+      this._extendSocket(session.access_token);
+      return session;
+    }
     let tokens;
     try {
       tokens = await this._fetch("POST", "/auth/refresh", { refresh_token: session.refresh_token }, null);
@@ -199,11 +205,15 @@ export class TrustMess extends EventTarget {
       throw error;
     }
     const stored = this._store(tokens);
-    // Extend the open socket (§1.3) so that the server does not close it with 4002.
-    if (this._ws && this.state === "online") {
-      this._command({ type: "auth", token: tokens.access_token }).catch(() => {});
-    }
+    this._extendSocket(tokens.access_token);
     return stored;
+  }
+
+  /** Extend the open socket with a newer token (§1.3), so that it is not closed with 4002. */
+  _extendSocket(token) {
+    if (!this._ws || this.state !== "online" || token === this._socketToken) return;
+    this._socketToken = token;
+    this._command({ type: "auth", token }).catch(() => {});
   }
 
   _scheduleRefresh() {
@@ -330,6 +340,7 @@ export class TrustMess extends EventTarget {
     this._ws = ws;
     this._joined = new Set();
     this._inFlight = new Set();
+    this._socketToken = token;
     ws.onopen = () => ws.send(JSON.stringify({ type: "auth", ref: "auth", token }));
     ws.onmessage = (event) => this._receive(ws, event.data);
     ws.onclose = (event) => this._closed(ws, event.code);
