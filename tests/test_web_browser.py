@@ -159,6 +159,13 @@ def test_two_people_sign_up_and_chat_both_ways(
     # A reaction and an edit travel as change entries.
     ada.page.get_by_role("button", name="React 👍 to message 2").click()
     expect(grace.page.get_by_role("button", name="React 👍 to message 2 (1)")).to_be_visible()
+    ada.page.once("dialog", lambda dialog: dialog.accept("Hello again, Grace!"))
+    ada.page.get_by_role("button", name="Edit message 1").click()
+    expect(grace.page.locator(".msg[data-seq='1'] .body")).to_have_text("Hello again, Grace!")
+    expect(grace.page.locator(".msg[data-seq='1'] .edited")).to_have_text("(edited)")
+    ada.page.once("dialog", lambda dialog: dialog.accept())
+    ada.page.get_by_role("button", name="Delete message 3").click()
+    expect(grace.page.locator(".msg[data-seq='3'] .body")).to_have_text("Message deleted")
     grace.page.get_by_role("button", name="Members").click()
     expect(grace.page.locator("#member-list li")).to_have_count(2)
     screenshot(ada.page, "chat")
@@ -204,7 +211,9 @@ def test_a_reload_mid_conversation_loses_and_duplicates_nothing(
     grace.send("g1")
     expect(ada.page.locator("#conversation-title")).to_have_text("Grace")
     expect(ada.page.locator("#connection")).to_have_attribute("data-state", "online")
+    expect(ada.bodies()).to_have_text(["a1", "a2", "a3", "g1"])
     ada.send("a4")
+    expect(grace.bodies()).to_have_text(["a1", "a2", "a3", "g1", "a4"])
     grace.send("g2")
     expected = ["a1", "a2", "a3", "g1", "a4", "g2"]
     expect(ada.bodies()).to_have_text(expected)
@@ -236,6 +245,20 @@ def test_history_loads_on_scroll(people: tuple[Person, Person]) -> None:
     expect(bodies).to_have_text([f"history {n}" for n in range(1, 121)])
     expect(grace.page.locator("#history-status")).to_have_text("Beginning of the conversation")
 
+    # The profile, with the keyboard: Escape closes the dialog, Save keeps the change.
+    grace.page.get_by_role("button", name="Profile").click()
+    dialog = grace.page.get_by_role("dialog", name="Profile")
+    expect(dialog.get_by_label("Display name")).to_have_value("Grace")
+    grace.page.keyboard.press("Escape")
+    expect(dialog).to_be_hidden()
+    grace.page.get_by_role("button", name="Profile").click()
+    dialog.get_by_label("Bio").fill("Rear admiral, compiler writer")
+    dialog.get_by_role("button", name="Save").click()
+    expect(dialog).to_be_hidden()
+    grace.page.get_by_role("button", name="Profile").click()
+    expect(dialog.get_by_label("Bio")).to_have_value("Rear admiral, compiler writer")
+    screenshot(grace.page, "profile")
+
 
 def test_offline_and_back_every_message_arrives_once_in_order(
     people: tuple[Person, Person],
@@ -256,6 +279,7 @@ def test_offline_and_back_every_message_arrives_once_in_order(
     grace.send("written offline 2")
     expect(grace.page.locator(".msg.pending .status")).to_have_text(["Sending…", "Sending…"])
     screenshot(grace.page, "reconnecting")
+    expect(ada.page.locator(".msg.pending")).to_have_count(0)  # Ada's are stored: seqs 2-6
 
     grace.context.set_offline(False)
     expect(grace.page.locator("#connection")).to_have_attribute("data-state", "online")
