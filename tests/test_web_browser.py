@@ -247,6 +247,18 @@ def test_history_loads_on_scroll(people: tuple[Person, Person]) -> None:
     expect(bodies).to_have_text([f"history {n}" for n in range(1, 121)])
     expect(grace.page.locator("#history-status")).to_have_text("Beginning of the conversation")
 
+    # Limits in code points, as the server counts: 4000 emoji (8000 UTF-16 units) are one
+    # message; 4001 are refused before they are sent.
+    refused = grace.page.evaluate(
+        """(cid) => {
+            trustmess.send(cid, '😀'.repeat(4000));
+            try { trustmess.send(cid, '😀'.repeat(4001)); } catch (e) { return e.code; }
+        }""",
+        cid,
+    )
+    assert refused == "too_large"
+    expect(ada.page.locator(".msg .body").last).to_have_text("😀" * 4000)
+
     # The profile, with the keyboard: Escape closes the dialog, Save keeps the change.
     grace.page.get_by_role("button", name="Profile").click()
     dialog = grace.page.get_by_role("dialog", name="Profile")
