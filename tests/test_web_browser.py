@@ -199,6 +199,40 @@ def test_two_people_sign_up_and_chat_both_ways(
     phone.close()
 
 
+def test_group_members_panel(
+    browser: Browser, server: WebServer, people: tuple[Person, Person]
+) -> None:
+    ada, grace = people
+    alan = Person(browser, server.url, "Alan")
+    alan.signup()
+    ada.page.get_by_role("tab", name="People").click()
+    ada.page.get_by_label("Find people").fill(grace.username)
+    ada.page.get_by_label(f"Add {grace.display_name} to a new group").check()
+    ada.page.get_by_label("Group title").fill("Compilers")
+    ada.page.get_by_role("button", name="Create group").click()
+    expect(ada.page.locator("#conversation-title")).to_have_text("Compilers")
+    ada.page.get_by_role("button", name="Members").click()
+    ada.page.get_by_label("Add people").fill(alan.username)
+    ada.page.get_by_role("button", name=f"Add Alan @{alan.username}").click()
+    expect(ada.page.locator("#member-list li")).to_have_count(3)
+    # Alan gets the conversation live; Grace's members panel follows the update event.
+    alan.open_conversation("Compilers")
+    grace.open_conversation("Compilers")
+    grace.page.get_by_role("button", name="Members").click()
+    expect(grace.page.locator("#member-list li")).to_have_count(3)
+    screenshot(ada.page, "group-members")
+    # The owner removes Alan: the group leaves his list.
+    ada.page.get_by_role("button", name="Remove Alan from the group").click()
+    expect(alan.page.locator(".conversation-item", has_text="Compilers")).to_have_count(0)
+    expect(grace.page.locator("#member-list li")).to_have_count(2)
+    # Grace leaves.
+    grace.page.once("dialog", lambda dialog: dialog.accept())
+    grace.page.get_by_role("button", name="Leave group").click()
+    expect(grace.page.locator(".conversation-item", has_text="Compilers")).to_have_count(0)
+    expect(ada.page.locator("#member-list li")).to_have_count(1)
+    alan.close()
+
+
 def test_a_reload_mid_conversation_loses_and_duplicates_nothing(
     people: tuple[Person, Person],
 ) -> None:

@@ -369,13 +369,75 @@ document.addEventListener("visibilitychange", markRead);
 function renderMembers() {
   const conversation = state.conversations.get(state.openId);
   if (!conversation) return;
+  const group = conversation.kind === "group";
+  const owner = conversation.members.some((m) => m.id === state.me.id && m.role === "owner");
   $("member-list").replaceChildren(
     ...conversation.members.map((member) => {
       const role = member.role === "owner" ? " (owner)" : "";
-      return element("li", "", `${member.display_name} @${member.username}${role}`);
+      const item = element("li", "member", `${member.display_name} @${member.username}${role}`);
+      if (group && owner && member.id !== state.me.id) {
+        const remove = element("button", "", "Remove");
+        remove.type = "button";
+        remove.setAttribute("aria-label", `Remove ${member.display_name} from the group`);
+        remove.addEventListener("click", () =>
+          sdk.api("DELETE", `/conversations/${conversation.id}/members/${member.id}`).catch(report),
+        );
+        item.append(" ", remove);
+      }
+      return item;
     }),
   );
+  $("group-tools").hidden = !group;
 }
+
+// Groups: add people (search as in People), leave.
+let addTimer = null;
+$("add-member-search").addEventListener("input", () => {
+  clearTimeout(addTimer);
+  addTimer = setTimeout(searchToAdd, SEARCH_PAUSE_MS);
+});
+$("add-member-form").addEventListener("submit", (event) => {
+  event.preventDefault();
+  clearTimeout(addTimer);
+  searchToAdd();
+});
+
+async function searchToAdd() {
+  const query = $("add-member-search").value.trim();
+  const conversation = state.conversations.get(state.openId);
+  if (!query || !conversation) return $("add-member-results").replaceChildren();
+  const page = await sdk.api("GET", `/users?q=${encodeURIComponent(query)}&limit=20`).catch(report);
+  if (!page) return;
+  const members = new Set(conversation.members.map((m) => m.id));
+  $("add-member-results").replaceChildren(
+    ...page.items
+      .filter((user) => !members.has(user.id))
+      .map((user) => {
+        const add = element("button", "", `Add ${user.display_name} @${user.username}`);
+        add.type = "button";
+        add.addEventListener("click", async () => {
+          const updated = await sdk
+            .api("POST", `/conversations/${conversation.id}/members`, { user_ids: [user.id] })
+            .catch(report);
+          if (!updated) return;
+          if (updated.version > conversation.version) Object.assign(conversation, { members: updated.members, version: updated.version });
+          $("add-member-search").value = "";
+          $("add-member-results").replaceChildren();
+          renderMembers();
+        });
+        const item = element("li", "person");
+        item.append(add);
+        return item;
+      }),
+  );
+}
+
+$("leave-button").addEventListener("click", () => {
+  const id = state.openId;
+  if (id && confirm("Leave this group?")) {
+    sdk.api("DELETE", `/conversations/${id}/members/${state.me.id}`).catch(report);
+  }
+});
 
 $("members-button").addEventListener("click", () => {
   const panel = $("members-panel");
