@@ -42,6 +42,9 @@ INSTALL_HINT = (
 
 def chromium_executable(playwright_chromium_path: str) -> str:
     """The Chromium to launch; fails the test (never skips) when there is none."""
+    named = os.environ.get("TRUSTMESS_CHROMIUM")
+    if named and not (Path(named).is_file() and os.access(named, os.X_OK)):
+        pytest.fail(f"TRUSTMESS_CHROMIUM={named} is not an executable file", pytrace=False)
     candidates = [
         os.environ.get("TRUSTMESS_CHROMIUM", ""),
         str(DEBIAN_CHROMIUM),

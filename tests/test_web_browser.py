@@ -498,4 +498,14 @@ def test_the_login_screen(browser: Browser, server: WebServer) -> None:
     expect(page.get_by_role("alert").first).to_have_text("wrong username or password")
     screenshot(page, "login")
     person.errors.clear()  # the 401 of the wrong login is logged by Chromium
+    # Sign up, log out (the refresh token is revoked), log in again.
+    person.signup()
+    page.get_by_role("button", name="Log out").click()
+    expect(page.locator("#auth")).to_be_visible()
+    assert page.evaluate("localStorage.getItem('trustmess:session')") is None
+    form = page.locator("#login-form")
+    form.get_by_label("Username").fill(person.username)
+    form.get_by_label("Password").fill(PASSWORD)
+    form.get_by_label("Password").press("Enter")
+    expect(page.locator("#connection")).to_have_attribute("data-state", "online")
     person.close()

@@ -788,6 +788,8 @@ $("profile-cancel").addEventListener("click", () => $("profile-dialog").close())
 $("logout-button").addEventListener("click", async () => {
   await sdk.logout();
   state.conversations.clear();
+  state.readBy.clear();
+  state.connectedBefore = false;
   state.openId = null;
   history.replaceState(null, "", "/");
   showAuth();

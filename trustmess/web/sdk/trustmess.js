@@ -143,6 +143,10 @@ export class TrustMess extends EventTarget {
     this.storage.removeItem(`${this.key}:session`);
     clearTimeout(this._refreshTimer);
     this.userId = null;
+    // The next login may be someone else: nothing of this user's streams carries over.
+    this._cursor.clear();
+    this._acked.clear();
+    this._typingSent.clear();
   }
 
   _endSession(reason) {
