@@ -31,6 +31,7 @@ import pytest
 from aiohttp import ClientResponse, WSMsgType, web
 from aiohttp.test_utils import TestClient
 
+from tests.mailserver import MailServer
 from tests.openapi_contract import ContractClient, shared_contract
 from trustmess.app import create_app
 from trustmess.auth import USERNAME_PATTERN, _hash_password_sync, issue_access_token
@@ -229,7 +230,17 @@ def make_user(db: asyncpg.Connection, settings: Settings) -> UserFactory:
             name.title(),
             is_admin,
         )
-        token, _ = issue_access_token(JWT_SECRET, user_id, settings.access_token_ttl_s)
+        # A session as a login makes it, so that ending it (or all) revokes this token.
+        session_id = uuid.uuid4().hex
+        await db.execute(
+            "INSERT INTO sessions (id, user_id, expires_at) "
+            "VALUES ($1, $2, now() + interval '1 day')",
+            session_id,
+            user_id,
+        )
+        token, _ = issue_access_token(
+            JWT_SECRET, user_id, settings.access_token_ttl_s, session_id=session_id
+        )
         return User(user_id, name, password, token)
 
     return factory
@@ -597,3 +608,14 @@ def redis_url(redis_process: RedisProcess | None) -> str:
     if redis_process is None:
         return os.environ["TRUSTMESS_TEST_REDIS_URL"]
     return redis_process.url
+
+
+@pytest.fixture
+async def mail_server() -> AsyncIterator[MailServer]:
+    """A real SMTP server on loopback (tests/mailserver.py) for the duration of the test."""
+    server = MailServer()
+    await server.start()
+    try:
+        yield server
+    finally:
+        await server.stop()

@@ -69,7 +69,9 @@ async def list_all(client, user, limit: int) -> list[dict]:
 async def test_create_group_makes_caller_owner(client, make_user, db) -> None:
     alice, bob, carol = await make_user(), await make_user(), await make_user()
     body = await create_conversation(client, alice, [bob.id, carol.id], "  Lunch crew  ")
-    assert set(body) == CONVERSATION_KEYS
+    # A group's creation also says whom it invited instead of adding (nobody here).
+    assert set(body) == CONVERSATION_KEYS | {"invited"}
+    assert body["invited"] == []
     assert body["kind"] == "group"
     assert body["title"] == "Lunch crew"
     assert body["members"] == [

@@ -195,3 +195,48 @@ async def test_concurrent_upgrades_of_an_empty_database_both_succeed(
     # Each revision ran once: the second upgrade found the schema at head.
     revisions = len(list(ScriptDirectory.from_config(alembic_config("")).walk_revisions()))
     assert "".join(outputs).count("Running upgrade ") == revisions, outputs
+
+
+async def test_sessions_migration_keeps_devices_signed_in(database_url: str) -> None:
+    """0005 turns each refresh-token family that can still refresh into a session, so devices
+    signed in before the upgrade keep refreshing (and are listed); dead families do not."""
+    await asyncio.to_thread(downgrade, database_url, "0004")
+    conn = await asyncpg.connect(database_url)
+    try:
+        user_id = await conn.fetchval(
+            "INSERT INTO users (username, password_hash, display_name) "
+            "VALUES ('legacy', 'x', 'Legacy') RETURNING id"
+        )
+        rows = [
+            # family "a" * 32: spent once, its successor live
+            ("a" * 32, "h1", "now() - interval '2 days'", "used_at = now()", "old-agent"),
+            ("a" * 32, "h2", "now() - interval '1 day'", None, "new-agent"),
+            # family "b" * 32: revoked (logged out)
+            ("b" * 32, "h3", "now() - interval '1 day'", "revoked_at = now()", "gone"),
+        ]
+        for family, token_hash, created, spent, agent in rows:
+            await conn.execute(
+                "INSERT INTO refresh_tokens (user_id, token_hash, family_id, created_at, "
+                f"expires_at, user_agent) VALUES ($1, $2, $3, {created}, "
+                "now() + interval '20 days', $4)",
+                user_id,
+                token_hash,
+                family,
+                agent,
+            )
+            if spent:
+                await conn.execute(
+                    f"UPDATE refresh_tokens SET {spent} WHERE token_hash = $1", token_hash
+                )
+    finally:
+        await conn.close()
+    await asyncio.to_thread(upgrade, database_url)
+    conn = await asyncpg.connect(database_url)
+    try:
+        sessions = await conn.fetch(
+            "SELECT id, user_id, user_agent, created_at < last_used_at AS used, ended_at "
+            "FROM sessions"
+        )
+    finally:
+        await conn.close()
+    assert [tuple(row) for row in sessions] == [("a" * 32, user_id, "new-agent", True, None)]

@@ -26,9 +26,11 @@ from tests.openapi_contract import (
 from trustmess import auth
 from trustmess.app import create_app
 from trustmess.errors import ErrorCode
-from trustmess.http import accounts, conversations, messages, users
+from trustmess.http import accounts, admin, conversations, messages, users
 from trustmess.http.openapi import document_path
 from trustmess.settings import Settings
+from trustmess.store import sessions
+from trustmess.store import users as users_store
 from trustmess.wire import validation
 
 # Socket-only codes: HTTP never answers them.
@@ -240,6 +242,8 @@ PROFILE = {
     "bio": "",
     "created_at": "2026-11-22T10:00:00.123Z",
     "is_admin": False,
+    "email": None,
+    "email_verified": False,
 }
 
 
@@ -303,3 +307,21 @@ def test_the_response_check_catches_drift(
     contract = OpenApiContract(document)
     with pytest.raises(AssertionError, match=complaint):
         contract.check(method, path, status, headers, body(data))
+
+
+def test_session_and_admin_limits_are_the_servers(document) -> None:
+    """The bounds of the sessions, deletion and administration schemas are the server's."""
+
+    session = schema(document, "LoginSession")["properties"]
+    assert session["id"]["pattern"] == f"^{auth.SESSION_ID.pattern}$"
+    assert session["user_agent"]["maxLength"] == sessions.USER_AGENT_MAX
+    assert session["address"]["maxLength"] == sessions.ADDRESS_MAX
+    deletion = schema(document, "AccountDeletion")["properties"]
+    assert deletion["password"]["maxLength"] == auth.PASSWORD_MAX_CHARS
+    q = query_parameter(document, "/admin/users", "get", "q")
+    assert q["pattern"] == f"^{admin.USERNAME_PREFIX.pattern}$"
+    state = query_parameter(document, "/admin/users", "get", "state")
+    assert [value for value in state["enum"] if value] == list(users_store.ADMIN_STATES)
+    limit = query_parameter(document, "/admin/users", "get", "limit")
+    assert (limit["default"], limit["maximum"]) == (users.PAGE_DEFAULT, users.PAGE_MAX)
+    assert schema(document, "AdminUserPage")["properties"]["items"]["maxItems"] == users.PAGE_MAX

@@ -29,6 +29,7 @@ def claims_for(user_id: int, **changes: object) -> dict[str, object]:
         "iss": "trustmess",
         "typ": "access",
         "jti": uuid.uuid4().hex,
+        "sid": uuid.uuid4().hex,
     }
     claims.update(changes)
     return {k: v for k, v in claims.items() if v is not None}
@@ -67,7 +68,9 @@ async def test_valid_token_is_accepted(client, make_user) -> None:
 
 async def test_expired_token_is_token_expired(client, make_user) -> None:
     user = await make_user()
-    token, _ = issue_access_token(JWT_SECRET, user.id, 60, now=time.time() - 3600)
+    token, _ = issue_access_token(
+        JWT_SECRET, user.id, 60, now=time.time() - 3600, session_id=uuid.uuid4().hex
+    )
     resp = await me_with(client, token)
     assert resp.status == 401
     assert resp.headers["WWW-Authenticate"] == "Bearer"
@@ -84,8 +87,22 @@ async def test_expired_token_is_token_expired(client, make_user) -> None:
         {"jti": None},
         {"sub": "not-a-number"},
         {"sub": None},
+        {"sid": None},
+        {"sid": "not-a-session-id"},
+        {"sid": 7},
     ],
-    ids=["issuer", "typ", "no-typ", "no-iss", "no-jti", "bad-sub", "no-sub"],
+    ids=[
+        "issuer",
+        "typ",
+        "no-typ",
+        "no-iss",
+        "no-jti",
+        "bad-sub",
+        "no-sub",
+        "no-sid",
+        "bad-sid",
+        "int-sid",
+    ],
 )
 async def test_tokens_with_wrong_claims_are_refused(client, make_user, changes) -> None:
     user = await make_user()

@@ -23,7 +23,14 @@ async def test_me_returns_the_profile(client, make_user) -> None:
     resp = await client.get("/users/me", headers=user.headers)
     assert resp.status == 200
     body = await resp.json()
-    assert set(body) == PUBLIC_FIELDS | {"is_admin"}
+    assert set(body) == PUBLIC_FIELDS | {
+        "is_admin",
+        "email",
+        "email_verified",
+        "direct_policy",
+        "group_policy",
+    }
+    assert (body["direct_policy"], body["group_policy"]) == ("anyone", "anyone")
     assert body["id"] == user.id
     assert body["username"] == "alice"
     assert body["display_name"] == "Alice"
@@ -451,7 +458,7 @@ async def test_admin_disables_a_user_with_immediate_effect(client, make_user) ->
     resp = await admin_patch(client, admin, user.id, {"is_active": False})
     assert resp.status == 200
     body = await resp.json()
-    assert set(body) == PUBLIC_FIELDS | {"is_active", "is_admin"}
+    assert set(body) == PUBLIC_FIELDS | {"is_active", "is_admin", "deleted"}
     assert body["is_active"] is False and body["is_admin"] is False
     assert (await client.get("/users/me", headers=user.headers)).status == 401
     refused = await client.post("/auth/refresh", json={"refresh_token": session["refresh_token"]})
@@ -466,8 +473,12 @@ async def test_admin_reenables_a_user(client, make_user) -> None:
     assert (await client.get("/users/me", headers=user.headers)).status == 401
     resp = await admin_patch(client, admin, user.id, {"is_active": True})
     assert (await resp.json())["is_active"] is True
-    assert (await client.get("/users/me", headers=user.headers)).status == 200
-    assert (await login(client, user.username)).status == 200
+    # Nothing issued before the disable comes back: the user logs in anew.
+    assert (await client.get("/users/me", headers=user.headers)).status == 401
+    fresh = await login(client, user.username)
+    assert fresh.status == 200
+    headers = {"Authorization": f"Bearer {(await fresh.json())['access_token']}"}
+    assert (await client.get("/users/me", headers=headers)).status == 200
 
 
 async def test_disabling_forgets_the_cached_active_flag(client, make_user, monkeypatch) -> None:

@@ -9,6 +9,7 @@ import pytest
 from tests.conftest import JWT_SECRET, SocketClient
 from trustmess.auth import issue_access_token
 
+SID = "0" * 32  # a session id nothing ever ends
 # A raw upgrade request, for checks made before the server accepts the WebSocket.
 UPGRADE = {
     "Upgrade": "websocket",
@@ -74,7 +75,7 @@ async def test_auth_timeout_closes_4001(make_client) -> None:
 
 async def test_expired_token_closes_4002(make_user, client) -> None:
     alice = await make_user()
-    token, _ = issue_access_token(JWT_SECRET, alice.id, ttl_s=1)
+    token, _ = issue_access_token(JWT_SECRET, alice.id, ttl_s=1, session_id=SID)
     ws = await client.ws_connect("/ws", headers={"Authorization": f"Bearer {token}"})
     sock = SocketClient(ws)
     assert (await sock.recv())["type"] == "hello"
@@ -83,11 +84,11 @@ async def test_expired_token_closes_4002(make_user, client) -> None:
 
 async def test_reauth_extends_the_session(make_user, client) -> None:
     alice = await make_user()
-    short, _ = issue_access_token(JWT_SECRET, alice.id, ttl_s=1)
+    short, _ = issue_access_token(JWT_SECRET, alice.id, ttl_s=1, session_id=SID)
     ws = await client.ws_connect("/ws", headers={"Authorization": f"Bearer {short}"})
     sock = SocketClient(ws)
     await sock.recv()
-    fresh, _ = issue_access_token(JWT_SECRET, alice.id, ttl_s=600)
+    fresh, _ = issue_access_token(JWT_SECRET, alice.id, ttl_s=600, session_id=SID)
     answer = await sock.request({"type": "auth", "token": fresh})
     assert answer["type"] == "reply" and answer["data"]["user_id"] == alice.id
     assert 590 <= answer["data"]["expires_in"] <= 600

@@ -20,19 +20,27 @@ from trustmess.errors import CloseCode
 from trustmess.gateway import control, endpoint
 from trustmess.gateway.ratelimit import KeyedCap, KeyedRateLimiter, UserBudget
 from trustmess.gateway.registry import Gateway
+from trustmess.gateway.revocation import RevokedSessions
 from trustmess.http import (
     accounts,
+    admin,
+    contacts,
     conversations,
     health,
+    invitations,
     messages,
     openapi,
     prometheus,
+    recovery,
+    sessions,
     webclient,
 )
 from trustmess.http.accesslog import access_log
 from trustmess.http.cors import cors
 from trustmess.http.loginguard import LoginGuard
 from trustmess.http.middleware import json_errors
+from trustmess.mail.outbox import MailOutbox
+from trustmess.mail.transport import LogTransport, SmtpServer, SmtpTransport, Transport
 from trustmess.metrics import Metrics
 from trustmess.runtime.pool import create_pool
 from trustmess.settings import Settings
@@ -41,6 +49,9 @@ from trustmess.store.history import entries_in_range
 from trustmess.wire import events
 
 LINGER_S = 1.0
+# How much clocks of the nodes may disagree: an ended session's access tokens are refused for
+# this long beyond their lifetime.
+CLOCK_SLACK_S = 60
 
 
 def create_app(settings: Settings) -> web.Application:
@@ -78,15 +89,40 @@ def create_app(settings: Settings) -> web.Application:
         settings.ws_rate_per_s if settings.send_rate_per_s is None else settings.send_rate_per_s,
         settings.ws_burst if settings.send_burst is None else settings.send_burst,
     )
+    app[appkeys.REVOKED_SESSIONS] = RevokedSessions(settings.access_token_ttl_s + CLOCK_SLACK_S)
     app[appkeys.AWAITING_AUTH] = KeyedCap(settings.ws_unauthenticated_per_address)
     # Per conversation: each change is one event to every online member (see notifications).
     app[appkeys.CONVERSATION_CHANGE_LIMIT] = KeyedRateLimiter(
         settings.conversation_change_rate_per_min / 60, settings.conversation_change_burst
     )
+    app[appkeys.RESET_LIMIT_BY_ADDRESS] = KeyedRateLimiter(
+        settings.auth_rate_per_s, settings.auth_burst
+    )
+    app[appkeys.MAILS_BY_RECIPIENT] = KeyedRateLimiter(
+        settings.mails_per_recipient_per_hour / 3600, settings.mails_per_recipient_per_hour
+    )
+    app[appkeys.CONTACT_REQUEST_LIMIT] = KeyedRateLimiter(
+        settings.contact_request_rate_per_hour / 3600, settings.contact_request_burst
+    )
     app.cleanup_ctx.append(_database)
+    app.cleanup_ctx.append(_mail)
     app.cleanup_ctx.append(_realtime)
     app.on_shutdown.append(_close_sockets)
-    for module in (health, prometheus, openapi, accounts, conversations, messages, endpoint):
+    routed = (
+        health,
+        prometheus,
+        openapi,
+        accounts,
+        recovery,
+        sessions,
+        admin,
+        conversations,
+        messages,
+        contacts,
+        invitations,
+        endpoint,
+    )
+    for module in routed:
         app.router.add_routes(module.routes)
     if settings.web:
         app.router.add_routes(webclient.routes)
@@ -105,6 +141,28 @@ async def _database(app: web.Application) -> AsyncIterator[None]:
         await pool.close()
 
 
+async def _mail(app: web.Application) -> AsyncIterator[None]:
+    """The mail queue's sending task, from start-up to shutdown."""
+    settings = app[appkeys.SETTINGS]
+    transport: Transport
+    if settings.smtp_url is None:
+        transport = LogTransport(settings.mail_from)
+    else:
+        transport = SmtpTransport(SmtpServer.from_url(settings.smtp_url), settings.mail_from)
+    outbox = app[appkeys.MAIL_OUTBOX] = MailOutbox(
+        transport,
+        queue_max=settings.mail_queue_max,
+        attempts=settings.mail_attempts,
+        retry_s=settings.mail_retry_s,
+        outcomes=app[appkeys.METRICS].mails,
+    )
+    outbox.start()
+    try:
+        yield
+    finally:
+        await outbox.close()
+
+
 async def _realtime(app: web.Application) -> AsyncIterator[None]:
     settings, pool = app[appkeys.SETTINGS], app[appkeys.POOL]
     hub = app[appkeys.HUB] = Hub(_make_broker(app))
@@ -115,6 +173,7 @@ async def _realtime(app: web.Application) -> AsyncIterator[None]:
         pool, membership, settings.read_flush_ms / 1000
     )
     app[appkeys.NOTIFIER] = Notifier(hub, pool, markers)
+    await control.rebuild_revocations(app)
     writer = MessageWriter(
         pool,
         message_publisher(hub, markers),

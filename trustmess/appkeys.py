@@ -12,7 +12,9 @@ from trustmess.delivery.readbuffer import ReadMarkerBuffer
 from trustmess.delivery.writer import MessageWriter
 from trustmess.gateway.ratelimit import KeyedCap, KeyedRateLimiter, UserBudget
 from trustmess.gateway.registry import Gateway
+from trustmess.gateway.revocation import RevokedSessions
 from trustmess.http.loginguard import LoginGuard
+from trustmess.mail.outbox import MailOutbox
 from trustmess.metrics import Metrics
 from trustmess.settings import Settings
 from trustmess.store.activeusers import ActiveUsers
@@ -33,3 +35,11 @@ SEND_BUDGET = web.AppKey("send_budget", UserBudget)
 # Sockets upgraded without a token, still waiting for their first-frame auth, per address.
 AWAITING_AUTH = web.AppKey("awaiting_auth", KeyedCap)
 CONVERSATION_CHANGE_LIMIT = web.AppKey("conversation_change_limit", KeyedRateLimiter)
+MAIL_OUTBOX = web.AppKey("mail_outbox", MailOutbox)
+# Password-reset requests per client address; mails per recipient (its lower-cased address).
+RESET_LIMIT_BY_ADDRESS = web.AppKey("reset_limit_by_address", KeyedRateLimiter)
+MAILS_BY_RECIPIENT = web.AppKey("mails_by_recipient", KeyedRateLimiter)
+# Sessions ended recently: their access tokens are refused (gateway/revocation.py).
+REVOKED_SESSIONS = web.AppKey("revoked_sessions", RevokedSessions)
+# Per user: contact requests and group invitations sent (http/contacts.py, conversations.py).
+CONTACT_REQUEST_LIMIT = web.AppKey("contact_request_limit", KeyedRateLimiter)

@@ -44,6 +44,8 @@ USERNAME_PATTERN = re.compile(r"[A-Za-z0-9_.]{3,32}")
 # at most a bigint. str.isdigit() and int() would also take U+0661 (ARABIC-INDIC DIGIT ONE) or
 # the fullwidth digits as user 1, and a larger number would fail in the database.
 USER_ID = re.compile(r"[1-9][0-9]{0,18}", re.ASCII)
+# A session id: the refresh-token family's uuid4 hex.
+SESSION_ID = re.compile(r"[0-9a-f]{32}", re.ASCII)
 PASSWORD_MIN_CHARS = 8
 PASSWORD_MAX_CHARS = 128
 
@@ -55,6 +57,8 @@ class AccessClaims:
     user_id: int
     expires_at: int
     jti: str
+    # The session (device) the token was issued for: revoking it revokes the token at once.
+    session_id: str
 
 
 def unauthenticated(message: str = "missing or invalid access token") -> ApiError:
@@ -113,9 +117,10 @@ def token_expired() -> ApiError:
 
 
 def issue_access_token(
-    secret: str, user_id: int, ttl_s: int, now: float | None = None
+    secret: str, user_id: int, ttl_s: int, now: float | None = None, *, session_id: str
 ) -> tuple[str, int]:
-    """Return a signed access token for ``user_id`` and its expiry (unix seconds)."""
+    """Return a signed access token for ``user_id`` in session ``session_id`` and its expiry
+    (unix seconds)."""
     issued = int(time.time() if now is None else now)
     expires = issued + ttl_s
     claims = {
@@ -125,6 +130,7 @@ def issue_access_token(
         "iss": ISSUER,
         "typ": ACCESS_TYP,
         "jti": uuid.uuid4().hex,
+        "sid": session_id,
     }
     return jwt.encode(claims, secret, algorithm=JWT_ALGORITHMS[0]), expires
 
@@ -137,7 +143,7 @@ def decode_access_token(secret: str, token: str) -> AccessClaims:
             secret,
             algorithms=JWT_ALGORITHMS,
             issuer=ISSUER,
-            options={"require": ["sub", "exp", "iat", "iss", "typ", "jti"]},
+            options={"require": ["sub", "exp", "iat", "iss", "typ", "jti", "sid"]},
         )
     except jwt.ExpiredSignatureError:
         raise token_expired() from None
@@ -148,7 +154,14 @@ def decode_access_token(secret: str, token: str) -> AccessClaims:
         raise unauthenticated()
     if int(sub) > BIGINT_MAX:
         raise unauthenticated()
-    return AccessClaims(user_id=int(sub), expires_at=int(claims["exp"]), jti=str(claims["jti"]))
+    # Tokens issued before sessions existed have no ``sid``: refused (the client refreshes),
+    # since nothing could revoke them.
+    sid = claims.get("sid")
+    if not isinstance(sid, str) or not SESSION_ID.fullmatch(sid):
+        raise unauthenticated()
+    return AccessClaims(
+        user_id=int(sub), expires_at=int(claims["exp"]), jti=str(claims["jti"]), session_id=sid
+    )
 
 
 def bearer_token(header: str | None) -> str:

@@ -23,6 +23,10 @@ class ErrorCode(StrEnum):
     INVALID_CREDENTIALS = "invalid_credentials"
     ACCOUNT_DISABLED = "account_disabled"
     FORBIDDEN = "forbidden"
+    # The other user's consent settings (or a block, which answers the same) refuse this.
+    NOT_ALLOWED = "not_allowed"
+    # A direct conversation in which one member has blocked the other: no new messages.
+    BLOCKED = "blocked"
     USERNAME_TAKEN = "username_taken"
     CONFLICT = "conflict"
     RATE_LIMITED = "rate_limited"
@@ -91,6 +95,18 @@ def conversation_not_found() -> ApiError:
     """404 for a conversation that does not exist or that the caller is not a member of (the
     same answer for both, so membership cannot be probed)."""
     return not_found("conversation not found")
+
+
+def not_allowed(message: str) -> ApiError:
+    """403 ``not_allowed``: the other user's consent settings refuse this. A block answers the
+    same, so the blocked side cannot tell one from the other."""
+    return ApiError(403, ErrorCode.NOT_ALLOWED, message)
+
+
+def conversation_blocked() -> ApiError:
+    """403 ``blocked``: a new message (or edit, or reaction) in a direct conversation in which
+    one member has blocked the other."""
+    return ApiError(403, ErrorCode.BLOCKED, "this direct conversation is blocked: no new messages")
 
 
 def rate_limited(retry_after_s: float) -> ApiError:

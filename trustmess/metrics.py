@@ -14,6 +14,8 @@ class Metrics:
         self.errors: Counter[str] = Counter()
         self.closes: Counter[int] = Counter()
         self.connections_opened = 0
+        # What became of the server's mails (mail/outbox.py): queued, sent, retried, ...
+        self.mails: Counter[str] = Counter()
 
 
 def process_rss_bytes() -> int:

@@ -12,10 +12,11 @@ import os
 import secrets
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from email.utils import parseaddr
 from ipaddress import IPv4Network, IPv6Network, ip_network
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import parse_qs, urlsplit
 
 ENV_PREFIX = "TRUSTMESS_"
 
@@ -167,6 +168,51 @@ def _parse_optional_str(raw: str) -> str | None:
     return raw or None
 
 
+def _parse_smtp_url(raw: str) -> str | None:
+    """``smtp://[user:password@]host[:port][?starttls=require|off]`` or ``smtps://...``;
+    empty: no SMTP server (mails are logged)."""
+    if raw == "":
+        return None
+    parts = urlsplit(raw)
+    if parts.scheme not in {"smtp", "smtps"} or not parts.hostname:
+        raise ValueError("must be an smtp://host:port or smtps://host:port URL")
+    try:
+        parts.port  # noqa: B018 (raises for a port out of range or not a number)
+    except ValueError:
+        raise ValueError("has a port that is not a number 0-65535") from None
+    if parts.path not in {"", "/"} or parts.fragment:
+        raise ValueError("must not have a path or fragment (smtp://user:password@host:port)")
+    query = parse_qs(parts.query, keep_blank_values=True)
+    if set(query) - {"starttls"}:
+        raise ValueError("takes only the starttls=require or starttls=off parameter")
+    starttls = query.get("starttls", [])
+    if len(starttls) > 1 or (starttls and starttls[0] not in {"require", "off"}):
+        raise ValueError("starttls must be require or off")
+    if starttls and parts.scheme == "smtps":
+        raise ValueError("starttls applies to smtp:// only (smtps:// is TLS from the start)")
+    return raw
+
+
+def _parse_public_url(raw: str) -> str | None:
+    """The base URL links in mails start with: ``https://chat.example.org[/prefix]``."""
+    if raw == "":
+        return None
+    parts = urlsplit(raw)
+    if parts.scheme not in {"http", "https"} or not parts.netloc:
+        raise ValueError(f"must be an http:// or https:// URL, got {raw!r}")
+    if parts.query or parts.fragment:
+        raise ValueError("must not have a query or fragment")
+    return raw.rstrip("/")
+
+
+def _parse_mail_from(raw: str) -> str:
+    """A sender: ``noreply@example.org`` or ``TrustMess <noreply@example.org>``."""
+    _, address = parseaddr(raw)
+    if address.count("@") != 1 or any(c in raw for c in "\r\n\x00"):
+        raise ValueError(f"must be an address such as TrustMess <noreply@example.org>, got {raw!r}")
+    return raw
+
+
 def _parse_log_level(raw: str) -> str:
     level = raw.upper()
     if level not in {"DEBUG", "INFO", "WARNING", "ERROR"}:
@@ -286,6 +332,22 @@ class Settings:
     conversation_change_burst: int = _setting(
         20, _parse_int(1, 1_000_000), "burst of renames and member changes per conversation"
     )
+    contact_request_rate_per_hour: float = _setting(
+        20.0,
+        _parse_float(0.001, 1e6),
+        "contact requests and group invitations a user may send per hour",
+    )
+    contact_request_burst: int = _setting(
+        10, _parse_int(1, 1_000_000), "burst of contact requests and group invitations per user"
+    )
+    contact_request_cooldown_s: int = _setting(
+        7 * 86400,
+        _parse_int(0, 10 * 365 * 86400),
+        "how long after a decline the same request cannot reach its recipient again",
+    )
+    invitations_pending_max: int = _setting(
+        50, _parse_int(1, 100_000), "pending group invitations a user can hold (more are dropped)"
+    )
     allowed_origins: tuple[str, ...] = _setting(
         (),
         _parse_origins,
@@ -342,6 +404,38 @@ class Settings:
     broker_gap_ms: float = _setting(200.0, _parse_float(1, 60_000), "wait for a missing seq")
     broker_grace_s: float = _setting(5.0, _parse_float(0.1, 3600), "bus outage → close 1001")
     workers: int = _setting(1, _parse_int(1, 256), "server processes sharing the port")
+    smtp_url: str | None = _setting(
+        None,
+        _parse_smtp_url,
+        "SMTP server for mails (unset: mails are written to the log)",
+        "smtp://user:password@host:port[?starttls=require|off] or smtps://...",
+    )
+    mail_from: str = _setting(
+        "TrustMess <noreply@localhost>",
+        _parse_mail_from,
+        "sender of the server's mails",
+        "an address, optionally with a name: TrustMess <noreply@example.org>",
+    )
+    public_url: str | None = _setting(
+        None,
+        _parse_public_url,
+        "base URL of links in mails (unset: http://HOST:PORT)",
+        "http:// or https:// URL",
+    )
+    verify_token_ttl_s: int = _setting(
+        86400, _parse_int(60, 30 * 86400), "email verification link lifetime"
+    )
+    reset_token_ttl_s: int = _setting(3600, _parse_int(60, 86400), "password reset link lifetime")
+    mails_per_recipient_per_hour: int = _setting(
+        3, _parse_int(1, 1000), "mails to one address per hour (more are dropped silently)"
+    )
+    mail_queue_max: int = _setting(
+        1000, _parse_int(1, 1_000_000), "mails waiting to be sent (more are dropped and logged)"
+    )
+    mail_attempts: int = _setting(8, _parse_int(1, 100), "tries to send one mail")
+    mail_retry_s: float = _setting(
+        2.0, _parse_float(0.01, 3600), "wait before the first retry (doubled each time, max 300)"
+    )
 
     @classmethod
     def from_env(

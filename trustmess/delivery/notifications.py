@@ -62,6 +62,13 @@ class Notifier:
         others = self._audience([user_id for user_id in user_ids if user_id not in new])
         self._publish_users(others, events.members_added(conversation_id, version, members))
 
+    def conversation_blocked_changed(self, conversation_id: int) -> None:
+        """A direct conversation was blocked or unblocked: every node's membership cache, which
+        holds the flag for typing, forgets it (sends read the flag in SQL)."""
+        self._hub.publish_control(
+            {"op": "conversation_changed", "conversation_id": conversation_id}
+        )
+
     async def members_removed(
         self, conversation_id: int, version: int, removed: list[int], owner_id: int | None
     ) -> None:
@@ -87,9 +94,37 @@ class Notifier:
         for user_id in user_ids:
             self._hub.publish_user(user_id, payload)
 
+    def to_user(self, user_id: int, payload: bytes) -> None:
+        """An event about the user's own people (``contact``, ``invitation``) for every socket
+        of the user, on every node."""
+        self._hub.publish_user(user_id, payload)
+
     def user_disabled(self, user_id: int) -> None:
         """An administrator disabled the account: its open sockets end now (4001: do not retry)."""
         self._hub.publish_control({"op": "user_disabled", "user_id": user_id})
+
+    def sessions_ended(
+        self,
+        user_id: int,
+        session_ids: list[str],
+        *,
+        everything: bool,
+        keep: str | None,
+        reason: str,
+    ) -> None:
+        """Sessions of ``user_id`` ended: every node refuses their access tokens from now on and
+        closes their sockets with 4001 (``everything``: every socket of the user but those of
+        session ``keep``). ``reason`` is the close frame's reason."""
+        self._hub.publish_control(
+            {
+                "op": "sessions_ended",
+                "user_id": user_id,
+                "session_ids": session_ids,
+                "all": everything,
+                "keep": keep,
+                "reason": reason,
+            }
+        )
 
     def read_moved(self, conversation_id: int, user_id: int, seq: int) -> None:
         """``user_id``'s read marker moved forward to ``seq`` (over HTTP: every device hears it)."""

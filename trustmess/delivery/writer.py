@@ -32,7 +32,14 @@ from typing import Any
 
 import asyncpg
 
-from trustmess.errors import ApiError, ErrorCode, conversation_not_found, invalid, not_found
+from trustmess.errors import (
+    ApiError,
+    ErrorCode,
+    conversation_blocked,
+    conversation_not_found,
+    invalid,
+    not_found,
+)
 from trustmess.models import Change, ChangeResult, Message, SendResult
 from trustmess.store.changes import ChangeOutcome, NewChange, append_then_apply
 from trustmess.store.messages import AppendResult, NewMessage, append_messages
@@ -293,6 +300,9 @@ class MessageWriter:
         if result.status == "not_member":
             _answer_all(group, conversation_not_found())
             return
+        if result.status == "blocked":
+            _answer_all(group, conversation_blocked())
+            return
         if result.status == "bad_reply_to":
             _answer_all(group, invalid("reply_to", "must be an existing seq of the conversation"))
             return
@@ -369,6 +379,7 @@ def _hours(seconds: float) -> str:
 # Why a change was refused, by its outcome's status (the edit window is passed in).
 _CHANGE_REFUSALS: dict[str, Callable[[float], ApiError]] = {
     "not_member": lambda _: conversation_not_found(),
+    "blocked": lambda _: conversation_blocked(),
     "no_message": lambda _: not_found("message not found"),
     "deleted": lambda _: not_found("message was deleted"),
     "not_sender": lambda _: ApiError(

@@ -19,13 +19,14 @@ from trustmess.appkeys import (
     NOTIFIER,
     POOL,
     READ_MARKERS,
+    REVOKED_SESSIONS,
     SEND_BUDGET,
     SETTINGS,
     WRITER,
 )
 from trustmess.auth import decode_access_token, unauthenticated
 from trustmess.delivery.sending import submit_change, submit_message
-from trustmess.errors import ApiError, ErrorCode, conversation_not_found
+from trustmess.errors import ApiError, ErrorCode, conversation_blocked, conversation_not_found
 from trustmess.gateway.connection import Connection, JoinState
 from trustmess.models import ChangeResult, SendResult, format_ts
 from trustmess.store.changes import NewChange
@@ -158,8 +159,11 @@ async def ack(app: web.Application, conn: Connection, cmd: frames.Ack) -> Reply:
 
 async def typing(app: web.Application, conn: Connection, cmd: frames.Typing) -> Reply:
     gateway = app[GATEWAY]
-    if not await gateway.membership.is_member(cmd.conversation_id, conn.user_id):
+    member, blocked = await gateway.membership.standing(cmd.conversation_id, conn.user_id)
+    if not member:
         raise conversation_not_found()
+    if blocked and cmd.state == "start":
+        raise conversation_blocked()  # typing is words too
     if cmd.state == "start":
         gateway.typing.start(conn, cmd.conversation_id)
     else:
@@ -182,7 +186,11 @@ async def reauth(app: web.Application, conn: Connection, cmd: frames.Auth) -> Re
         raise unauthenticated(error.message) from None
     if claims.user_id != conn.user_id:
         raise unauthenticated("token belongs to another user")
+    if claims.session_id in app[REVOKED_SESSIONS]:
+        raise unauthenticated("session ended")
     if not await app[ACTIVE_USERS].is_active(claims.user_id):
         raise unauthenticated("account disabled")
+    # The socket now lives on this token: it closes when this token's session ends.
+    conn.login_session_id = claims.session_id
     app[GATEWAY].expiry.watch(conn, claims.expires_at)
     return {"user_id": conn.user_id, "expires_in": max(0, claims.expires_at - int(time.time()))}

@@ -111,6 +111,7 @@ class Connection:
         "heard",
         "joined",
         "last_rejected",
+        "login_session_id",
         "rate",
         "rejection_answered",
         "sent_close_code",
@@ -132,6 +133,7 @@ class Connection:
         rate: TokenBucket,
         transport: asyncio.Transport | None = None,
         batcher: WriteBatcher | None = None,
+        login_session_id: str = "",
     ) -> None:
         self.ws = ws
         self.transport = transport
@@ -139,7 +141,10 @@ class Connection:
         self._batcher = batcher if transport is not None else None
         self._flush_scheduled = False
         self.user_id = user_id
+        # ``session_id`` names this connection (``hello``); ``login_session_id`` the session
+        # (device, GET /auth/sessions) of its access token: ending that closes it with 4001.
         self.session_id = session_id
+        self.login_session_id = login_session_id
         self.rate = rate
         self.joined: dict[int, JoinState] = {}
         self.expires_at = float("inf")  # of the access token (see expiry.py)

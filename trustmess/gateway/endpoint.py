@@ -14,7 +14,15 @@ from typing import NamedTuple
 
 from aiohttp import WebSocketError, WSMsgType, web
 
-from trustmess.appkeys import ACTIVE_USERS, AWAITING_AUTH, GATEWAY, HUB, METRICS, SETTINGS
+from trustmess.appkeys import (
+    ACTIVE_USERS,
+    AWAITING_AUTH,
+    GATEWAY,
+    HUB,
+    METRICS,
+    REVOKED_SESSIONS,
+    SETTINGS,
+)
 from trustmess.auth import AccessClaims, decode_access_token
 from trustmess.errors import ApiError, CloseCode, ErrorCode, rate_limited
 from trustmess.gateway.connection import ABORT_AFTER_S, Connection
@@ -22,7 +30,7 @@ from trustmess.gateway.linger import LingeringWebSocketResponse
 from trustmess.gateway.ratelimit import TokenBucket
 from trustmess.gateway.router import dispatch, dispatch_now
 from trustmess.http.accesslog import log_socket_close, log_socket_open, note_upgraded
-from trustmess.http.authn import authenticate
+from trustmess.http.authn import authenticate, check_session
 from trustmess.http.clientaddr import client_key
 from trustmess.http.cors import origin_allowed
 from trustmess.settings import Settings
@@ -63,7 +71,7 @@ async def _first_frame_auth(
         return CloseCode.AUTH_FAILED
     try:
         assert settings.jwt_secret is not None
-        claims = decode_access_token(settings.jwt_secret, command.token)
+        claims = check_session(request.app, decode_access_token(settings.jwt_secret, command.token))
         if not await request.app[ACTIVE_USERS].is_active(claims.user_id):
             raise ApiError(401, ErrorCode.UNAUTHENTICATED, "account disabled")
     except ApiError as error:
@@ -187,8 +195,13 @@ async def _open(
         transport=request.transport,
         # Frames are written straight to the transport unless aiohttp must compress them.
         batcher=None if settings.ws_compression else gateway.batcher,
+        login_session_id=claims.session_id,
     )
     gateway.register(conn)
+    if claims.session_id in app[REVOKED_SESSIONS]:
+        # Ended while the upgrade was awaited, after the check: its sessions_ended operation
+        # found no socket to close yet.
+        conn.close_soon(CloseCode.AUTH_FAILED, "session ended")
     app[METRICS].connections_opened += 1
     conn.start_writer()
     gateway.expiry.watch(conn, claims.expires_at)

@@ -29,11 +29,20 @@ from trustmess.auth import (
 from trustmess.errors import ApiError, ErrorCode
 from trustmess.http import users as user_views
 from trustmess.http.authn import current_user_id
-from trustmess.http.clientaddr import client_key
+from trustmess.http.clientaddr import client_address, client_key
 from trustmess.http.jsonio import json_response
+from trustmess.http.sessions import (
+    ALL_SESSIONS,
+    LOGGED_OUT,
+    SIGNED_OUT_EVERYWHERE,
+    TOKEN_REUSED,
+    end_sessions,
+)
 from trustmess.http.users import display_name_field, no_content, read_fields
-from trustmess.store import tokens, users
+from trustmess.http.verification import start_verification
+from trustmess.store import sessions, tokens, users
 from trustmess.store.users import Conn, Credentials, Db, User
+from trustmess.wire.emailaddress import check_email
 from trustmess.wire.validation import require_str
 
 log = logging.getLogger(__name__)
@@ -49,12 +58,28 @@ def _bad_refresh_token() -> ApiError:
     return unauthenticated("refresh token is invalid, expired or revoked")
 
 
+class _SessionEnded(Exception):
+    """A refresh lost the race with the end of its session."""
+
+
 async def _start_session(
     db: Db, request: web.Request, user: User, family_id: str
 ) -> dict[str, Any]:
-    """Issue an access token and store a fresh refresh token in ``family_id``."""
+    """Note the session ``family_id`` as used now (created by a login), issue an access token
+    for it and store a fresh refresh token in its family."""
     settings = request.app[SETTINGS]
     assert settings.jwt_secret is not None
+    user_agent = request.headers.get("User-Agent")
+    live = await sessions.touch_session(
+        db,
+        session_id=family_id,
+        user_id=user.id,
+        ttl_s=settings.refresh_token_ttl_s,
+        user_agent=user_agent,
+        address=client_address(request),
+    )
+    if not live:
+        raise _SessionEnded
     refresh_token = new_refresh_token()
     await tokens.insert_refresh_token(
         db,
@@ -62,9 +87,11 @@ async def _start_session(
         token_hash=hash_refresh_token(refresh_token),
         family_id=family_id,
         ttl_s=settings.refresh_token_ttl_s,
-        user_agent=request.headers.get("User-Agent"),
+        user_agent=user_agent,
     )
-    access_token, _ = issue_access_token(settings.jwt_secret, user.id, settings.access_token_ttl_s)
+    access_token, _ = issue_access_token(
+        settings.jwt_secret, user.id, settings.access_token_ttl_s, session_id=family_id
+    )
     return {
         "access_token": access_token,
         "refresh_token": refresh_token,
@@ -76,30 +103,34 @@ async def _start_session(
 
 @routes.post("/auth/signup")
 async def signup(request: web.Request) -> web.Response:
-    """``{username, password, display_name?}`` → 201 the public profile.
+    """``{username, password, display_name?, email?}`` → 201 the public profile.
 
     The username is stored lower-cased and must be unique in any case (409 ``username_taken``);
     ``display_name`` defaults to the username. Only the address's attempts are spent: a signup
     for a taken name costs its owner nothing (and, being refused before bcrypt, little to us).
+    An ``email`` is stored unverified and a verification mail queued (verification.py).
     """
     address = client_key(request)
     request.app[LOGIN_GUARD].attempt(address)
     data = await read_fields(
-        request, {"username", "password", "display_name"}, {"username", "password"}
+        request, {"username", "password", "display_name", "email"}, {"username", "password"}
     )
     username = require_username(data)
     password = require_new_password(data, "password", username=username)
     display_name = display_name_field(data, default=username)
     assert display_name is not None
+    email = None if data.get("email") is None else check_email("email", data["email"])
     pool = request.app[POOL]
     # 409 says the name exists anyway; saying it before hashing saves a bcrypt call.
     if await users.get_credentials(pool, username) is not None:
         raise _username_taken()
     passwords = request.app[PASSWORDS]
     password_hash = await passwords.hash(address, password, request.app[SETTINGS].bcrypt_rounds)
-    user = await users.insert_user(pool, username, password_hash, display_name)
+    user = await users.insert_user(pool, username, password_hash, display_name, email=email)
     if user is None:  # taken meanwhile
         raise _username_taken()
+    if email is not None:
+        start_verification(request.app, user.id, email)
     return json_response(user.public_json(), status=201)
 
 
@@ -133,6 +164,7 @@ async def login(request: web.Request) -> web.Response:
     guard.signed_in(username, address)
     if not credentials.user.is_active:
         raise account_disabled()
+    # A new session (device): its id is the new refresh-token family's.
     session = await _start_session(request.app[POOL], request, credentials.user, uuid.uuid4().hex)
     return json_response(session)
 
@@ -145,7 +177,8 @@ async def _check_password(
     credentials = None
     if USERNAME_PATTERN.fullmatch(username):
         credentials = await users.get_credentials(request.app[POOL], username)
-    if credentials is None:
+    # A deleted account (no password hash) is answered like an unknown name.
+    if credentials is None or credentials.password_hash is None:
         await passwords.burn(address, password, rounds)
         return None
     if not await passwords.verify(address, password, credentials.password_hash):
@@ -164,7 +197,10 @@ async def refresh(request: web.Request) -> web.Response:
     data = await read_fields(request, {"refresh_token"}, {"refresh_token"})
     token_hash = hash_refresh_token(require_str(data, "refresh_token", max_len=REFRESH_TOKEN_MAX))
     async with request.app[POOL].acquire() as conn:
-        session = await _rotate(conn, request, token_hash)
+        try:
+            session = await _rotate(conn, request, token_hash)
+        except _SessionEnded:
+            raise _bad_refresh_token() from None
     return json_response(session)
 
 
@@ -181,33 +217,40 @@ async def _rotate(db: Conn, request: web.Request, token_hash: str) -> dict[str, 
     if spent is not None:
         raise account_disabled()
     # Outside the transaction above, so the revocation is committed whatever happens next.
-    reused_by = await tokens.revoke_family_if_spent(db, token_hash)
-    if reused_by is not None:
-        log.warning("refresh token reused; revoked its family (user %s)", reused_by)
+    reused = await tokens.revoke_family_if_spent(db, token_hash)
+    if reused is not None:
+        log.warning("refresh token reused; ended its session (user %s)", reused.user_id)
+        # The family is one session: its access tokens (a thief's too) stop now.
+        await end_sessions(request.app, reused.user_id, [reused.family_id], TOKEN_REUSED)
     raise _bad_refresh_token()
 
 
 @routes.post("/auth/logout")
 async def logout(request: web.Request) -> web.Response:
-    """``{refresh_token}`` → 204; revokes the token's family. Unknown tokens are 204 too."""
+    """``{refresh_token}`` → 204; ends the token's session: its refresh tokens are revoked,
+    its access tokens refused and its sockets closed (4001) at once. Unknown tokens are 204
+    too."""
     data = await read_fields(request, {"refresh_token"}, {"refresh_token"})
     token = require_str(data, "refresh_token", max_len=REFRESH_TOKEN_MAX)
-    await tokens.revoke_family_of(request.app[POOL], hash_refresh_token(token))
+    found = await tokens.family_of(request.app[POOL], hash_refresh_token(token))
+    if found is not None:
+        await end_sessions(request.app, found.user_id, [found.family_id], LOGGED_OUT)
     return no_content()
 
 
 @routes.post("/auth/logout-all")
 async def logout_all(request: web.Request) -> web.Response:
-    """Authenticated → 204; revokes every refresh token of the caller (all devices)."""
+    """Authenticated → 204; ends every session of the caller, this one included (all
+    devices): refresh and access tokens stop working and sockets close (4001) at once."""
     user_id = await current_user_id(request)
-    await tokens.revoke_user_tokens(request.app[POOL], user_id)
+    await end_sessions(request.app, user_id, ALL_SESSIONS, SIGNED_OUT_EVERYWHERE)
     return no_content()
 
 
 # Profiles, the directory and administration live in users.py; one table mounts them all.
 routes.get("/users/me")(user_views.get_me)
 routes.patch("/users/me")(user_views.update_me)
+routes.delete("/users/me")(user_views.delete_me)
 routes.post("/users/me/password")(user_views.change_password)
 routes.get("/users")(user_views.list_users)
 routes.get("/users/{id}")(user_views.get_user)
-routes.patch("/admin/users/{id}")(user_views.admin_update_user)

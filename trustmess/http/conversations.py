@@ -10,6 +10,10 @@ the issue left open, decided here:
   ``conflict``, since no input is at fault, only the conversation's kind.
 * Adding members: ids already in the group are ignored; only the new ones must be active users.
   New members see the whole history, and their read marker starts at the newest message.
+* Consent (store/consent.py): a direct conversation is created only if the other user's
+  ``direct_policy`` allows it (an existing one is always found again); a group add makes a
+  user whose ``group_policy`` asks for it an invitee, not a member (``invited`` in the
+  answer), and each invitation spends from the adder's contact-request budget.
 * When the owner leaves, the longest-standing member (earliest ``joined_at``, then lowest id)
   becomes the owner. When the last member leaves the rows stay; nobody can see them.
 """
@@ -19,23 +23,33 @@ from __future__ import annotations
 import base64
 import binascii
 from collections.abc import Collection
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from aiohttp import web
 
-from trustmess.appkeys import CONVERSATION_CHANGE_LIMIT, NOTIFIER, POOL, READ_MARKERS
+from trustmess.appkeys import (
+    CONTACT_REQUEST_LIMIT,
+    CONVERSATION_CHANGE_LIMIT,
+    NOTIFIER,
+    POOL,
+    READ_MARKERS,
+    SETTINGS,
+)
 from trustmess.errors import (
     ApiError,
     ErrorCode,
     conversation_not_found,
     invalid,
+    not_allowed,
     not_found,
     rate_limited,
 )
 from trustmess.http.authn import current_user_id
 from trustmess.http.jsonio import json_response, path_id, query_int, read_json_object
 from trustmess.models import Conversation
+from trustmess.store.consent import GroupAdds, direct_refusal, sort_group_adds
 from trustmess.store.conversations import (
     ActivityKey,
     Membership,
@@ -44,6 +58,7 @@ from trustmess.store.conversations import (
     conversations_page,
     create_direct,
     create_group,
+    direct_conversation_id,
     get_conversation_for,
     lock_membership,
     member_ids,
@@ -54,6 +69,8 @@ from trustmess.store.conversations import (
     unknown_or_inactive_users,
 )
 from trustmess.store.history import DbConnection
+from trustmess.store.invitations import drop_invitations, invitation_for, invite
+from trustmess.wire import events
 from trustmess.wire.validation import (
     BIGINT_MAX,
     check_fields,
@@ -154,12 +171,78 @@ def decode_cursor(cursor: str) -> ActivityKey:
         raise bad from None
 
 
+def spend_requests(request: web.Request, user_id: int, count: int = 1) -> None:
+    """Spend ``count`` from the caller's budget of contact requests and group invitations,
+    all or nothing; 429 when it does not hold them (before anything is stored)."""
+    limiter = request.app[CONTACT_REQUEST_LIMIT]
+    key = str(user_id)
+    for spent in range(count):
+        wait = limiter.take(key)
+        if wait is not None:
+            for _ in range(spent):
+                limiter.refund(key)
+            raise rate_limited(wait)
+
+
 def _spend_change(request: web.Request, conversation_id: int) -> None:
     """A member's change to the conversation: within its budget, or 429. Checked after the
     membership, so strangers cannot spend it."""
     wait = request.app[CONVERSATION_CHANGE_LIMIT].take(str(conversation_id))
     if wait is not None:
         raise rate_limited(wait)
+
+
+async def _open_direct(conn: DbConnection, user_id: int, other_id: int) -> tuple[int, bool]:
+    """The direct conversation with ``other_id``: found (either side may), or created if their
+    consent allows it (403 ``not_allowed`` otherwise, whether policy or block refused)."""
+    existing = await direct_conversation_id(conn, user_id, other_id)
+    if existing is not None:
+        return existing, False
+    refusal = await direct_refusal(conn, user_id, other_id)
+    if refusal == "blocked_other":
+        raise ApiError(409, ErrorCode.CONFLICT, "you have blocked this user; unblock first")
+    if refusal is not None:
+        raise not_allowed("this user does not accept direct conversations from you")
+    return await create_direct(conn, user_id, other_id)
+
+
+@dataclass(frozen=True, slots=True)
+class Invitations:
+    """The invitations a group add made (``sent``), and whom the adder is told it invited
+    (``reported``: also those their block or a full invitation list dropped, so that neither
+    shows)."""
+
+    sent: list[int]
+    reported: list[int]
+
+
+async def _invite(
+    request: web.Request, conn: DbConnection, conversation_id: int, user_id: int, adds: GroupAdds
+) -> Invitations:
+    sent = await invite(
+        conn,
+        conversation_id,
+        user_id,
+        adds.invited,
+        request.app[SETTINGS].invitations_pending_max,
+    )
+    return Invitations(sent, sorted(adds.invited + adds.refused))
+
+
+async def _announce_invitations(
+    request: web.Request, conversation_id: int, user_ids: list[int]
+) -> None:
+    """Tell each newly invited user (``invitation`` ``invited``) on every device."""
+    if not user_ids:
+        return
+    notifier = request.app[NOTIFIER]
+    async with request.app[POOL].acquire() as conn:
+        for invitee in user_ids:
+            found = await invitation_for(conn, conversation_id, invitee)
+            if found is not None:
+                notifier.to_user(
+                    invitee, events.invitation("invited", conversation_id, found.to_json())
+                )
 
 
 @routes.post("/conversations")
@@ -176,16 +259,26 @@ async def create_conversation(request: web.Request) -> web.Response:
         raise invalid("member_ids", "must name at least one other user")
     if len(others) + 1 > MAX_MEMBERS:
         raise _too_many_members("member_ids")
+    invitations = Invitations([], [])
     async with request.app[POOL].acquire() as conn:
         await _require_active_users(conn, "member_ids", others)
         if len(others) == 1 and title is None:
-            conversation_id, created = await create_direct(conn, user_id, others[0])
+            conversation_id, created = await _open_direct(conn, user_id, others[0])
         else:
-            conversation_id, created = await create_group(conn, user_id, others, title), True
+            adds = await sort_group_adds(conn, user_id, others)
+            spend_requests(request, user_id, len(adds.invited) + len(adds.refused))
+            async with conn.transaction():
+                conversation_id = await create_group(conn, user_id, adds.members, title)
+                invitations = await _invite(request, conn, conversation_id, user_id, adds)
+            created = True
         conversation = await _conversation_for(conn, conversation_id, user_id)
     if created:
         await request.app[NOTIFIER].conversation_created(conversation_id)
-    return json_response(conversation.to_json(), status=201 if created else 200)
+    await _announce_invitations(request, conversation_id, invitations.sent)
+    body = conversation.to_json()
+    if conversation.kind == "group":
+        body["invited"] = invitations.reported
+    return json_response(body, status=201 if created else 200)
 
 
 @routes.get("/conversations")
@@ -255,12 +348,17 @@ async def add_conversation_members(request: web.Request) -> web.Response:
                 raise _too_many_members("user_ids")
             if new:
                 _spend_change(request, conversation_id)
-            added = await add_members(conn, conversation_id, new)
+            adds = await sort_group_adds(conn, user_id, new)
+            spend_requests(request, user_id, len(adds.invited) + len(adds.refused))
+            added = await add_members(conn, conversation_id, adds.members)
+            await drop_invitations(conn, conversation_id, added)
+            invitations = await _invite(request, conn, conversation_id, user_id, adds)
             version = await bump_version(conn, conversation_id) if added else 0
         conversation = await _conversation_for(conn, conversation_id, user_id)
     if added:
         await request.app[NOTIFIER].members_added(conversation_id, version, added)
-    return json_response(conversation.to_json())
+    await _announce_invitations(request, conversation_id, invitations.sent)
+    return json_response({**conversation.to_json(), "invited": invitations.reported})
 
 
 @routes.delete("/conversations/{id}/members/{user_id}")

@@ -120,6 +120,13 @@ def render_samples(app: web.Application) -> str:
             [({"code": str(code)}, n) for code, n in sorted(counters.closes.items())],
         ),
         (
+            "trustmess_mails_total",
+            "counter",
+            "Mails by outcome: queued, sent (or logged without SMTP), retried (a failed try), "
+            "failed, dropped (queue full), skipped (nothing to send).",
+            [({"outcome": outcome}, n) for outcome, n in sorted(counters.mails.items())],
+        ),
+        (
             "process_resident_memory_bytes",
             "gauge",
             "Resident set size.",

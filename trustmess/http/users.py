@@ -1,8 +1,7 @@
 """Views for profiles, the user directory and account administration.
 
 The handlers are mounted by ``accounts.routes`` (the one table ``app.py`` adds for accounts).
-Every view here needs a valid access token; administrators are recognised from the database on
-each request, never from the token.
+Every view here needs a valid access token. Administration is in admin.py.
 """
 
 from __future__ import annotations
@@ -14,9 +13,7 @@ from typing import Any
 from aiohttp import web
 
 from trustmess.appkeys import (
-    ACTIVE_USERS,
     LOGIN_GUARD,
-    NOTIFIER,
     PASSWORDS,
     POOL,
     SEARCH_LIMIT_BY_USER,
@@ -27,16 +24,19 @@ from trustmess.auth import (
     USERNAME_PATTERN,
     require_new_password,
 )
-from trustmess.errors import ApiError, ErrorCode, invalid, not_found, rate_limited
-from trustmess.http.authn import current_user_id
+from trustmess.errors import invalid, not_found, rate_limited
+from trustmess.http.accountdeletion import delete_account
+from trustmess.http.authn import authenticate, current_user_id
 from trustmess.http.clientaddr import client_key
 from trustmess.http.jsonio import json_response, path_id, query_int, read_json_object
-from trustmess.store import tokens, users
+from trustmess.http.sessions import ALL_SESSIONS, PASSWORD_CHANGED, end_sessions
+from trustmess.http.verification import start_verification
+from trustmess.store import consent, emailtokens, users
+from trustmess.wire.emailaddress import check_email
 from trustmess.wire.validation import (
     check_fields,
     check_name,
     check_text,
-    get_bool,
     get_str,
     require_str,
 )
@@ -78,76 +78,148 @@ def no_content() -> web.Response:
 
 
 async def get_me(request: web.Request) -> web.Response:
-    """``GET /users/me``: the caller's profile, with ``is_admin``."""
+    """``GET /users/me``: the caller's profile, with ``is_admin`` and the consent settings."""
     user_id = await current_user_id(request)
     user = await users.get_user(request.app[POOL], user_id)
-    if user is None:
+    found = await consent.get_consent(request.app[POOL], user_id)
+    if user is None or found is None:
         raise not_found("user not found")
-    return json_response(user.profile_json())
+    return json_response({**user.profile_json(), **found.to_json()})
+
+
+def _policy(data: dict[str, Any], name: str) -> str | None:
+    """``direct_policy`` / ``group_policy``: ``anyone`` or ``contacts``."""
+    value = get_str(data, name, max_len=16)
+    if value is not None and value not in consent.POLICIES:
+        raise invalid(name, "must be anyone or contacts")
+    return value
 
 
 async def update_me(request: web.Request) -> web.Response:
-    """``PATCH /users/me`` ``{display_name?, bio?}``: change the caller's profile.
+    """``PATCH /users/me`` ``{display_name?, bio?, email?, current_password?, direct_policy?,
+    group_policy?}``: change the caller's profile and consent settings.
 
     ``display_name`` is 1-64 characters (surrounding whitespace stripped), ``bio`` 0-500 kept
-    verbatim. Absent fields keep their value; ``updated_at`` is set either way.
+    verbatim. Absent fields keep their value; ``updated_at`` is set either way. ``email`` (an
+    address, or null to remove it) needs ``current_password``, checked like a password
+    change's; a new address starts unverified and a verification mail is queued. An address
+    another account verified is answered the same (its owner gets a notice instead), so the
+    answer never tells whether an address is in use.
     """
     user_id = await current_user_id(request)
-    data = await read_fields(request, {"display_name", "bio"})
+    data = await read_fields(
+        request,
+        {"display_name", "bio", "email", "current_password", "direct_policy", "group_policy"},
+    )
     display_name = display_name_field(data)
     bio = get_str(data, "bio", max_len=BIO_MAX)
     if bio is not None:
         bio = check_text("bio", bio)
-    user = await users.update_profile(
-        request.app[POOL], user_id, display_name=display_name, bio=bio
-    )
-    if user is None:
-        raise not_found("user not found")
-    return json_response(user.profile_json())
+    direct_policy, group_policy = _policy(data, "direct_policy"), _policy(data, "group_policy")
+    changes_email = "email" in data
+    email = None if data.get("email") is None else check_email("email", data["email"])
+    if changes_email:
+        if "current_password" not in data:
+            raise invalid("current_password", "is required to change email")
+        current = require_str(data, "current_password", max_len=PASSWORD_MAX_CHARS)
+        credentials = await users.get_credentials_by_id(request.app[POOL], user_id)
+        if credentials is None or credentials.password_hash is None:
+            raise not_found("user not found")
+        await _check_own_password(
+            request, user_id, current, credentials.password_hash, "current_password"
+        )
+    elif "current_password" in data:
+        raise invalid("current_password", "is only used to change email")
+    pool = request.app[POOL]
+    async with pool.acquire() as conn, conn.transaction():
+        user = await users.update_profile(conn, user_id, display_name=display_name, bio=bio)
+        found = await consent.update_consent(
+            conn, user_id, direct_policy=direct_policy, group_policy=group_policy
+        )
+        if user is None or found is None:
+            raise not_found("user not found")
+        before = user.email
+        if changes_email:
+            user = await users.set_email(conn, user_id, email)
+            assert user is not None
+        new_address = changes_email and (email or "").lower() != (before or "").lower()
+        if new_address:
+            # Links mailed to the old address must not outlive it.
+            await emailtokens.spend_user_tokens(conn, user_id)
+    if new_address and email is not None:
+        start_verification(request.app, user_id, email)
+    return json_response({**user.profile_json(), **found.to_json()})
 
 
 async def change_password(request: web.Request) -> web.Response:
     """``POST /users/me/password`` ``{current_password, new_password}`` → 204.
 
     A wrong ``current_password`` is 422 ``invalid`` naming that field, not 401: the access token
-    is fine, and a 401 would make clients throw the session away. Success revokes every refresh
-    token of the user (access tokens already issued live out their short lifetime). Wrong
-    current passwords spend from a budget of the user's own (not the login limits, which
-    strangers can spend), so a stolen access token cannot be used to guess the password at
-    speed; bcrypt waits its turn in the PasswordQueue like a login's.
+    is fine, and a 401 would make clients throw the session away. Success ends every other
+    session of the user (refresh and access tokens stop, sockets close with 4001); the session
+    making the change stays signed in. Wrong current passwords spend from a budget of the
+    user's own (not the login limits, which strangers can spend), so a stolen access token
+    cannot be used to guess the password at speed; bcrypt waits its turn in the PasswordQueue
+    like a login's.
     """
-    user_id = await current_user_id(request)
+    claims = await authenticate(request)
+    user_id = claims.user_id
     data = await read_fields(
         request, {"current_password", "new_password"}, {"current_password", "new_password"}
     )
     current = require_str(data, "current_password", max_len=PASSWORD_MAX_CHARS)
     pool = request.app[POOL]
     credentials = await users.get_credentials_by_id(pool, user_id)
-    if credentials is None:
+    if credentials is None or credentials.password_hash is None:
         raise not_found("user not found")
     new = require_new_password(data, "new_password", username=credentials.user.username)
-    guard, passwords, address = (
-        request.app[LOGIN_GUARD],
-        request.app[PASSWORDS],
-        client_key(request),
+    await _check_own_password(
+        request, user_id, current, credentials.password_hash, "current_password"
     )
+    new_hash = await request.app[PASSWORDS].hash(
+        client_key(request), new, request.app[SETTINGS].bcrypt_rounds
+    )
+    # Compare-and-set: a concurrent change wins, and this one's "current" is then stale.
+    if not await users.replace_password_hash(pool, user_id, credentials.password_hash, new_hash):
+        raise invalid("current_password", "is not your current password")
+    await end_sessions(request.app, user_id, ALL_SESSIONS, PASSWORD_CHANGED, keep=claims.session_id)
+    return no_content()
+
+
+async def _check_own_password(
+    request: web.Request, user_id: int, password: str, password_hash: str, field: str
+) -> None:
+    """422 ``invalid`` naming ``field`` unless ``password`` is the caller's password.
+
+    Wrong guesses spend from the user's own budget (LoginGuard.before_password_change), not
+    the login limits strangers can spend.
+    """
+    guard = request.app[LOGIN_GUARD]
     guard.before_password_change(user_id)
     try:
-        right = await passwords.verify(address, current, credentials.password_hash)
+        right = await request.app[PASSWORDS].verify(client_key(request), password, password_hash)
     except BaseException:
         guard.password_change_checked(user_id)
         raise
     if not right:
-        raise invalid("current_password", "is not your current password")
+        raise invalid(field, f"is not your {field.replace('_', ' ')}")
     guard.password_change_checked(user_id)
-    new_hash = await passwords.hash(address, new, request.app[SETTINGS].bcrypt_rounds)
-    async with pool.acquire() as conn, conn.transaction():
-        # Compare-and-set: a concurrent change wins, and this one's "current" is then stale.
-        if not await users.replace_password_hash(
-            conn, user_id, credentials.password_hash, new_hash
-        ):
-            raise invalid("current_password", "is not your current password")
-        await tokens.revoke_user_tokens(conn, user_id)
+
+
+async def delete_me(request: web.Request) -> web.Response:
+    """``DELETE /users/me`` ``{password}`` → 204: delete the caller's account (see
+    ``accountdeletion.delete_account``). A wrong password is 422 ``invalid`` (``password``),
+    with the password-change budget; the last administrator cannot delete themselves (409)."""
+    claims = await authenticate(request)
+    data = await read_fields(request, {"password"}, {"password"})
+    password = require_str(data, "password", max_len=PASSWORD_MAX_CHARS)
+    credentials = await users.get_credentials_by_id(request.app[POOL], claims.user_id)
+    if credentials is None or credentials.password_hash is None:
+        raise not_found("user not found")
+    await _check_own_password(
+        request, claims.user_id, password, credentials.password_hash, "password"
+    )
+    await delete_account(request.app, claims.user_id)
     return no_content()
 
 
@@ -206,34 +278,3 @@ async def get_user(request: web.Request) -> web.Response:
     if user is None or not user.is_active:
         raise not_found("user not found")
     return json_response(user.public_json())
-
-
-async def admin_update_user(request: web.Request) -> web.Response:
-    """``PATCH /admin/users/{id}`` ``{is_active?, is_admin?}``: administrators only (403).
-
-    Disabling revokes the user's refresh tokens and drops them from this node's active-user
-    cache, so their access tokens are refused at once here (within the cache lifetime
-    elsewhere). An administrator cannot disable or demote themselves (409 ``conflict``), so the
-    last one cannot lock everybody out.
-    """
-    caller_id = await current_user_id(request)
-    pool = request.app[POOL]
-    if not await users.is_active_admin(pool, caller_id):
-        raise ApiError(403, ErrorCode.FORBIDDEN, "administrators only")
-    user_id = path_id(request, "id")
-    data = await read_fields(request, {"is_active", "is_admin"})
-    is_active = get_bool(data, "is_active")
-    is_admin = get_bool(data, "is_admin")
-    if user_id == caller_id and False in (is_active, is_admin):
-        raise ApiError(409, ErrorCode.CONFLICT, "you cannot disable or demote yourself")
-    async with pool.acquire() as conn, conn.transaction():
-        user = await users.update_flags(conn, user_id, is_active=is_active, is_admin=is_admin)
-        if user is None:
-            raise not_found("user not found")
-        if not user.is_active:
-            await tokens.revoke_user_tokens(conn, user_id)
-    if is_active is not None:
-        request.app[ACTIVE_USERS].forget(user_id)
-    if not user.is_active:
-        request.app[NOTIFIER].user_disabled(user_id)
-    return json_response(user.admin_json())

@@ -37,8 +37,8 @@ class NewChange:
 class ChangeOutcome:
     """One change's outcome. ``status``: new (``change`` is the entry), duplicate (``change``
     is the entry stored under the same client_change_id), noop (nothing to change), or why it
-    was refused: not_member, no_message, deleted, not_sender, not_allowed, window_closed,
-    too_many_reactions."""
+    was refused: not_member, blocked, no_message, deleted, not_sender, not_allowed,
+    window_closed, too_many_reactions."""
 
     status: str
     change: Change | None
@@ -60,7 +60,7 @@ WITH dup AS (
         AND client_change_id = $5::text
 ),
 member AS (
-    SELECT cm.role, c.kind FROM conversation_members cm
+    SELECT cm.role, c.kind, c.blocked FROM conversation_members cm
     JOIN conversations c ON c.id = cm.conversation_id
     WHERE cm.conversation_id = $2::bigint AND cm.user_id = $3::bigint
 ),
@@ -79,6 +79,9 @@ verdict AS (
     SELECT CASE
         WHEN EXISTS (SELECT 1 FROM dup) THEN 'duplicate'
         WHEN m.role IS NULL THEN 'not_member'
+        -- A blocked direct conversation takes no new words: no edits, no reactions (deleting
+        -- one's messages and taking reactions back stay possible).
+        WHEN m.blocked AND $1::text IN ('edit', 'react') THEN 'blocked'
         WHEN t.sender_id IS NULL THEN 'no_message'
         WHEN t.deleted_at IS NOT NULL AND $1::text = 'delete' THEN 'noop'
         WHEN t.deleted_at IS NOT NULL THEN 'deleted'

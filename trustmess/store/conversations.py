@@ -171,6 +171,20 @@ async def is_member(conn: DbConnection, conversation_id: int, user_id: int) -> b
     )
 
 
+async def member_standing(
+    conn: DbConnection, conversation_id: int, user_id: int
+) -> tuple[bool, bool]:
+    """(member?, the conversation blocked?) for the membership cache."""
+    blocked: bool | None = await conn.fetchval(
+        "SELECT c.blocked FROM conversation_members m "
+        "JOIN conversations c ON c.id = m.conversation_id "
+        "WHERE m.conversation_id = $1 AND m.user_id = $2",
+        conversation_id,
+        user_id,
+    )
+    return blocked is not None, bool(blocked)
+
+
 async def non_members_among(
     conn: DbConnection, pairs: list[tuple[int, int]]
 ) -> list[tuple[int, int]]:
@@ -270,17 +284,29 @@ async def create_direct(conn: DbConnection, user_id: int, other_id: int) -> tupl
     key = direct_key(user_id, other_id)
     async with conn.transaction():
         # Waits for a concurrent insert of the same key, then does nothing if it committed.
+        # blocked: a block made while this request was on its way (store/blocks.py).
         created = await conn.fetchval(
-            "INSERT INTO conversations (kind, created_by, direct_key) "
-            "VALUES ('direct', $1, $2) ON CONFLICT (direct_key) DO NOTHING RETURNING id",
+            "INSERT INTO conversations (kind, created_by, direct_key, blocked) "
+            "VALUES ('direct', $1, $2, EXISTS (SELECT 1 FROM blocks WHERE "
+            "  (blocker_id = $1 AND blocked_id = $3) OR (blocker_id = $3 AND blocked_id = $1))) "
+            "ON CONFLICT (direct_key) DO NOTHING RETURNING id",
             user_id,
             key,
+            other_id,
         )
         if created is not None:
             await add_members(conn, created, sorted({user_id, other_id}))
             return int(created), True
         existing = await conn.fetchval("SELECT id FROM conversations WHERE direct_key = $1", key)
     return int(existing), False
+
+
+async def direct_conversation_id(conn: DbConnection, user_id: int, other_id: int) -> int | None:
+    """The id of the direct conversation between two users, if there is one."""
+    found: int | None = await conn.fetchval(
+        "SELECT id FROM conversations WHERE direct_key = $1", direct_key(user_id, other_id)
+    )
+    return found
 
 
 async def create_group(
@@ -356,3 +382,19 @@ async def promote_longest_standing(conn: DbConnection, conversation_id: int) -> 
         conversation_id,
     )
     return promoted
+
+
+async def lock_memberships_of(conn: DbConnection, user_id: int) -> list[int]:
+    """The conversations ``user_id`` is a member of, locked (in a transaction) as a membership
+    change locks them, to leave them all (account deletion).
+
+    All of them first, in id order, before any member row: the global lock order of message
+    batches and marker flushes (conversations by id, then member rows), so none can deadlock
+    with this.
+    """
+    rows = await conn.fetch(
+        "SELECT c.id FROM conversations c JOIN conversation_members m ON m.conversation_id = c.id "
+        "WHERE m.user_id = $1 ORDER BY c.id FOR NO KEY UPDATE OF c",
+        user_id,
+    )
+    return [row["id"] for row in rows]

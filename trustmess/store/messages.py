@@ -24,7 +24,8 @@ class NewMessage:
 # Not frozen: built once per message on the hot path, where a frozen init costs 4x.
 @dataclass(slots=True)
 class AppendResult:
-    """One row of a batch's outcome: status is new, duplicate, not_member or bad_reply_to."""
+    """One row of a batch's outcome: status is new, duplicate, not_member, blocked or
+    bad_reply_to."""
 
     status: str
     id: int | None
@@ -35,14 +36,14 @@ class AppendResult:
 
 
 # Per input row: a duplicate of a stored (conversation, sender, client_msg_id) returns the
-# stored row; a sender who is not a member or a reply_to that is not a stored seq is refused;
-# the rest get seq = previous last_seq + their position among the batch's new rows of that
-# conversation. Each conversation row is locked, so concurrent batches on other nodes queue
-# behind it and seqs stay gapless in commit order. Locks are taken in one global order
-# (conversations by id, then member rows by (conversation, user), as every other writer of
-# these rows does): batches touching the same conversations in other orders, or a read-marker
-# flush, queue instead of deadlocking (PostgreSQL breaks a deadlock only after 1 s).
-# ``locked`` and ``senders`` are MATERIALIZED so that their ordered FOR NO KEY UPDATE runs
+# stored row; a sender who is not a member, a blocked direct conversation, or a reply_to that
+# is not a stored seq is refused; the rest get seq = previous last_seq + their position among
+# the batch's new rows of that conversation. Each conversation row is locked, so concurrent
+# batches on other nodes queue behind it and seqs stay gapless in commit order. Locks are taken
+# in one global order (conversations by id, then member rows by (conversation, user), as every
+# other writer of these rows does): batches touching the same conversations in other orders,
+# or a read-marker flush, queue instead of deadlocking (PostgreSQL breaks a deadlock only after
+# 1 s). ``locked`` and ``senders`` are MATERIALIZED so that their ordered FOR NO KEY UPDATE runs
 # as written; the UPDATEs join them, so they touch no row before it is locked in that order.
 APPEND_BATCH = """
 WITH input AS (
@@ -56,6 +57,7 @@ checked AS (
         CASE
             WHEN e.id IS NOT NULL THEN 'duplicate'
             WHEN member.ok IS NULL THEN 'not_member'
+            WHEN member.blocked THEN 'blocked'
             WHEN i.reply_to_seq IS NOT NULL AND replied.ok IS NULL THEN 'bad_reply_to'
             ELSE 'new'
         END AS status
@@ -68,8 +70,11 @@ checked AS (
             AND m.client_msg_id = i.client_msg_id
         LIMIT 1
     ) e ON true
+    -- The conversation's blocked flag (a direct conversation with a block either way) comes
+    -- with the membership probe: refusing those sends costs no statement of its own.
     LEFT JOIN LATERAL (
-        SELECT true AS ok FROM conversation_members cm
+        SELECT true AS ok, c.blocked FROM conversation_members cm
+        JOIN conversations c ON c.id = cm.conversation_id
         WHERE cm.conversation_id = i.conversation_id AND cm.user_id = i.sender_id
         LIMIT 1
     ) member ON true
@@ -83,7 +88,7 @@ checked AS (
 fresh AS (
     SELECT c.*, row_number() OVER (PARTITION BY c.conversation_id ORDER BY c.ord) AS rn
     -- Not "status = 'new'": the planner would guess one row and join bumped by nested loop.
-    FROM checked c WHERE c.status NOT IN ('duplicate', 'not_member', 'bad_reply_to')
+    FROM checked c WHERE c.status NOT IN ('duplicate', 'not_member', 'blocked', 'bad_reply_to')
 ),
 counts AS (
     SELECT conversation_id, count(*) AS n FROM fresh GROUP BY conversation_id

@@ -46,15 +46,44 @@ users = Table(
     # Stored lower-cased (the check makes that a rule), so the plain unique constraint is
     # case-insensitive uniqueness.
     Column("username", String(32), nullable=False, unique=True),
-    Column("password_hash", Text, nullable=False),
-    Column("display_name", String(64), nullable=False),
+    # Both NULL only for a deleted account (a tombstone: see deleted_at).
+    Column("password_hash", Text),
+    Column("display_name", String(64)),
     Column("bio", String(500), nullable=False, server_default=""),
     Column("is_active", Boolean, nullable=False, server_default=text("true")),
     Column("is_admin", Boolean, nullable=False, server_default=text("false")),
     Column("created_at", DateTime(timezone=True), nullable=False, server_default=NOW),
     Column("updated_at", DateTime(timezone=True), nullable=False, server_default=NOW),
+    # Optional; kept as typed. Unverified it is only a claim, so uniqueness (in any case) binds
+    # verified addresses only: claiming someone's address neither fails (which would tell
+    # that it is in use) nor blocks its owner (store/users.py, http/recovery.py).
+    Column("email", String(254)),
+    Column("email_verified_at", DateTime(timezone=True)),
+    # Set when the account was deleted: the row stays, so the user ids in message history still
+    # resolve and the username stays taken (nobody can sign up as the deleted user).
+    Column("deleted_at", DateTime(timezone=True)),
     CheckConstraint("username = lower(username)", name="username_lower"),
+    CheckConstraint("email IS NOT NULL OR email_verified_at IS NULL", name="email_verified"),
+    CheckConstraint(
+        "deleted_at IS NOT NULL OR (password_hash IS NOT NULL AND display_name IS NOT NULL)",
+        name="live_has_credentials",
+    ),
+    # Consent (store/consent.py): who may open a direct conversation with the user, and who may
+    # add them to a group without an invitation.
+    Column("direct_policy", String(8), nullable=False, server_default="anyone"),
+    Column("group_policy", String(8), nullable=False, server_default="anyone"),
+    CheckConstraint("direct_policy IN ('anyone', 'contacts')", name="direct_policy"),
+    CheckConstraint("group_policy IN ('anyone', 'contacts')", name="group_policy"),
 )
+
+Index(
+    "uq_users_email_verified",
+    func.lower(users.c.email).label("lower_email"),
+    unique=True,
+    postgresql_where=users.c.email_verified_at.isnot(None),
+)
+# Unverified claims of an address, cleared when someone verifies it.
+Index("ix_users_email_lower", func.lower(users.c.email).label("lower_email"))
 
 # The directory's prefix search (store/users.py search_active_users): a range scan of each
 # index for "starts with", in any case. text_pattern_ops compares code points, whatever the
@@ -92,6 +121,53 @@ refresh_tokens = Table(
     Column("user_agent", String(256)),
 )
 
+# Single-use, expiring links mailed to an address: "verify" proves the address belongs to the
+# user, "reset" sets a new password. Only the SHA-256 of a token is stored; ``email`` is the
+# address it was mailed to, which must still be the account's when it is used.
+email_tokens = Table(
+    "email_tokens",
+    metadata,
+    Column("id", BigInteger, Identity(), primary_key=True),
+    Column(
+        "user_id",
+        BigInteger,
+        ForeignKey("users.id", ondelete="CASCADE"),
+        nullable=False,
+        index=True,
+    ),
+    Column("purpose", String(6), nullable=False),
+    Column("token_hash", String(64), nullable=False, unique=True),
+    Column("email", String(254), nullable=False),
+    Column("created_at", DateTime(timezone=True), nullable=False, server_default=NOW),
+    Column("expires_at", DateTime(timezone=True), nullable=False),
+    Column("used_at", DateTime(timezone=True)),
+    CheckConstraint("purpose IN ('verify', 'reset')", name="purpose"),
+)
+
+# A session (a device): one login and the refresh-token family it started (``id`` is the
+# family id, carried by access tokens as ``sid``). Ended sessions keep their row (client and
+# address erased) until no access token issued for them can still be valid: each node rebuilds
+# its in-memory revocation set from them at start and after a message-bus outage.
+sessions = Table(
+    "sessions",
+    metadata,
+    Column("id", String(32), primary_key=True),
+    Column(
+        "user_id",
+        BigInteger,
+        ForeignKey("users.id", ondelete="CASCADE"),
+        nullable=False,
+        index=True,
+    ),
+    Column("created_at", DateTime(timezone=True), nullable=False, server_default=NOW),
+    Column("last_used_at", DateTime(timezone=True), nullable=False, server_default=NOW),
+    Column("expires_at", DateTime(timezone=True), nullable=False),
+    Column("ended_at", DateTime(timezone=True)),
+    Column("user_agent", String(256)),
+    Column("address", String(64)),
+    Index("ix_sessions_ended_at", "ended_at", postgresql_where=text("ended_at IS NOT NULL")),
+)
+
 conversations = Table(
     "conversations",
     metadata,
@@ -106,6 +182,9 @@ conversations = Table(
     Column("direct_key", String(41), unique=True),
     # Bumped by every title or membership change; `conversation_update` events carry it.
     Column("version", BigInteger, nullable=False, server_default=text("1")),
+    # A direct conversation whose members have blocked each other (either way): the append
+    # statement refuses new messages in it without a query of its own (store/messages.py).
+    Column("blocked", Boolean, nullable=False, server_default=text("false")),
     CheckConstraint("kind IN ('direct', 'group')", name="kind"),
     CheckConstraint("(kind = 'direct') = (direct_key IS NOT NULL)", name="direct_key"),
 )
@@ -219,4 +298,64 @@ message_reactions = Table(
         name="fk_message_reactions_target_messages",
         ondelete="CASCADE",
     ),
+)
+
+# People (store/contacts.py). An accepted contact is stored in both directions, (a, b) and
+# (b, a), so "my contacts" and "is b my contact" are one index probe from either side.
+contacts = Table(
+    "contacts",
+    metadata,
+    Column("user_id", BigInteger, ForeignKey("users.id", ondelete="CASCADE"), nullable=False),
+    Column("contact_id", BigInteger, ForeignKey("users.id", ondelete="CASCADE"), nullable=False),
+    Column("created_at", DateTime(timezone=True), nullable=False, server_default=NOW),
+    PrimaryKeyConstraint("user_id", "contact_id"),
+    # The cascade when an account is deleted reads by contact_id.
+    Index("ix_contacts_contact_id", "contact_id"),
+)
+
+# A contact request, pending or declined. A declined one stays (declined_at) for the cooldown;
+# its requester keeps seeing it as pending. cancelled_at: the requester withdrew a request that
+# had been declined (it no longer sees it, but the cooldown still holds).
+contact_requests = Table(
+    "contact_requests",
+    metadata,
+    Column("requester_id", BigInteger, ForeignKey("users.id", ondelete="CASCADE"), nullable=False),
+    Column("recipient_id", BigInteger, ForeignKey("users.id", ondelete="CASCADE"), nullable=False),
+    Column("message", Text),
+    Column("created_at", DateTime(timezone=True), nullable=False, server_default=NOW),
+    Column("declined_at", DateTime(timezone=True)),
+    Column("cancelled_at", DateTime(timezone=True)),
+    PrimaryKeyConstraint("requester_id", "recipient_id"),
+    CheckConstraint("requester_id <> recipient_id", name="not_self"),
+    Index("ix_contact_requests_recipient_id_created_at", "recipient_id", "created_at"),
+)
+
+blocks = Table(
+    "blocks",
+    metadata,
+    Column("blocker_id", BigInteger, ForeignKey("users.id", ondelete="CASCADE"), nullable=False),
+    Column("blocked_id", BigInteger, ForeignKey("users.id", ondelete="CASCADE"), nullable=False),
+    Column("created_at", DateTime(timezone=True), nullable=False, server_default=NOW),
+    PrimaryKeyConstraint("blocker_id", "blocked_id"),
+    CheckConstraint("blocker_id <> blocked_id", name="not_self"),
+    Index("ix_blocks_blocked_id", "blocked_id"),
+)
+
+# An invitation to a group for a user whose group_policy is 'contacts', added by someone who is
+# not their contact: they become a member only by accepting (store/invitations.py).
+group_invitations = Table(
+    "group_invitations",
+    metadata,
+    Column(
+        "conversation_id",
+        BigInteger,
+        ForeignKey("conversations.id", ondelete="CASCADE"),
+        nullable=False,
+    ),
+    Column("user_id", BigInteger, ForeignKey("users.id", ondelete="CASCADE"), nullable=False),
+    Column("inviter_id", BigInteger, ForeignKey("users.id", ondelete="CASCADE"), nullable=False),
+    Column("created_at", DateTime(timezone=True), nullable=False, server_default=NOW),
+    PrimaryKeyConstraint("conversation_id", "user_id"),
+    Index("ix_group_invitations_user_id_created_at", "user_id", "created_at"),
+    Index("ix_group_invitations_inviter_id", "inviter_id"),
 )

@@ -16,7 +16,7 @@ USER_AGENT_MAX = 256
 
 @dataclass(frozen=True, slots=True)
 class SpentToken:
-    """A refresh token just marked used: whose it was and which family to continue."""
+    """A refresh token's owner and family (its session): the one just spent, or looked up."""
 
     user_id: int
     family_id: str
@@ -59,38 +59,34 @@ async def spend_refresh_token(db: Db, token_hash: str) -> SpentToken | None:
     return None if row is None else SpentToken(row["user_id"], row["family_id"])
 
 
-async def revoke_family_if_spent(db: Db, token_hash: str) -> int | None:
-    """If ``token_hash`` was already used, revoke its whole family and return the user id.
+async def revoke_family_if_spent(db: Db, token_hash: str) -> SpentToken | None:
+    """If ``token_hash`` was already used, revoke its whole family and return whose it was.
 
     None when the token is unknown or was never used (expired or revoked tokens that were not
-    spent are plain failures, not evidence of theft).
+    spent are plain failures, not evidence of theft). The caller ends the family's session.
     """
-    user_id: int | None = await db.fetchval(
+    row = await db.fetchrow(
         "WITH spent AS ("
         "  SELECT user_id, family_id FROM refresh_tokens "
         "  WHERE token_hash = $1 AND used_at IS NOT NULL"
         "), revoked AS ("
         "  UPDATE refresh_tokens SET revoked_at = now() "
         "  WHERE family_id = (SELECT family_id FROM spent) AND revoked_at IS NULL"
-        ") SELECT user_id FROM spent",
+        ") SELECT user_id, family_id FROM spent",
         token_hash,
     )
-    return user_id
+    return None if row is None else SpentToken(row["user_id"], row["family_id"])
 
 
-async def revoke_family_of(db: Db, token_hash: str) -> None:
-    """Revoke every token of the family ``token_hash`` belongs to (nothing if unknown)."""
-    await db.execute(
-        "UPDATE refresh_tokens SET revoked_at = now() "
-        "WHERE family_id = (SELECT family_id FROM refresh_tokens WHERE token_hash = $1) "
-        "AND revoked_at IS NULL",
-        token_hash,
+async def family_of(db: Db, token_hash: str) -> SpentToken | None:
+    """Whose token ``token_hash`` is and its family (its session), spent or not; None if
+    unknown."""
+    row = await db.fetchrow(
+        "SELECT user_id, family_id FROM refresh_tokens WHERE token_hash = $1", token_hash
     )
+    return None if row is None else SpentToken(row["user_id"], row["family_id"])
 
 
-async def revoke_user_tokens(db: Db, user_id: int) -> None:
-    """Revoke every refresh token of a user: all their sessions end at the next refresh."""
-    await db.execute(
-        "UPDATE refresh_tokens SET revoked_at = now() WHERE user_id = $1 AND revoked_at IS NULL",
-        user_id,
-    )
+async def delete_user_tokens(db: Db, user_id: int) -> None:
+    """Forget every refresh token of a deleted account (its sessions ended first)."""
+    await db.execute("DELETE FROM refresh_tokens WHERE user_id = $1", user_id)

@@ -23,11 +23,14 @@ class User:
 
     id: int
     username: str
-    display_name: str
+    display_name: str | None  # None only for a deleted account
     bio: str
     created_at: datetime
     is_active: bool
     is_admin: bool
+    email: str | None = None
+    email_verified: bool = False
+    deleted: bool = False
 
     def public_json(self) -> dict[str, Any]:
         """What anyone signed in may see."""
@@ -40,12 +43,22 @@ class User:
         }
 
     def profile_json(self) -> dict[str, Any]:
-        """What the user sees of themselves."""
-        return {**self.public_json(), "is_admin": self.is_admin}
+        """What the user sees of themselves: with the email, which nobody else sees."""
+        return {
+            **self.public_json(),
+            "is_admin": self.is_admin,
+            "email": self.email,
+            "email_verified": self.email_verified,
+        }
 
     def admin_json(self) -> dict[str, Any]:
-        """What an administrator sees."""
-        return {**self.public_json(), "is_active": self.is_active, "is_admin": self.is_admin}
+        """What an administrator sees (deleted accounts too)."""
+        return {
+            **self.public_json(),
+            "is_active": self.is_active,
+            "is_admin": self.is_admin,
+            "deleted": self.deleted,
+        }
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,7 +66,7 @@ class Credentials:
     """An account with the password hash a login or a password change checks."""
 
     user: User
-    password_hash: str
+    password_hash: str | None  # None only for a deleted account: no password matches
 
 
 def _user(row: asyncpg.Record) -> User:
@@ -65,11 +78,20 @@ def _user(row: asyncpg.Record) -> User:
         created_at=row["created_at"],
         is_active=row["is_active"],
         is_admin=row["is_admin"],
+        email=row["email"],
+        email_verified=row["email_verified_at"] is not None,
+        deleted=row["deleted_at"] is not None,
     )
 
 
 async def insert_user(
-    db: Db, username: str, password_hash: str, display_name: str, *, is_admin: bool = False
+    db: Db,
+    username: str,
+    password_hash: str,
+    display_name: str,
+    *,
+    is_admin: bool = False,
+    email: str | None = None,
 ) -> User | None:
     """Create an account; None when the (lower-cased) username is already taken.
 
@@ -77,13 +99,15 @@ async def insert_user(
     """
     try:
         row = await db.fetchrow(
-            "INSERT INTO users (username, password_hash, display_name, is_admin) "
-            "VALUES ($1, $2, $3, $4) "
-            "RETURNING id, username, display_name, bio, created_at, is_active, is_admin",
+            "INSERT INTO users (username, password_hash, display_name, is_admin, email) "
+            "VALUES ($1, $2, $3, $4, $5) "
+            "RETURNING id, username, display_name, bio, created_at, is_active, is_admin, email, "
+            "email_verified_at, deleted_at",
             username,
             password_hash,
             display_name,
             is_admin,
+            email,
         )
     except asyncpg.UniqueViolationError as exc:
         if exc.constraint_name == "uq_users_username":
@@ -96,8 +120,8 @@ async def insert_user(
 async def get_user(db: Db, user_id: int) -> User | None:
     """The account with this id, active or not."""
     row = await db.fetchrow(
-        "SELECT id, username, display_name, bio, created_at, is_active, is_admin "
-        "FROM users WHERE id = $1",
+        "SELECT id, username, display_name, bio, created_at, is_active, is_admin, email, "
+        "email_verified_at, deleted_at FROM users WHERE id = $1",
         user_id,
     )
     return None if row is None else _user(row)
@@ -106,8 +130,8 @@ async def get_user(db: Db, user_id: int) -> User | None:
 async def get_credentials(db: Db, username: str) -> Credentials | None:
     """The account with this lower-cased username, and its password hash."""
     row = await db.fetchrow(
-        "SELECT id, username, display_name, bio, created_at, is_active, is_admin, "
-        "password_hash FROM users WHERE username = $1",
+        "SELECT id, username, display_name, bio, created_at, is_active, is_admin, email, "
+        "email_verified_at, deleted_at, password_hash FROM users WHERE username = $1",
         username,
     )
     return None if row is None else Credentials(_user(row), row["password_hash"])
@@ -116,8 +140,8 @@ async def get_credentials(db: Db, username: str) -> Credentials | None:
 async def get_credentials_by_id(db: Db, user_id: int) -> Credentials | None:
     """The account with this id, and its password hash."""
     row = await db.fetchrow(
-        "SELECT id, username, display_name, bio, created_at, is_active, is_admin, "
-        "password_hash FROM users WHERE id = $1",
+        "SELECT id, username, display_name, bio, created_at, is_active, is_admin, email, "
+        "email_verified_at, deleted_at, password_hash FROM users WHERE id = $1",
         user_id,
     )
     return None if row is None else Credentials(_user(row), row["password_hash"])
@@ -127,6 +151,51 @@ async def is_active_admin(db: Db, user_id: int) -> bool:
     """True when the user exists, is enabled and is an administrator."""
     value = await db.fetchval("SELECT is_admin AND is_active FROM users WHERE id = $1", user_id)
     return value is True
+
+
+async def lock_live_user(db: Db, user_id: int) -> User | None:
+    """The account, not deleted, locked until the end of the transaction; None otherwise.
+
+    NO KEY UPDATE: a message insert's foreign-key check (KEY SHARE) on the row does not wait
+    for it, so a batch holding conversation locks never queues behind this.
+    """
+    row = await db.fetchrow(
+        "SELECT id, username, display_name, bio, created_at, is_active, is_admin, email, "
+        "email_verified_at, deleted_at "
+        "FROM users WHERE id = $1 AND deleted_at IS NULL FOR NO KEY UPDATE",
+        user_id,
+    )
+    return None if row is None else _user(row)
+
+
+async def other_active_admins(db: Db, user_id: int) -> int:
+    """How many active administrators there are besides ``user_id``.
+
+    Every administrator row is locked (in id order, so concurrent callers queue instead of
+    deadlocking): of two administrators removing themselves at once, the second sees the first
+    gone.
+    """
+    count: int = await db.fetchval(
+        "SELECT count(*) FROM ("
+        "  SELECT id FROM users WHERE is_admin AND is_active ORDER BY id FOR NO KEY UPDATE"
+        ") AS admins WHERE id <> $1",
+        user_id,
+    )
+    return count
+
+
+async def tombstone_user(db: Db, user_id: int) -> None:
+    """Turn a deleted account into its tombstone: no password, no profile, disabled for good.
+
+    The row and the username stay, so ids in message history resolve and nobody can sign up
+    under the deleted user's name.
+    """
+    await db.execute(
+        "UPDATE users SET deleted_at = now(), is_active = false, is_admin = false, "
+        "password_hash = NULL, display_name = NULL, bio = '', email = NULL, "
+        "email_verified_at = NULL, updated_at = now() WHERE id = $1",
+        user_id,
+    )
 
 
 async def disabled_among(db: Db, user_ids: list[int]) -> list[int]:
@@ -147,7 +216,8 @@ async def update_profile(
         "UPDATE users "
         "SET display_name = coalesce($2, display_name), bio = coalesce($3, bio), "
         "updated_at = now() WHERE id = $1 "
-        "RETURNING id, username, display_name, bio, created_at, is_active, is_admin",
+        "RETURNING id, username, display_name, bio, created_at, is_active, is_admin, email, "
+        "email_verified_at, deleted_at",
         user_id,
         display_name,
         bio,
@@ -167,15 +237,93 @@ async def replace_password_hash(db: Db, user_id: int, old_hash: str, new_hash: s
     return status == "UPDATE 1"
 
 
+async def set_password_hash(db: Db, user_id: int, new_hash: str) -> None:
+    """Replace the password hash whatever it was (a password reset: no old one to compare)."""
+    await db.execute(
+        "UPDATE users SET password_hash = $2, updated_at = now() WHERE id = $1", user_id, new_hash
+    )
+
+
+async def set_email(db: Db, user_id: int, email: str | None) -> User | None:
+    """Set (or with None remove) the email. The same address in another letter case keeps its
+    verification; any other address starts unverified."""
+    row = await db.fetchrow(
+        "UPDATE users SET email = $2::text, updated_at = now(), "
+        "email_verified_at = CASE WHEN lower(email) = lower($2::text) THEN email_verified_at END "
+        "WHERE id = $1 "
+        "RETURNING id, username, display_name, bio, created_at, is_active, is_admin, email, "
+        "email_verified_at, deleted_at",
+        user_id,
+        email,
+    )
+    return None if row is None else _user(row)
+
+
+async def verified_owner(db: Db, email: str) -> int | None:
+    """The account that verified ``email`` (in any letter case), if one did."""
+    owner: int | None = await db.fetchval(
+        "SELECT id FROM users WHERE lower(email) = lower($1) AND email_verified_at IS NOT NULL",
+        email,
+    )
+    return owner
+
+
+async def find_by_login(db: Db, login: str) -> User | None:
+    """The account a password-reset request names: by its verified email when ``login`` has an
+    ``@``, else by its username (any case). An unverified address finds nobody."""
+    if "@" in login:
+        row = await db.fetchrow(
+            "SELECT id, username, display_name, bio, created_at, is_active, is_admin, email, "
+            "email_verified_at, deleted_at FROM users "
+            "WHERE lower(email) = lower($1) AND email_verified_at IS NOT NULL",
+            login,
+        )
+    else:
+        row = await db.fetchrow(
+            "SELECT id, username, display_name, bio, created_at, is_active, is_admin, email, "
+            "email_verified_at, deleted_at FROM users WHERE username = lower($1)",
+            login,
+        )
+    return None if row is None else _user(row)
+
+
+async def mark_email_verified(conn: Conn, user_id: int, email: str) -> bool:
+    """Verify the user's email if it is still ``email`` (in any letter case: a change of case
+    keeps links working); False if it changed or another
+    account verified the address first. Other accounts' unverified claims of it are dropped.
+    Call inside a transaction."""
+    try:
+        async with conn.transaction():  # a savepoint: the unique violation must not end ours
+            status: str = await conn.execute(
+                "UPDATE users SET email_verified_at = coalesce(email_verified_at, now()), "
+                "updated_at = now() WHERE id = $1 AND lower(email) = lower($2)",
+                user_id,
+                email,
+            )
+    except asyncpg.UniqueViolationError:
+        return False
+    if status != "UPDATE 1":
+        return False
+    await conn.execute(
+        "UPDATE users SET email = NULL, updated_at = now() "
+        "WHERE lower(email) = lower($2) AND email_verified_at IS NULL AND id <> $1",
+        user_id,
+        email,
+    )
+    return True
+
+
 async def update_flags(
     db: Db, user_id: int, *, is_active: bool | None, is_admin: bool | None
 ) -> User | None:
-    """Set the given administrative flags (None keeps the stored value)."""
+    """Set the given administrative flags (None keeps the stored value); None for an unknown
+    or deleted account (a deleted account is never enabled again)."""
     row = await db.fetchrow(
         "UPDATE users "
         "SET is_active = coalesce($2, is_active), is_admin = coalesce($3, is_admin), "
-        "updated_at = now() WHERE id = $1 "
-        "RETURNING id, username, display_name, bio, created_at, is_active, is_admin",
+        "updated_at = now() WHERE id = $1 AND deleted_at IS NULL "
+        "RETURNING id, username, display_name, bio, created_at, is_active, is_admin, email, "
+        "email_verified_at, deleted_at",
         user_id,
         is_active,
         is_admin,
@@ -194,19 +342,22 @@ async def update_flags(
 # the whole table. The ranges read only the matches (all of them, then the top of them sorted).
 _SEARCH_BY_PREFIX = """
 WITH matches AS MATERIALIZED (
-    SELECT id, username, display_name, bio, created_at, is_active, is_admin FROM users
+    SELECT id, username, display_name, bio, created_at, is_active, is_admin, email,
+           email_verified_at, deleted_at FROM users
     WHERE is_active
       AND ((username ~>=~ lower($1::text) AND username ~<~ (lower($1::text) || chr(1114111)))
            OR (lower(display_name) ~>=~ lower($1::text)
                AND lower(display_name) ~<~ (lower($1::text) || chr(1114111))))
       AND ($2::text IS NULL OR username > $2)
 )
-SELECT id, username, display_name, bio, created_at, is_active, is_admin FROM matches
+SELECT id, username, display_name, bio, created_at, is_active, is_admin, email,
+       email_verified_at, deleted_at FROM matches
 ORDER BY username LIMIT $3
 """
 
 _LIST_ALL = """
-SELECT id, username, display_name, bio, created_at, is_active, is_admin FROM users
+SELECT id, username, display_name, bio, created_at, is_active, is_admin, email,
+       email_verified_at, deleted_at FROM users
 WHERE is_active AND ($1::text IS NULL OR username > $1)
 ORDER BY username LIMIT $2
 """
@@ -224,4 +375,29 @@ async def search_active_users(
         rows = await db.fetch(_SEARCH_BY_PREFIX, prefix, after_username, limit)
     else:
         rows = await db.fetch(_LIST_ALL, after_username, limit)
+    return [_user(row) for row in rows]
+
+
+# Administration's view: every account, deleted ones included, by username.
+ADMIN_STATES = ("active", "disabled", "deleted", "admin")
+_ADMIN_PAGE = """
+SELECT id, username, display_name, bio, created_at, is_active, is_admin, email,
+       email_verified_at, deleted_at FROM users
+WHERE username ~>=~ lower($1::text) AND username ~<~ (lower($1::text) || chr(1114111))
+  AND ($2::text IS NULL
+       OR ($2 = 'active' AND is_active)
+       OR ($2 = 'disabled' AND NOT is_active AND deleted_at IS NULL)
+       OR ($2 = 'deleted' AND deleted_at IS NOT NULL)
+       OR ($2 = 'admin' AND is_admin))
+  AND ($3::text IS NULL OR username > $3)
+ORDER BY username LIMIT $4
+"""
+
+
+async def admin_users_page(
+    db: Db, prefix: str, state: str | None, *, after_username: str | None, limit: int
+) -> list[User]:
+    """Accounts whose username starts with ``prefix`` (any case; empty: all) in ``state`` (one
+    of ADMIN_STATES, None: any), by username after ``after_username``."""
+    rows = await db.fetch(_ADMIN_PAGE, prefix, state, after_username, limit)
     return [_user(row) for row in rows]

@@ -113,3 +113,24 @@ def _update(conversation_id: int, version: int, change: str, fields: dict[str, A
 def removed(conversation_id: int) -> bytes:
     """``removed``: the user is no longer a member of the conversation."""
     return orjson.dumps({"type": "removed", "conversation_id": conversation_id})
+
+
+def contact(change: str, user: dict[str, Any], **fields: Any) -> bytes:
+    """``contact``: a contact or contact request with ``user`` (their public profile) changed:
+    requested (with ``request``), accepted, declined, cancelled (with ``direction``), removed."""
+    return orjson.dumps({"type": "contact", "change": change, "user": user, **fields})
+
+
+def invitation(
+    change: str, conversation_id: int, invitation: dict[str, Any] | None = None
+) -> bytes:
+    """``invitation``: an invitation to a group was made (``invited``, with ``invitation``),
+    accepted, declined or withdrawn."""
+    event: dict[str, Any] = {
+        "type": "invitation",
+        "change": change,
+        "conversation_id": conversation_id,
+    }
+    if invitation is not None:
+        event["invitation"] = invitation
+    return orjson.dumps(event)

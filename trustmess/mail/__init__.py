@@ -1,0 +1,1 @@
+"""Outgoing mail: what the server's mails say, the queue that sends them, and the transports."""
