@@ -456,6 +456,31 @@ def test_a_server_restart_is_a_reconnect_that_loses_nothing(
                 second.stop()
 
 
+def test_logging_out_everywhere_ends_the_session_on_other_devices(
+    browser: Browser, server: WebServer
+) -> None:
+    """The socket closed with 4001 (session revoked), the refresh refused: the page shows the
+    login form and says why, instead of reconnecting in a loop."""
+    laptop = Person(browser, server.url, "Ada")
+    laptop.signup()
+    phone = Person(browser, server.url, "Ada")
+    phone.page.goto(server.url)
+    form = phone.page.locator("#login-form")
+    form.get_by_label("Username").fill(laptop.username)
+    form.get_by_label("Password").fill(PASSWORD)
+    form.get_by_role("button", name="Log in").click()
+    expect(phone.page.locator("#connection")).to_have_attribute("data-state", "online")
+    phone.page.evaluate("trustmess.api('POST', '/auth/logout-all')")
+    expect(laptop.page.locator("#auth")).to_be_visible()
+    expect(laptop.page.get_by_role("alert").first).to_have_text(
+        "Your session has ended: log in again."
+    )
+    laptop.errors.clear()  # Chromium logs the refused refresh (401)
+    phone.errors.clear()
+    laptop.close()
+    phone.close()
+
+
 def test_cors_in_a_real_browser(browser: Browser, server: WebServer) -> None:
     """A page on an allowed origin may call the API (preflight included); another may not."""
     # The pages are not on the loopback address the server is on: Chromium's Local Network

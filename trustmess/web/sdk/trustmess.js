@@ -174,9 +174,9 @@ export class TrustMess extends EventTarget {
    * browser has them), re-reading the stored tokens inside it, so two tabs never spend the same
    * refresh token (which would revoke the session).
    */
-  refresh() {
+  refresh(refusedToken) {
     if (!this._refreshing) {
-      const run = () => this._refreshOnce();
+      const run = () => this._refreshOnce(refusedToken);
       const locked = navigator.locks
         ? navigator.locks.request(`${this.key}:refresh`, run)
         : run();
@@ -187,12 +187,14 @@ export class TrustMess extends EventTarget {
     return this._refreshing;
   }
 
-  async _refreshOnce() {
+  async _refreshOnce(refusedToken) {
     const session = this.session;
     if (!session) throw new ApiError(401, "unauthenticated", "not logged in");
     // Another tab refreshed while this one waited for the lock (or before this tab's timer
-    // fired): use its tokens, for the socket too.
-    if (session.expires_at - Date.now() > this._margin(session)) {
+    // fired): use its tokens, for the socket too. A token the server refused (4001: its
+    // session may have ended, §1.4) is refreshed however fresh it looks.
+    const refused = refusedToken !== undefined && session.access_token === refusedToken;
+    if (!refused && session.expires_at - Date.now() > this._margin(session)) {
       this._scheduleRefresh();
       this._extendSocket(session.access_token);
       return session;
@@ -390,9 +392,10 @@ export class TrustMess extends EventTarget {
     }
     this._setState("reconnecting", code);
     if (code === 4001 || code === 4002) {
-      // The token was refused or ran out: a new one, then reconnect without waiting.
+      // The token was refused or ran out: a new one, then reconnect without waiting. After a
+      // 4001 whose session ended the refresh is refused, and the session ends here.
       try {
-        await this.refresh();
+        await this.refresh(this._socketToken);
       } catch {
         if (!this.session) return; // session ended
       }
