@@ -396,7 +396,7 @@ def test_an_expired_access_token_is_refreshed_unnoticed(
             assert ada.page.evaluate("trustmess.session.access_token") != refreshed
             for tab in (ada.page, second_tab):
                 states = tab.evaluate("states")
-                assert states == [], f"the socket dropped: {states}"
+                assert states == [], f"the socket dropped: {states}\n" + "".join(short.log[-30:])
                 expect(tab.locator("#auth")).to_be_hidden()
             second_tab.close()
             ada.send("two")

@@ -81,6 +81,7 @@ export class TrustMess extends EventTarget {
     this._authFailures = 0;
     this._pingTimer = null;
     this._socketToken = null;
+    this._db = null;
     this._inFlight = new Set(); // client_msg_ids sent on the current socket, unanswered
     this._onOnline = () => this._online();
     this._onOffline = () => this._offline();
@@ -98,7 +99,7 @@ export class TrustMess extends EventTarget {
     return this.session?.user ?? null;
   }
 
-  _store(tokens) {
+  async _store(tokens) {
     // Stored before anything else happens with them: the old refresh token is spent.
     const session = {
       access_token: tokens.access_token,
@@ -108,9 +109,53 @@ export class TrustMess extends EventTarget {
       user: tokens.user,
     };
     this.storage.setItem(`${this.key}:session`, JSON.stringify(session));
+    await this._durable(session);
     this.userId = tokens.user.id;
     this._scheduleRefresh();
     return session;
+  }
+
+  // The session is also kept in IndexedDB, whose transactions every tab sees in commit order:
+  // Chromium propagates localStorage writes between tabs' processes asynchronously, so a tab
+  // that takes the refresh lock right after another could still read the spent refresh token
+  // there (and a reuse revokes the session). localStorage stays the fast synchronous copy.
+  _database() {
+    if (typeof indexedDB === "undefined") return Promise.resolve(null);
+    this._db ??= new Promise((resolve) => {
+      const request = indexedDB.open(this.key, 1);
+      request.onupgradeneeded = () => request.result.createObjectStore("kv");
+      request.onsuccess = () => resolve(request.result);
+      request.onerror = () => resolve(null); // private modes without IndexedDB
+    });
+    return this._db;
+  }
+
+  /** Write (or with null, delete) the durable copy; resolves once committed. */
+  async _durable(session) {
+    const db = await this._database();
+    if (!db) return;
+    await new Promise((resolve) => {
+      const tx = db.transaction("kv", "readwrite");
+      const store = tx.objectStore("kv");
+      if (session) store.put(session, "session");
+      else store.delete("session");
+      tx.oncomplete = tx.onerror = tx.onabort = () => resolve();
+    });
+  }
+
+  /** The committed session (IndexedDB), copied to localStorage; else localStorage's. */
+  async _latestSession() {
+    const db = await this._database();
+    if (!db) return this.session;
+    const found = await new Promise((resolve) => {
+      const request = db.transaction("kv").objectStore("kv").get("session");
+      request.onsuccess = () => resolve(request.result ?? null);
+      request.onerror = () => resolve(undefined);
+    });
+    // None there: a session stored before this copy existed (or IndexedDB failed).
+    if (!found) return this.session;
+    this.storage.setItem(`${this.key}:session`, JSON.stringify(found));
+    return found;
   }
 
   async signup(username, password, displayName) {
@@ -121,7 +166,7 @@ export class TrustMess extends EventTarget {
 
   async login(username, password) {
     const tokens = await this._fetch("POST", "/auth/login", { username, password }, null);
-    this._store(tokens);
+    await this._store(tokens);
     return tokens.user;
   }
 
@@ -141,6 +186,7 @@ export class TrustMess extends EventTarget {
 
   _forget() {
     this.storage.removeItem(`${this.key}:session`);
+    this._durable(null);
     clearTimeout(this._refreshTimer);
     this.userId = null;
     // The next login may be someone else: nothing of this user's streams carries over.
@@ -188,7 +234,7 @@ export class TrustMess extends EventTarget {
   }
 
   async _refreshOnce(refusedToken) {
-    const session = this.session;
+    const session = await this._latestSession();
     if (!session) throw new ApiError(401, "unauthenticated", "not logged in");
     // Another tab refreshed while this one waited for the lock (or before this tab's timer
     // fired): use its tokens, for the socket too. A token the server refused (4001: its
@@ -210,7 +256,7 @@ export class TrustMess extends EventTarget {
       this._endSession(error instanceof ApiError ? error.code : "network");
       throw error;
     }
-    const stored = this._store(tokens);
+    const stored = await this._store(tokens);
     this._extendSocket(tokens.access_token);
     return stored;
   }
