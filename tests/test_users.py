@@ -29,8 +29,10 @@ async def test_me_returns_the_profile(client, make_user) -> None:
         "email_verified",
         "direct_policy",
         "group_policy",
+        "presence_visibility",
     }
     assert (body["direct_policy"], body["group_policy"]) == ("anyone", "anyone")
+    assert body["presence_visibility"] == "everyone"  # the default
     assert body["id"] == user.id
     assert body["username"] == "alice"
     assert body["display_name"] == "Alice"

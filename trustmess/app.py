@@ -9,10 +9,12 @@ from aiohttp import web
 from trustmess import appkeys
 from trustmess.auth import PasswordQueue
 from trustmess.cluster.redis_broker import RedisBroker
+from trustmess.cluster.redis_presence import RedisPresenceDirectory
 from trustmess.delivery.broker import Broker, MemoryBroker
 from trustmess.delivery.hub import Hub
 from trustmess.delivery.membership import MembershipCache
 from trustmess.delivery.notifications import Notifier
+from trustmess.delivery.presence import LocalDirectory, Presence, PresenceDirectory
 from trustmess.delivery.readbuffer import ReadMarkerBuffer
 from trustmess.delivery.sending import change_publisher, message_publisher
 from trustmess.delivery.writer import MessageWriter
@@ -168,7 +170,10 @@ async def _realtime(app: web.Application) -> AsyncIterator[None]:
     hub = app[appkeys.HUB] = Hub(_make_broker(app))
     hub.set_control_handler(lambda op: control.apply_control(app, op))
     membership = MembershipCache(pool)
-    gateway = app[appkeys.GATEWAY] = Gateway(settings, hub, membership)
+    presence = app[appkeys.PRESENCE] = Presence(
+        hub, pool, _make_presence_directory(app), grace_s=settings.presence_grace_s
+    )
+    gateway = app[appkeys.GATEWAY] = Gateway(settings, hub, membership, presence)
     markers = app[appkeys.READ_MARKERS] = ReadMarkerBuffer(
         pool, membership, settings.read_flush_ms / 1000
     )
@@ -186,6 +191,7 @@ async def _realtime(app: web.Application) -> AsyncIterator[None]:
     writer.start()
     gateway.heartbeat.start()
     await hub.start()
+    await presence.start()
     try:
         yield
     finally:
@@ -193,7 +199,15 @@ async def _realtime(app: web.Application) -> AsyncIterator[None]:
         gateway.expiry.close()
         await writer.close()
         await markers.close()
+        await presence.close()
         await hub.close()
+
+
+def _make_presence_directory(app: web.Application) -> PresenceDirectory:
+    settings = app[appkeys.SETTINGS]
+    if settings.broker == "local":
+        return LocalDirectory()
+    return RedisPresenceDirectory(settings.broker, settings.presence_ttl_s)
 
 
 def _make_broker(app: web.Application) -> Broker:

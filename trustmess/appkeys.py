@@ -8,6 +8,7 @@ from aiohttp import web
 from trustmess.auth import PasswordQueue
 from trustmess.delivery.hub import Hub
 from trustmess.delivery.notifications import Notifier
+from trustmess.delivery.presence import Presence
 from trustmess.delivery.readbuffer import ReadMarkerBuffer
 from trustmess.delivery.writer import MessageWriter
 from trustmess.gateway.ratelimit import KeyedCap, KeyedRateLimiter, UserBudget
@@ -43,3 +44,4 @@ MAILS_BY_RECIPIENT = web.AppKey("mails_by_recipient", KeyedRateLimiter)
 REVOKED_SESSIONS = web.AppKey("revoked_sessions", RevokedSessions)
 # Per user: contact requests and group invitations sent (http/contacts.py, conversations.py).
 CONTACT_REQUEST_LIMIT = web.AppKey("contact_request_limit", KeyedRateLimiter)
+PRESENCE = web.AppKey("presence", Presence)

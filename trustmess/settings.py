@@ -394,6 +394,12 @@ class Settings:
     )
     typing_throttle_s: float = _setting(2.0, _parse_float(0, 3600), "min gap between starts")
     typing_timeout_s: float = _setting(6.0, _parse_float(0.05, 3600), "automatic stop after")
+    presence_grace_s: float = _setting(
+        5.0, _parse_float(0, 3600), "a reconnect within this is no offline/online pair"
+    )
+    presence_ttl_s: float = _setting(
+        15.0, _parse_float(0.3, 3600), "a dead node's users go offline within 4/3 of this"
+    )
     commit_batch_max: int = _setting(1024, _parse_int(1, 100_000), "messages per group commit")
     commit_window_ms: float = _setting(0.0, _parse_float(0, 1000), "group-commit wait window")
     read_flush_ms: float = _setting(50.0, _parse_float(0, 60_000), "ack write-behind delay")

@@ -17,6 +17,7 @@ from trustmess.client import (
     ConversationUpdate,
     InvitationChange,
     Message,
+    Presence,
     Read,
     Removed,
     Typing,
@@ -36,6 +37,7 @@ EVENT_CLASSES = {
     "removed": Removed,
     "contact": ContactChange,
     "invitation": InvitationChange,
+    "presence": Presence,
 }
 # Frames that answer commands or open the connection: the session handles them, not events().
 NOT_EVENTS = {"hello", "reply", "error"}

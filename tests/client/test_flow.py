@@ -153,17 +153,17 @@ async def test_conversation_flow(client, sdk, make_user) -> None:
 
 
 async def test_an_unknown_event_type_reaches_the_application(client, sdk, make_user) -> None:
-    """Event types added by later servers (presence, contacts, ...) are not dropped."""
+    """Event types added by later servers (say, a "poll" event) are not dropped."""
     alice = await make_user()
     a = sdk()
     await a.login(alice.username, TEST_PASSWORD)
     await a.connect()
     inbox = Inbox(a)
-    frame = {"type": "presence", "user_id": 7, "status": "online"}
+    frame = {"type": "poll", "question_id": 7, "state": "open"}
     for conn in client.app[GATEWAY].user_connections(alice.id):
         conn.send(orjson.dumps(frame))
     event = await inbox.next(UnknownEvent)
-    assert (event.type, event.data) == ("presence", frame)
+    assert (event.type, event.data) == ("poll", frame)
     # A known type in a shape this SDK cannot read is handed over too, not an exception.
     for conn in client.app[GATEWAY].user_connections(alice.id):
         conn.send(orjson.dumps({"type": "typing", "conversation_id": 1}))

@@ -11,7 +11,14 @@ import pytest
 
 from tests.client.inbox import Inbox
 from tests.conftest import TEST_PASSWORD
-from trustmess.client import ApiError, Client, ContactChange, InvitationChange, TrustMessError
+from trustmess.client import (
+    ApiError,
+    Client,
+    ContactChange,
+    InvitationChange,
+    Presence,
+    TrustMessError,
+)
 
 
 @pytest.fixture
@@ -101,3 +108,17 @@ async def test_deleting_the_account(sdk, make_user) -> None:
     with pytest.raises(ApiError):
         await sdk().login(alice.username, TEST_PASSWORD)
     await device.request_password_reset(alice.username)  # 202 whatever it names
+
+
+async def test_presence_snapshot_and_events(sdk, make_user, make_group) -> None:
+    alice, bob = await make_user(), await make_user()
+    await make_group(alice, bob)
+    a, b = sdk(), sdk()
+    await a.login(alice.username, TEST_PASSWORD)
+    await b.login(bob.username, TEST_PASSWORD)
+    inbox_a = Inbox(a)
+    [state] = await a.presence()
+    assert (state.user_id, state.status) == (bob.id, "offline")
+    await b.connect()
+    online = await inbox_a.next(Presence, lambda e: e.user_id == bob.id)
+    assert online.status == "online" and online.last_seen is None

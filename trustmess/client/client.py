@@ -22,7 +22,7 @@ from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 from trustmess.client.errors import ConnectionLost, NotLoggedIn
-from trustmess.client.events import Event
+from trustmess.client.events import Event, Presence
 from trustmess.client.http import HISTORY_PAGE_MAX, HttpApi
 from trustmess.client.models import (
     BlockedUser,
@@ -124,6 +124,12 @@ class Client:
         """Follow a conversation: its messages and changes after ``since`` (without it: from
         now on) reach ``events()``, gapless, also after reconnects."""
         return await self.live.join(conversation_id, since)
+
+    async def presence(self) -> list[Presence]:
+        """Subscribe to presence: the users you may see, as now (``online`` / ``offline`` with
+        ``last_seen``); then changes arrive as :class:`Presence` events, also after reconnects
+        (each renewal hands its snapshot over as events)."""
+        return await self.live.subscribe_presence()
 
     async def leave(self, conversation_id: int) -> None:
         """Stop following a conversation on this client."""

@@ -41,6 +41,20 @@ class Typing:
 
 
 @dataclass(frozen=True, slots=True)
+class Presence:
+    """``user_id`` is ``online``, ``offline`` (since ``last_seen``) or ``hidden`` from you now
+    (forget what you showed). Only after :meth:`Client.presence` subscribed this client."""
+
+    user_id: int
+    status: str
+    last_seen: str | None
+
+    @classmethod
+    def parse(cls, data: Json) -> Presence:
+        return cls(data["user_id"], data["status"], data.get("last_seen"))
+
+
+@dataclass(frozen=True, slots=True)
 class ConversationUpdate:
     """One change to a group, bringing it to ``version``. ``change`` says which fields are set:
     ``title`` → ``title``; ``members_added`` → ``members``; ``members_removed`` →
@@ -114,6 +128,7 @@ Event = (
     | Removed
     | ContactChange
     | InvitationChange
+    | Presence
     | Reconnected
     | UnknownEvent
 )
@@ -141,6 +156,8 @@ def parse_event(frame: Json) -> Event:
             return _contact_change(frame)
         if kind == "invitation":
             return _invitation_change(frame)
+        if kind == "presence":
+            return Presence.parse(frame)
     except (KeyError, TypeError, ValueError):
         pass  # a documented type in a shape we cannot read: hand it over as it is
     return UnknownEvent(str(kind), frame)

@@ -31,7 +31,7 @@ from trustmess.client.errors import (
     SessionExpired,
     TrustMessError,
 )
-from trustmess.client.events import Event, Reconnected, Removed, parse_event
+from trustmess.client.events import Event, Presence, Reconnected, Removed, parse_event
 from trustmess.client.http import HttpApi
 from trustmess.client.models import Change, Entry, JoinResult, Json, Message
 from trustmess.client.outbox import Command, Outbox
@@ -74,6 +74,10 @@ class LiveSession:
         self._replay = True
         self.connections = 0  # connections opened so far (diagnostics, tests)
         self.close_codes: list[int | None] = []
+        # Presence is subscribed per socket: after a reconnect the subscription is renewed and
+        # its snapshot handed over as Presence events (what changed meanwhile).
+        self.presence_wanted = False
+        self._resubscribing: asyncio.Task[None] | None = None
 
     # --- lifecycle ---------------------------------------------------------------------
 
@@ -268,6 +272,8 @@ class LiveSession:
         # unanswered on the last connection, in its order.
         self._outbox.put_first([self._join_command(s) for s in self.streams.values()])
         self.connected.set()
+        if self.presence_wanted and self.connections > 1:
+            self._resubscribing = asyncio.create_task(self._resubscribe_presence())
         writer = asyncio.create_task(self._write_loop(ws))
         reauth = asyncio.create_task(self._reauth_loop(token))
         try:
@@ -287,6 +293,17 @@ class LiveSession:
             await asyncio.gather(writer, reauth, return_exceptions=True)
             self._outbox.connection_lost()
         return ws.close_code
+
+    async def subscribe_presence(self) -> list[Presence]:
+        """Subscribe this socket (and every later one) to presence; the snapshot."""
+        self.presence_wanted = True
+        data = await self.command({"type": "presence"}, durable=False)
+        return [Presence.parse(user) for user in data["users"]]
+
+    async def _resubscribe_presence(self) -> None:
+        with contextlib.suppress(TrustMessError):
+            for state in await self.subscribe_presence():
+                self._emit(state)
 
     async def _write_loop(self, ws: ClientConnection) -> None:
         while True:

@@ -18,6 +18,7 @@ from trustmess.appkeys import (
     HUB,
     NOTIFIER,
     POOL,
+    PRESENCE,
     READ_MARKERS,
     REVOKED_SESSIONS,
     SEND_BUDGET,
@@ -173,6 +174,11 @@ async def typing(app: web.Application, conn: Connection, cmd: frames.Typing) -> 
 
 async def ping(app: web.Application, conn: Connection, cmd: frames.Ping) -> Reply:
     return {}
+
+
+async def presence(app: web.Application, conn: Connection, cmd: frames.PresenceSubscribe) -> Reply:
+    """Subscribe the socket to presence events; the reply is the snapshot."""
+    return {"users": await app[PRESENCE].subscribe(conn)}
 
 
 async def reauth(app: web.Application, conn: Connection, cmd: frames.Auth) -> Reply:

@@ -8,7 +8,14 @@ from typing import Any
 
 from aiohttp import web
 
-from trustmess.appkeys import ACTIVE_USERS, GATEWAY, POOL, READ_MARKERS, REVOKED_SESSIONS
+from trustmess.appkeys import (
+    ACTIVE_USERS,
+    GATEWAY,
+    POOL,
+    PRESENCE,
+    READ_MARKERS,
+    REVOKED_SESSIONS,
+)
 from trustmess.errors import CloseCode
 from trustmess.store.conversations import non_members_among
 from trustmess.store.sessions import purge_sessions, recently_ended
@@ -23,9 +30,15 @@ def apply_control(app: web.Application, op: dict[str, Any]) -> None:
     if kind == "conversation_changed":
         gateway.membership.forget_conversation(op["conversation_id"])
         markers.forget_conversation(op["conversation_id"])
+        app[PRESENCE].forget_audiences()
     elif kind == "member_removed":
         gateway.drop_membership(op["conversation_id"], op["user_id"])
         markers.forget_conversation(op["conversation_id"])
+        app[PRESENCE].forget_audiences()
+    elif kind == "presence":
+        app[PRESENCE].deliver(op)
+    elif kind == "presence_audience_changed":
+        app[PRESENCE].forget_audiences([int(u) for u in op["user_ids"]])
     elif kind == "kick":
         gateway.close_sessions(op["sessions"], CloseCode.REPLACED, "replaced by a newer connection")
     elif kind == "user_disabled":
@@ -71,6 +84,7 @@ async def resync(app: web.Application) -> None:
     """
     gateway = app[GATEWAY]
     gateway.membership.clear()
+    app[PRESENCE].forget_audiences()
     app[ACTIVE_USERS].clear()
     app[READ_MARKERS].forget_all()
     await rebuild_revocations(app)

@@ -7,6 +7,7 @@ import logging
 
 from trustmess.delivery.hub import Hub
 from trustmess.delivery.membership import MembershipCache
+from trustmess.delivery.presence import Presence
 from trustmess.errors import CloseCode
 from trustmess.gateway.connection import Connection, WriteBatcher
 from trustmess.gateway.expiry import TokenExpiry
@@ -20,10 +21,17 @@ log = logging.getLogger(__name__)
 class Gateway:
     """Registry of this process's connections."""
 
-    def __init__(self, settings: Settings, hub: Hub, membership: MembershipCache) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        hub: Hub,
+        membership: MembershipCache,
+        presence: Presence | None = None,
+    ) -> None:
         self.settings = settings
         self.hub = hub
         self.membership = membership
+        self.presence = presence
         self.typing = TypingTracker(hub, settings.typing_throttle_s, settings.typing_timeout_s)
         self._by_user: dict[int, list[Connection]] = {}
         self.connections: set[Connection] = set()
@@ -43,6 +51,8 @@ class Gateway:
         conns.append(conn)
         self.connections.add(conn)
         self.hub.register_user(conn)
+        if self.presence is not None:
+            self.presence.connected(conn)
 
     def unregister(self, conn: Connection) -> None:
         conns = self._by_user.get(conn.user_id)
@@ -62,6 +72,8 @@ class Gateway:
         self.hub.release_user_slot(conn.user_id, conn.session_id)
         self.connections.discard(conn)
         self.hub.unregister_user(conn)
+        if self.presence is not None:
+            self.presence.disconnected(conn)
         for conversation_id in list(conn.joined):
             self.hub.unsubscribe(conversation_id, conn)
         conn.joined.clear()

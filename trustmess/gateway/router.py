@@ -26,6 +26,7 @@ HANDLERS: dict[type, Handler] = {
     frames.Typing: commands.typing,
     frames.Ping: commands.ping,
     frames.Auth: commands.reauth,
+    frames.PresenceSubscribe: commands.presence,
 }
 
 

@@ -22,7 +22,7 @@ from typing import Any, TypeVar
 
 from aiohttp import web
 
-from trustmess.appkeys import NOTIFIER, POOL, SETTINGS
+from trustmess.appkeys import NOTIFIER, POOL, PRESENCE, SETTINGS
 from trustmess.delivery.notifications import Notifier
 from trustmess.errors import ApiError, ErrorCode, invalid, not_found
 from trustmess.http.authn import current_user_id
@@ -109,7 +109,13 @@ async def remove_contact(request: web.Request) -> web.Response:
         me, other = await get_user(conn, user_id), await get_user(conn, other_id)
     if me is not None and other is not None:
         _tell_both(request.app[NOTIFIER], me, other, "removed")
+    _people_changed(request, user_id, other_id)
     return web.Response(status=204)
+
+
+def _people_changed(request: web.Request, *user_ids: int) -> None:
+    """Contacts or blocks between these users changed: who may see whose presence, too."""
+    request.app[PRESENCE].people_changed(list(user_ids))
 
 
 # ---------------------------------------------------------------- requests
@@ -146,6 +152,7 @@ async def send_request(request: web.Request) -> web.Response:
     if outcome.state == "accepted":
         assert outcome.since is not None
         _tell_both(notifier, me, other, "accepted")
+        _people_changed(request, me.id, other.id)
         contact = contact_store.Contact(other, outcome.since)
         return json_response({"state": "accepted", "contact": contact.to_json()})
     assert outcome.request is not None
@@ -203,6 +210,7 @@ async def accept_request(request: web.Request) -> web.Response:
     if me is None or other is None:
         raise _request_not_found()
     _tell_both(request.app[NOTIFIER], me, other, "accepted")
+    _people_changed(request, me.id, other.id)
     return json_response(contact_store.Contact(other, since).to_json())
 
 
@@ -277,6 +285,7 @@ async def block_user(request: web.Request) -> web.Response:
         if outcome.direct_conversation_id is not None:
             request.app[NOTIFIER].conversation_blocked_changed(outcome.direct_conversation_id)
         _announce_block(request.app[NOTIFIER], me, other, outcome)
+        _people_changed(request, user_id, other_id)
     return web.Response(status=204)
 
 
@@ -314,4 +323,5 @@ async def unblock_user(request: web.Request) -> web.Response:
         raise not_found("block not found")
     if direct_conversation_id is not None:
         request.app[NOTIFIER].conversation_blocked_changed(direct_conversation_id)
+    _people_changed(request, user_id, other_id)
     return web.Response(status=204)

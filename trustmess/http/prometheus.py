@@ -11,7 +11,7 @@ import hmac
 
 from aiohttp import web
 
-from trustmess.appkeys import GATEWAY, HUB, METRICS, SETTINGS, WRITER
+from trustmess.appkeys import GATEWAY, HUB, METRICS, PRESENCE, SETTINGS, WRITER
 from trustmess.auth import bearer_token, unauthenticated
 from trustmess.errors import not_found
 from trustmess.http.middleware import json_errors
@@ -137,6 +137,27 @@ def render_samples(app: web.Application) -> str:
             "counter",
             "User and system CPU time.",
             [({}, process_cpu_seconds())],
+        ),
+    ]
+    presence = app[PRESENCE]
+    samples += [
+        (
+            "trustmess_presence_online",
+            "gauge",
+            "Users with a socket on this node (or within the grace).",
+            [({}, presence.online_here())],
+        ),
+        (
+            "trustmess_presence_changes_total",
+            "counter",
+            "Presence changes (online, offline) this node published.",
+            [({}, presence.changes)],
+        ),
+        (
+            "trustmess_presence_queries_total",
+            "counter",
+            "Audience queries (one per batch of presence changes).",
+            [({}, presence.queries)],
         ),
     ]
     samples += hub.broker.samples()

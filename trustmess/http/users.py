@@ -16,6 +16,7 @@ from trustmess.appkeys import (
     LOGIN_GUARD,
     PASSWORDS,
     POOL,
+    PRESENCE,
     SEARCH_LIMIT_BY_USER,
     SETTINGS,
 )
@@ -31,7 +32,8 @@ from trustmess.http.clientaddr import client_key
 from trustmess.http.jsonio import json_response, path_id, query_int, read_json_object
 from trustmess.http.sessions import ALL_SESSIONS, PASSWORD_CHANGED, end_sessions
 from trustmess.http.verification import start_verification
-from trustmess.store import consent, emailtokens, users
+from trustmess.models import format_ts
+from trustmess.store import consent, emailtokens, presence, users
 from trustmess.wire.emailaddress import check_email
 from trustmess.wire.validation import (
     check_fields,
@@ -78,13 +80,18 @@ def no_content() -> web.Response:
 
 
 async def get_me(request: web.Request) -> web.Response:
-    """``GET /users/me``: the caller's profile, with ``is_admin`` and the consent settings."""
+    """``GET /users/me``: the caller's profile, with ``is_admin``, the consent settings and
+    ``presence_visibility``."""
     user_id = await current_user_id(request)
-    user = await users.get_user(request.app[POOL], user_id)
-    found = await consent.get_consent(request.app[POOL], user_id)
-    if user is None or found is None:
+    pool = request.app[POOL]
+    user = await users.get_user(pool, user_id)
+    found = await consent.get_consent(pool, user_id)
+    visibility = await presence.get_visibility(pool, user_id)
+    if user is None or found is None or visibility is None:
         raise not_found("user not found")
-    return json_response({**user.profile_json(), **found.to_json()})
+    return json_response(
+        {**user.profile_json(), **found.to_json(), "presence_visibility": visibility}
+    )
 
 
 def _policy(data: dict[str, Any], name: str) -> str | None:
@@ -100,22 +107,34 @@ async def update_me(request: web.Request) -> web.Response:
     group_policy?}``: change the caller's profile and consent settings.
 
     ``display_name`` is 1-64 characters (surrounding whitespace stripped), ``bio`` 0-500 kept
-    verbatim. Absent fields keep their value; ``updated_at`` is set either way. ``email`` (an
-    address, or null to remove it) needs ``current_password``, checked like a password
-    change's; a new address starts unverified and a verification mail is queued. An address
-    another account verified is answered the same (its owner gets a notice instead), so the
-    answer never tells whether an address is in use.
+    verbatim, ``presence_visibility`` one of ``everyone``, ``contacts``, ``nobody``. Absent
+    fields keep their value; ``updated_at`` is set either way. ``email`` (an address, or null
+    to remove it) needs ``current_password``, checked like a password change's; a new address
+    starts unverified and a verification mail is queued. An address another account verified
+    is answered the same (its owner gets a notice instead), so the answer never tells whether
+    an address is in use.
     """
     user_id = await current_user_id(request)
     data = await read_fields(
         request,
-        {"display_name", "bio", "email", "current_password", "direct_policy", "group_policy"},
+        {
+            "display_name",
+            "bio",
+            "email",
+            "current_password",
+            "direct_policy",
+            "group_policy",
+            "presence_visibility",
+        },
     )
     display_name = display_name_field(data)
     bio = get_str(data, "bio", max_len=BIO_MAX)
     if bio is not None:
         bio = check_text("bio", bio)
     direct_policy, group_policy = _policy(data, "direct_policy"), _policy(data, "group_policy")
+    visibility = get_str(data, "presence_visibility", max_len=8)
+    if visibility is not None and visibility not in presence.VISIBILITIES:
+        raise invalid("presence_visibility", "must be 'everyone', 'contacts' or 'nobody'")
     changes_email = "email" in data
     email = None if data.get("email") is None else check_email("email", data["email"])
     if changes_email:
@@ -138,6 +157,10 @@ async def update_me(request: web.Request) -> web.Response:
         )
         if user is None or found is None:
             raise not_found("user not found")
+        if visibility is None:
+            old = new = await presence.get_visibility(conn, user_id)
+        else:
+            old, new = await presence.set_visibility(conn, user_id, visibility), visibility
         before = user.email
         if changes_email:
             user = await users.set_email(conn, user_id, email)
@@ -146,9 +169,12 @@ async def update_me(request: web.Request) -> web.Response:
         if new_address:
             # Links mailed to the old address must not outlive it.
             await emailtokens.spend_user_tokens(conn, user_id)
+    assert old is not None and new is not None
+    if old != new:
+        await request.app[PRESENCE].visibility_changed(user_id, old, new)
     if new_address and email is not None:
         start_verification(request.app, user_id, email)
-    return json_response({**user.profile_json(), **found.to_json()})
+    return json_response({**user.profile_json(), **found.to_json(), "presence_visibility": new})
 
 
 async def change_password(request: web.Request) -> web.Response:
@@ -273,8 +299,17 @@ async def list_users(request: web.Request) -> web.Response:
 async def get_user(request: web.Request) -> web.Response:
     """``GET /users/{id}``: a public profile. Disabled users are 404, as if they did not exist,
     matching the directory, which lists only active users."""
-    await current_user_id(request)
-    user = await users.get_user(request.app[POOL], path_id(request, "id"))
+    viewer_id = await current_user_id(request)
+    pool = request.app[POOL]
+    user = await users.get_user(pool, path_id(request, "id"))
     if user is None or not user.is_active:
         raise not_found("user not found")
-    return json_response(user.public_json())
+    body = user.public_json()
+    # Presence only for viewers the user's presence_visibility allows: for anyone else the
+    # fields are absent, as for a user who shows it to nobody.
+    view = await presence.view_of(pool, user.id, viewer_id)
+    if view.visible:
+        online = await request.app[PRESENCE].is_online(user.id)
+        body["presence"] = "online" if online else "offline"
+        body["last_seen"] = None if online or view.last_seen is None else format_ts(view.last_seen)
+    return json_response(body)

@@ -74,6 +74,14 @@ users = Table(
     Column("group_policy", String(8), nullable=False, server_default="anyone"),
     CheckConstraint("direct_policy IN ('anyone', 'contacts')", name="direct_policy"),
     CheckConstraint("group_policy IN ('anyone', 'contacts')", name="group_policy"),
+    # Who sees my presence (delivery/presence.py): "everyone" is the users I share a
+    # conversation with, and my contacts.
+    Column("presence_visibility", String(8), nullable=False, server_default="everyone"),
+    # When the user's last socket closed: written once per offline transition, not per message.
+    Column("last_seen", DateTime(timezone=True)),
+    CheckConstraint(
+        "presence_visibility IN ('everyone', 'contacts', 'nobody')", name="presence_visibility"
+    ),
 )
 
 Index(

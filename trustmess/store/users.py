@@ -193,7 +193,7 @@ async def tombstone_user(db: Db, user_id: int) -> None:
     await db.execute(
         "UPDATE users SET deleted_at = now(), is_active = false, is_admin = false, "
         "password_hash = NULL, display_name = NULL, bio = '', email = NULL, "
-        "email_verified_at = NULL, updated_at = now() WHERE id = $1",
+        "email_verified_at = NULL, last_seen = NULL, updated_at = now() WHERE id = $1",
         user_id,
     )
 

@@ -134,3 +134,11 @@ def invitation(
     if invitation is not None:
         event["invitation"] = invitation
     return orjson.dumps(event)
+
+
+def presence(user_id: int, status: str, last_seen: str | None) -> bytes:
+    """``presence``: a user the recipient may see came online, went offline (``last_seen``:
+    when their last socket closed), or is now ``hidden`` from the recipient."""
+    return orjson.dumps(
+        {"type": "presence", "user_id": user_id, "status": status, "last_seen": last_seen}
+    )

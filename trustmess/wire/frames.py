@@ -106,7 +106,17 @@ class Ping:
     ref: Ref
 
 
-Command = Auth | Join | Leave | SendMessage | ChangeMessage | Ack | Typing | Ping
+@dataclass(frozen=True, slots=True)
+class PresenceSubscribe:
+    """``presence``: send this socket the ``presence`` events of every user it may see from
+    now on, and answer with their presence now (the snapshot)."""
+
+    ref: Ref
+
+
+Command = (
+    Auth | Join | Leave | SendMessage | ChangeMessage | Ack | Typing | Ping | PresenceSubscribe
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -209,6 +219,11 @@ def _ping(ref: Ref, data: dict[str, Any]) -> Command:
     return Ping(ref)
 
 
+def _presence(ref: Ref, data: dict[str, Any]) -> Command:
+    check_fields(data, {"type", "ref"})
+    return PresenceSubscribe(ref)
+
+
 _PARSERS = {
     "auth": _auth,
     "join": _join,
@@ -221,6 +236,7 @@ _PARSERS = {
     "ack": _ack,
     "typing": _typing,
     "ping": _ping,
+    "presence": _presence,
 }
 
 

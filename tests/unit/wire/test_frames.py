@@ -30,6 +30,7 @@ from trustmess.wire.frames import (
     Join,
     Leave,
     Ping,
+    PresenceSubscribe,
     SendMessage,
     Typing,
     decode,
@@ -48,8 +49,19 @@ COMMAND_CLASSES: dict[str, type[Command]] = {
     "client.ack": Ack,
     "client.typing": Typing,
     "client.ping": Ping,
+    "client.presence": PresenceSubscribe,
 }
-COMMAND_TYPES = (Auth, Join, Leave, SendMessage, ChangeMessage, Ack, Typing, Ping)
+COMMAND_TYPES = (
+    Auth,
+    Join,
+    Leave,
+    SendMessage,
+    ChangeMessage,
+    Ack,
+    Typing,
+    Ping,
+    PresenceSubscribe,
+)
 TYPE_NAMES = (
     "auth",
     "join",
@@ -62,6 +74,7 @@ TYPE_NAMES = (
     "ack",
     "typing",
     "ping",
+    "presence",
 )
 # Codes that say "this frame is not a valid command" (the rest need the server's state).
 REJECTION_CODES = {
@@ -131,6 +144,8 @@ def rejected(frame: Json) -> FrameError:
         ({"type": "typing", "conversation_id": 7, "state": "stop"}, Typing(None, 7, "stop")),
         ({"type": "ping"}, Ping(None)),
         ({"type": "ping", "ref": None}, Ping(None)),
+        ({"type": "presence"}, PresenceSubscribe(None)),
+        ({"type": "presence", "ref": "p"}, PresenceSubscribe("p")),
     ],
 )
 def test_decode_returns_the_typed_command(frame: Json, command: Command) -> None:
