@@ -32,7 +32,12 @@ def server(pg_server: conftest.TestDatabaseServer) -> Iterator[WebServer]:
     for url in database_for(pg_server):
         # A generous send budget: test_history_loads_on_scroll writes 120 messages at once.
         web = start_web_server(
-            url, allowed_origins=ALLOWED_ORIGIN, send_rate_per_s="10000", send_burst="10000"
+            url,
+            allowed_origins=ALLOWED_ORIGIN,
+            send_rate_per_s="10000",
+            send_burst="10000",
+            # test_presence: offline shows after this grace
+            presence_grace_s="0.5",
         )
         try:
             yield web
@@ -240,6 +245,21 @@ def test_group_members_panel(
     expect(grace.page.locator(".conversation-item", has_text="Compilers")).to_have_count(0)
     expect(ada.page.locator("#member-list li")).to_have_count(1)
     alan.close()
+
+
+def test_presence_in_the_members_panel(people: tuple[Person, Person]) -> None:
+    ada, grace = people
+    ada.chat_with(grace)
+    ada.send("are you there?")
+    grace.open_conversation("Ada")
+    grace.page.get_by_role("button", name="Members").click()
+    ada_member = grace.page.locator("#member-list li", has_text="Ada")
+    expect(ada_member.locator(".presence")).to_have_text("online")
+    ada.page.close()  # her only socket: offline after the grace
+    expect(ada_member.locator(".presence")).to_contain_text("last seen")
+    ada.page = ada.new_page()
+    ada.page.goto(ada.url)
+    expect(ada_member.locator(".presence")).to_have_text("online")
 
 
 def test_a_reload_mid_conversation_loses_and_duplicates_nothing(

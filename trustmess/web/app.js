@@ -20,6 +20,7 @@ const state = {
   readBy: new Map(), // conversation id -> Map(user id -> read seq), from `read` events
   typing: new Map(), // user id -> timer, in the open conversation
   connectedBefore: false,
+  presence: new Map(), // user id -> {status, last_seen}, from `presence` events
   elements: new Map(), // message key -> [signature, li]
 };
 
@@ -375,6 +376,8 @@ function renderMembers() {
     ...conversation.members.map((member) => {
       const role = member.role === "owner" ? " (owner)" : "";
       const item = element("li", "member", `${member.display_name} @${member.username}${role}`);
+      const seen = presenceText(member.id);
+      if (seen) item.append(" ", element("span", `presence ${state.presence.get(member.id).status}`, seen));
       if (group && owner && member.id !== state.me.id) {
         const remove = element("button", "", "Remove");
         remove.type = "button";
@@ -552,6 +555,21 @@ function renderTyping() {
   const names = [...state.typing.keys()].map(nameOf);
   $("typing").textContent = names.length ? `${names.join(", ")} ${names.length > 1 ? "are" : "is"} typing…` : "";
 }
+
+// Presence: shown in the members panel, for the people the server lets us see.
+function presenceText(userId) {
+  const presence = state.presence.get(userId);
+  if (!presence || userId === state.me.id || presence.status === "hidden") return "";
+  if (presence.status === "online") return "online";
+  if (!presence.last_seen) return "offline";
+  const when = new Date(presence.last_seen).toLocaleString([], { dateStyle: "short", timeStyle: "short" });
+  return `last seen ${when}`;
+}
+
+sdk.addEventListener("presence", ({ detail }) => {
+  state.presence.set(detail.user_id, { status: detail.status, last_seen: detail.last_seen });
+  if (state.openId) renderMembers();
+});
 
 sdk.addEventListener("conversation", ({ detail: conversation }) => {
   const { type, ...fields } = conversation;

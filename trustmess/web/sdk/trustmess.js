@@ -495,6 +495,7 @@ export class TrustMess extends EventTarget {
         return this._entry(frame);
       case "conversation":
         this._emit("conversation", frame);
+        this._subscribePresence();
         if (this._cursor.has(frame.id)) return;
         this.watch(frame.id, 0);
         return;
@@ -522,9 +523,23 @@ export class TrustMess extends EventTarget {
       () => this._command({ type: "ping" }).catch(() => {}),
       Math.max(5, frame.heartbeat_s ?? 30) * 1000,
     );
+    this._subscribePresence();
     for (const cid of this._cursor.keys()) this._join(cid);
     for (const [cid, seq] of this._acked) this._sendAck(cid, seq);
     this._flushOutbox();
+  }
+
+  /**
+   * Presence (§3 `presence`, §4.1): subscribe this connection and hand the snapshot to
+   * listeners as `presence` events, the same shape as the live ones. Sent after every hello,
+   * and after a `conversation` event (new people).
+   */
+  _subscribePresence() {
+    this._command({ type: "presence" })
+      .then((data) => {
+        for (const user of data.users ?? []) this._emit("presence", { type: "presence", ...user });
+      })
+      .catch(() => {}); // unavailable (or an older server without presence): nothing shown
   }
 
   /** Send a command with a ref; resolves with the reply's data, rejects with the error. */
