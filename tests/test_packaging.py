@@ -112,3 +112,11 @@ def test_the_wheel_holds_only_the_package(wheel: zipfile.ZipFile) -> None:
 def test_a_checkout_uses_its_top_level_migrations() -> None:
     # This test run imports trustmess from the checkout (an editable install).
     assert alembic_dir() == ROOT
+
+
+def test_the_web_client_is_in_the_wheel(wheel: zipfile.ZipFile) -> None:
+    # Package data that trustmess/http/webclient.py serves; the same files, not stale copies.
+    files = source_files(ROOT, "trustmess/web/**/*")
+    assert "trustmess/web/sdk/trustmess.js" in files and "trustmess/web/index.html" in files
+    for name in files:
+        assert wheel.read(name) == (ROOT / name).read_bytes(), name

@@ -35,6 +35,7 @@ from trustmess.http import (
     prometheus,
     recovery,
     sessions,
+    webclient,
 )
 from trustmess.http.accesslog import access_log
 from trustmess.http.cors import cors
@@ -125,6 +126,8 @@ def create_app(settings: Settings) -> web.Application:
     )
     for module in routed:
         app.router.add_routes(module.routes)
+    if settings.web:
+        app.router.add_routes(webclient.routes)
     return app
 
 

@@ -278,6 +278,7 @@ class Settings:
     access_log: bool = _setting(
         False, _parse_bool, "one log line per HTTP request and per socket open and close"
     )
+    web: bool = _setting(True, _parse_bool, "serve the web client at / (false: the API only)")
     metrics_token: str | None = _setting(
         None,
         _parse_metrics_token,
