@@ -9,21 +9,29 @@ One browser and one server per module (each test signs up its own users); Playwr
 
 from __future__ import annotations
 
+import asyncio
 import itertools
+import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Coroutine, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, TypeVar
 
+import asyncpg
 import pytest
 from playwright.sync_api import Browser, BrowserContext, Page, Playwright, expect, sync_playwright
 
 from tests import conftest
 from tests.browser import ARTIFACTS, WebServer, chromium_executable, database_for, start_web_server
+from tests.mailserver import Mail, MailServer
+from trustmess.cluster.supervisor import free_port
 
 PASSWORD = "correct horse battery"
 ALLOWED_ORIGIN = "http://localhost:8"
 # Every wait of the UI; generous for a loaded 2-core machine, never reached when all is well.
 expect.set_options(timeout=15_000)
 _names = itertools.count(1)
+T = TypeVar("T")
 NETWORK_DOWN = ("ERR_INTERNET_DISCONNECTED", "ERR_CONNECTION_REFUSED")
 
 
@@ -561,3 +569,120 @@ def test_the_login_screen(browser: Browser, server: WebServer) -> None:
     form.get_by_label("Password").press("Enter")
     expect(page.locator("#connection")).to_have_attribute("data-state", "online")
     person.close()
+
+
+class MailInThread:
+    """tests/mailserver.py's aiosmtpd server on an event loop of its own thread: Playwright's
+    sync API owns this thread's loop."""
+
+    def __init__(self) -> None:
+        self.loop = asyncio.new_event_loop()
+        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
+        self.thread.start()
+        self.server = MailServer()
+        self._run(self.server.start())
+
+    def _run(self, coroutine: Coroutine[Any, Any, T]) -> T:
+        return asyncio.run_coroutine_threadsafe(coroutine, self.loop).result(timeout=20)
+
+    def wait_for(self, count: int) -> list[Mail]:
+        return self._run(self.server.wait_for(count))
+
+    def stop(self) -> None:
+        self._run(self.server.stop())
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join(5)
+        self.loop.close()
+
+
+def _fetchval_in_thread(dsn: str, query: str, *args: object) -> object:
+    async def fetch() -> object:
+        conn = await asyncpg.connect(dsn)
+        try:
+            return await conn.fetchval(query, *args)
+        finally:
+            await conn.close()
+
+    with ThreadPoolExecutor(1) as pool:
+        return pool.submit(lambda: asyncio.run(fetch())).result()
+
+
+def test_the_mailed_links_verify_the_address_and_reset_the_password(
+    browser: Browser, pg_server: conftest.TestDatabaseServer
+) -> None:
+    """The pages the mails link to: ``/verify-email#token=…`` verifies the address, "Forgot
+    password?" mails a ``/reset-password#token=…`` link whose page sets a new password. A server
+    of its own, whose public URL is its own address and whose mails go to a real SMTP server."""
+    mail = MailInThread()
+    port = free_port("127.0.0.1")
+    for database_url in database_for(pg_server):
+        web = start_web_server(
+            database_url,
+            port=str(port),
+            smtp_url=mail.server.url,
+            public_url=f"http://127.0.0.1:{port}",
+        )
+        # A username of 8+ characters: "the username" is then a password the form lets through.
+        ada = Person(browser, web.url, "Adalovelace")
+        try:
+            ada.signup()
+            page = ada.page
+            user_id = page.evaluate("window.trustmess.user.id")
+            # A new address is mailed a verification link; the link's page redeems it.
+            page.evaluate(
+                "p => window.trustmess.api("
+                "'PATCH', '/users/me', {email: 'ada@example.org', current_password: p})",
+                PASSWORD,
+            )
+            [verify] = mail.wait_for(1)
+            url, token = verify.link()
+            assert url == f"{web.url}/verify-email"
+            page.goto(f"{url}#token={token}")
+            expect(page.locator("#app-notice")).to_have_text("Your email address is verified.")
+            assert page.url == f"{web.url}/"  # the token left the address bar
+            verified_at = _fetchval_in_thread(
+                database_url, "SELECT email_verified_at FROM users WHERE id = $1", user_id
+            )
+            assert verified_at is not None
+
+            # Forgot password (signed out): the same answer whatever the name; a mail here.
+            page.get_by_role("button", name="Log out").click()
+            page.get_by_role("link", name="Forgot password?").click()
+            page.get_by_label("Username or email").fill(ada.username)
+            page.get_by_role("button", name="Mail me a reset link").click()
+            expect(page.locator("#auth-notice")).to_contain_text("If an account matches")
+            reset = mail.wait_for(2)[1]
+            url, token = reset.link()
+            assert url == f"{web.url}/reset-password"
+            page.goto(f"{url}#token={token}")
+            form = page.locator("#reset-form")
+            expect(form).to_be_visible()
+            assert page.url == f"{web.url}/reset-password"
+            # A password against the rules: its message; the token stays usable.
+            form.get_by_label("New password").fill(ada.username)
+            form.get_by_label("New password").press("Enter")
+            expect(page.locator("#auth-error")).to_contain_text("(password)")
+            form.get_by_label("New password").fill("a brand new secret")
+            form.get_by_label("New password").press("Enter")
+            expect(page.locator("#auth-notice")).to_contain_text("Your password is changed")
+            login = page.locator("#login-form")
+            login.get_by_label("Username").fill(ada.username)
+            login.get_by_label("Password").fill("a brand new secret")
+            login.get_by_role("button", name="Log in").click()
+            expect(page.locator("#app")).to_be_visible()
+
+            # The link works once: opened again, the page says so and offers a new one.
+            page.get_by_role("button", name="Log out").click()
+            page.goto(f"{url}#token={token}")
+            page.locator("#reset-form").get_by_label("New password").fill("yet another secret")
+            page.locator("#reset-form").get_by_label("New password").press("Enter")
+            expect(page.locator("#auth-error")).to_contain_text("expired or was used")
+            expect(page.locator("#forgot-form")).to_be_visible()
+            # Chromium logs the two 422 answers above (the password, the spent token): expected.
+            refused = [e for e in ada.errors if "status of 422" in e]
+            assert len(refused) == 2, ada.errors
+            ada.errors = [e for e in ada.errors if e not in refused]
+        finally:
+            ada.close()
+            web.stop()
+            mail.stop()

@@ -1,4 +1,5 @@
-"""The web client: ``GET /`` (the page), its script and style sheet, and the JavaScript SDK.
+"""The web client: ``GET /`` (the page; also at ``/reset-password`` and ``/verify-email``,
+where the mailed links lead), its script and style sheet, and the JavaScript SDK.
 
 The files are package data in ``trustmess/web/`` (``sdk/trustmess.js`` is the SDK other web apps
 can reuse), read once when this module is imported, so a missing file stops the server at
@@ -62,6 +63,20 @@ def _serve(path: str) -> web.Response:
 @routes.get("/")
 async def index(request: web.Request) -> web.Response:
     """The web client's page."""
+    return _serve("/")
+
+
+# The pages the mailed links open (trustmess/mail/letters.py): the same page, whose script reads
+# the path and the ``#token=`` fragment (a fragment never reaches the server or its logs).
+@routes.get("/reset-password")
+async def reset_password_page(request: web.Request) -> web.Response:
+    """The web client's page, showing the new-password form of a mailed reset link."""
+    return _serve("/")
+
+
+@routes.get("/verify-email")
+async def verify_email_page(request: web.Request) -> web.Response:
+    """The web client's page, redeeming a mailed email-verification link."""
     return _serve("/")
 
 

@@ -26,11 +26,19 @@ const state = {
 
 // --- signed out ---------------------------------------------------------------------------
 
-function showAuth(message = "") {
+function showAuth(message = "", notice = "") {
   $("app").hidden = true;
   $("auth").hidden = false;
+  showAuthForms("login-form", "signup-form");
   $("auth-error").textContent = message;
+  $("auth-notice").textContent = notice;
   $("login-form").elements.username.focus();
+}
+
+const AUTH_FORMS = ["login-form", "signup-form", "forgot-form", "reset-form"];
+
+function showAuthForms(...shown) {
+  for (const id of AUTH_FORMS) $(id).hidden = !shown.includes(id);
 }
 
 $("login-form").addEventListener("submit", async (event) => {
@@ -53,6 +61,95 @@ $("signup-form").addEventListener("submit", async (event) => {
     await enterApp();
   });
 });
+
+// --- mailed links (protocol §11.6) ---------------------------------------------------------
+
+$("forgot-link").addEventListener("click", (event) => {
+  event.preventDefault();
+  showAuthForms("forgot-form");
+  $("auth-error").textContent = "";
+  $("auth-notice").textContent = "";
+  const login = $("forgot-form").elements.login;
+  login.value = $("login-form").elements.username.value.trim();
+  login.focus();
+});
+
+$("forgot-cancel").addEventListener("click", () => showAuth());
+
+$("forgot-form").addEventListener("submit", async (event) => {
+  event.preventDefault();
+  const login = event.target.elements.login;
+  await attempt(async () => {
+    await sdk.requestPasswordReset(login.value.trim());
+    event.target.reset();
+    // The server answers the same whether or not the name is an account's (no enumeration).
+    showAuth("", "If an account matches, a mail with a reset link is on its way.");
+  });
+});
+
+// The token of a mailed link: kept here, and taken out of the address bar at once (history,
+// screenshots, a shared screen).
+function takeLinkToken() {
+  const token = new URLSearchParams(location.hash.slice(1)).get("token") ?? "";
+  history.replaceState(null, "", location.pathname);
+  return token;
+}
+
+function showPasswordReset(token) {
+  $("app").hidden = true;
+  $("auth").hidden = false;
+  showAuthForms("reset-form");
+  $("auth-notice").textContent = "";
+  $("auth-error").textContent = token ? "" : "This link has no token: copy the whole link from the mail.";
+  const form = $("reset-form");
+  form.elements.password.focus();
+  form.addEventListener("submit", async (event) => {
+    event.preventDefault();
+    $("auth-error").textContent = "";
+    try {
+      await sdk.confirmPasswordReset(token, form.elements.password.value);
+    } catch (error) {
+      if (error instanceof ApiError && error.field === "token") return offerNewLink();
+      $("auth-error").textContent = describe(error);
+      form.elements.password.focus();
+      return;
+    }
+    form.reset();
+    history.replaceState(null, "", "/");
+    // Every session of the account ended with the reset, this device's too.
+    await sdk.logout();
+    showAuth("", "Your password is changed: log in with the new one.");
+  });
+}
+
+function offerNewLink() {
+  history.replaceState(null, "", "/");
+  showAuthForms("forgot-form");
+  $("auth-error").textContent =
+    "This reset link has expired or was used already. Ask for a new one below.";
+  $("forgot-form").elements.login.focus();
+}
+
+async function verifyFromLink(token) {
+  history.replaceState(null, "", "/");
+  let notice;
+  try {
+    await sdk.verifyEmail(token);
+    notice = "Your email address is verified.";
+  } catch (error) {
+    notice =
+      error instanceof ApiError && error.field === "token"
+        ? "This verification link has expired or was used already. Ask for a new one from your profile."
+        : describe(error);
+  }
+  if (sdk.session) {
+    $("app-notice").textContent = notice;
+    $("app-notice").hidden = false;
+    await enterApp().catch((error) => showAuth(describe(error)));
+  } else {
+    showAuth("", notice);
+  }
+}
 
 async function attempt(action) {
   $("auth-error").textContent = "";
@@ -815,7 +912,11 @@ $("logout-button").addEventListener("click", async () => {
 
 // --- start --------------------------------------------------------------------------------
 
-if (sdk.session) {
+if (location.pathname === "/reset-password") {
+  showPasswordReset(takeLinkToken());
+} else if (location.pathname === "/verify-email") {
+  verifyFromLink(takeLinkToken());
+} else if (sdk.session) {
   enterApp().catch((error) => showAuth(describe(error)));
 } else {
   showAuth();

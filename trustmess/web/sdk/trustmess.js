@@ -170,6 +170,24 @@ export class TrustMess extends EventTarget {
     return tokens.user;
   }
 
+  /** Ask for a reset link to be mailed (§11.6). `login` is a username or email address; the
+   * answer is the same (202) whether or not it names an account, so there is nothing to return. */
+  async requestPasswordReset(login) {
+    await this._fetch("POST", "/auth/password-reset", { login }, null);
+  }
+
+  /** Set a new password with the token of a mailed reset link (`/reset-password#token=…`).
+   * 422 field `token`: expired, used or unknown; field `password`: breaks the password rules. */
+  async confirmPasswordReset(token, password) {
+    await this._fetch("POST", "/auth/password-reset/confirm", { token, password }, null);
+  }
+
+  /** Redeem the token of a mailed verification link (`/verify-email#token=…`). 422 field
+   * `token` when it is expired, used or unknown. */
+  async verifyEmail(token) {
+    await this._fetch("POST", "/auth/verify-email", { token }, null);
+  }
+
   /** Revoke this device's refresh token family and forget the session. */
   async logout() {
     const session = this.session;
