@@ -15,7 +15,9 @@ WEB = Path(__file__).resolve().parent.parent / "trustmess" / "web"
 
 async def test_the_page_and_its_files_are_served_with_a_strict_csp(make_client: AppFactory) -> None:
     client = await make_client()
-    for path, (name, content_type) in webclient.FILES.items():
+    # The pages the mailed links open are the page itself.
+    pages = {path: webclient.FILES["/"] for path in webclient.LINK_PAGES}
+    for path, (name, content_type) in {**webclient.FILES, **pages}.items():
         response = await client.get(path)
         assert response.status == 200, path
         assert response.content_type == content_type
@@ -29,7 +31,7 @@ async def test_the_page_and_its_files_are_served_with_a_strict_csp(make_client: 
 
 async def test_web_false_serves_the_api_only(make_client: AppFactory) -> None:
     client = await make_client(web=False)
-    for path in webclient.FILES:
+    for path in [*webclient.FILES, *webclient.LINK_PAGES]:
         response = await client.get(path)
         assert response.status == 404, path
         assert (await response.json())["error"]["code"] == "not_found"

@@ -47,6 +47,9 @@ FILES = {
     "/sdk/trustmess.js": ("sdk/trustmess.js", "text/javascript"),
 }
 
+# Paths that serve the page itself: where the mailed links lead (trustmess/mail/letters.py).
+LINK_PAGES = ("/reset-password", "/verify-email")
+
 
 def _read(name: str) -> bytes:
     return resources.files("trustmess").joinpath("web", *name.split("/")).read_bytes()
