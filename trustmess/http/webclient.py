@@ -12,11 +12,13 @@ covers ``ws://`` and ``wss://`` to the same host (CSP Level 3).
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from importlib import resources
 
 from aiohttp import web
 
 routes = web.RouteTableDef()
+Handler = Callable[[web.Request], Awaitable[web.Response]]
 
 CONTENT_SECURITY_POLICY = "; ".join(
     (
@@ -63,39 +65,16 @@ def _serve(path: str) -> web.Response:
     return web.Response(body=body, content_type=content_type, charset="utf-8", headers=HEADERS)
 
 
-@routes.get("/")
-async def index(request: web.Request) -> web.Response:
-    """The web client's page."""
-    return _serve("/")
+def _handler(path: str) -> Handler:
+    async def serve(request: web.Request) -> web.Response:
+        return _serve(path)
+
+    return serve
 
 
-# The pages the mailed links open (trustmess/mail/letters.py): the same page, whose script reads
-# the path and the ``#token=`` fragment (a fragment never reaches the server or its logs).
-@routes.get("/reset-password")
-async def reset_password_page(request: web.Request) -> web.Response:
-    """The web client's page, showing the new-password form of a mailed reset link."""
-    return _serve("/")
-
-
-@routes.get("/verify-email")
-async def verify_email_page(request: web.Request) -> web.Response:
-    """The web client's page, redeeming a mailed email-verification link."""
-    return _serve("/")
-
-
-@routes.get("/app.js")
-async def app_js(request: web.Request) -> web.Response:
-    """The web client's script (an ES module)."""
-    return _serve("/app.js")
-
-
-@routes.get("/style.css")
-async def style_css(request: web.Request) -> web.Response:
-    """The web client's style sheet."""
-    return _serve("/style.css")
-
-
-@routes.get("/sdk/trustmess.js")
-async def sdk_js(request: web.Request) -> web.Response:
-    """The JavaScript SDK (an ES module; protocol/web-sdk.md)."""
-    return _serve("/sdk/trustmess.js")
+# One route per file, and the page again where the mailed links lead (its script reads the path
+# and the ``#token=`` fragment, which never reaches the server or its logs).
+for _path in FILES:
+    routes.get(_path)(_handler(_path))
+for _page in LINK_PAGES:
+    routes.get(_page)(_handler("/"))
