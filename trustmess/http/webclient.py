@@ -45,6 +45,9 @@ HEADERS = {
 FILES = {
     "/": ("index.html", "text/html"),
     "/app.js": ("app.js", "text/javascript"),
+    "/ui.js": ("ui.js", "text/javascript"),
+    "/people.js": ("people.js", "text/javascript"),
+    "/settings.js": ("settings.js", "text/javascript"),
     "/style.css": ("style.css", "text/css"),
     "/sdk/trustmess.js": ("sdk/trustmess.js", "text/javascript"),
 }

@@ -1,8 +1,10 @@
 // The TrustMess web client: plain DOM code on the SDK (/sdk/trustmess.js). No framework: the
 // page is a few lists and forms, and each is updated where it changes.
 import { ApiError, TrustMess, codePointLength } from "/sdk/trustmess.js";
+import { $, describe, element } from "/ui.js";
+import { setupPeople } from "/people.js";
+import { setupSettings } from "/settings.js";
 
-const $ = (id) => document.getElementById(id);
 const sdk = new TrustMess();
 window.trustmess = sdk; // for the browser console (and the browser tests' diagnostics)
 
@@ -160,13 +162,6 @@ async function attempt(action) {
   }
 }
 
-function describe(error) {
-  if (!(error instanceof ApiError)) return "The server cannot be reached. Try again.";
-  const field = error.field ? ` (${error.field.replace("_", " ")})` : "";
-  if (error.status === 429) return `Too many attempts: wait ${error.retryAfter ?? "a few"} s.`;
-  return `${error.message}${field}`;
-}
-
 // --- signed in ----------------------------------------------------------------------------
 
 async function enterApp() {
@@ -246,13 +241,6 @@ function previewOf(message) {
   if (message.deleted) return "Message deleted";
   const who = message.sender_id === state.me.id ? "You: " : "";
   return who + message.body.slice(0, 80);
-}
-
-function element(tag, className, text) {
-  const node = document.createElement(tag);
-  if (className) node.className = className;
-  if (text !== undefined) node.textContent = text;
-  return node;
 }
 
 // --- one conversation ---------------------------------------------------------------------
@@ -909,6 +897,13 @@ $("logout-button").addEventListener("click", async () => {
   history.replaceState(null, "", "/");
   showAuth();
 });
+
+// --- people (contacts, requests, invitations, blocks) and account settings ----------------
+// Each lives in a module of its own; this is what they may use of the page.
+
+const page = { sdk, state, nameOf, showAuth, report, selectTab, openConversation, startConversation };
+setupPeople(page);
+setupSettings(page);
 
 // --- start --------------------------------------------------------------------------------
 
