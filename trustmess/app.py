@@ -44,7 +44,7 @@ from trustmess.http.middleware import json_errors
 from trustmess.mail.outbox import MailOutbox
 from trustmess.mail.transport import LogTransport, SmtpServer, SmtpTransport, Transport
 from trustmess.metrics import Metrics
-from trustmess.runtime.pool import create_pool
+from trustmess.runtime.pool import create_pool, create_writer_pool
 from trustmess.settings import Settings
 from trustmess.store.activeusers import ActiveUsers
 from trustmess.store.history import entries_in_range
@@ -138,8 +138,14 @@ async def _database(app: web.Application) -> AsyncIterator[None]:
     app[appkeys.POOL] = pool
     app[appkeys.ACTIVE_USERS] = ActiveUsers(pool)
     try:
+        app[appkeys.WRITER_POOL] = await create_writer_pool(settings, settings.database_url)
+    except BaseException:
+        await pool.close()
+        raise
+    try:
         yield
     finally:
+        await app[appkeys.WRITER_POOL].close()
         await pool.close()
 
 
@@ -180,7 +186,7 @@ async def _realtime(app: web.Application) -> AsyncIterator[None]:
     app[appkeys.NOTIFIER] = Notifier(hub, pool, markers)
     await control.rebuild_revocations(app)
     writer = MessageWriter(
-        pool,
+        app[appkeys.WRITER_POOL],
         message_publisher(hub, markers),
         publish_change=change_publisher(hub, markers),
         edit_window_s=settings.edit_window_s,

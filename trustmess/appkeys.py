@@ -22,6 +22,8 @@ from trustmess.store.activeusers import ActiveUsers
 
 SETTINGS = web.AppKey("settings", Settings)
 POOL = web.AppKey("pool", asyncpg.Pool)
+# The message writer's own connections (runtime/pool.py: create_writer_pool).
+WRITER_POOL = web.AppKey("writer_pool", asyncpg.Pool)
 ACTIVE_USERS = web.AppKey("active_users", ActiveUsers)
 HUB = web.AppKey("hub", Hub)
 WRITER = web.AppKey("writer", MessageWriter)

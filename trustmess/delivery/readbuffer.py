@@ -2,9 +2,12 @@
 
 The in-memory marker is authoritative for ``read`` events on this node and never moves
 backwards; it is loaded from the database on first use and kept current by this node's
-sends. Dirty markers are flushed every ``flush_s`` in one statement (``GREATEST`` in SQL, so a
-late flush can never move a marker back). An ack's reply may therefore precede its write by up
-to ``flush_s``; on shutdown everything pending is flushed before the pool closes.
+sends. Dirty markers (acks, and the markers senders' own messages move) are flushed every
+``flush_s`` in one statement (``GREATEST`` in SQL, so a late flush can never move a marker
+back). An ack's reply may therefore precede its write by up to ``flush_s``; on shutdown
+everything pending is flushed before the pool closes. A crash loses at most the last
+``flush_s`` of marker moves: never a message, and ``unread`` does not count one's own
+messages anyway.
 
 Read-your-writes on this node: an HTTP view that shows a user's markers first calls
 ``flush_user``, which writes that user's pending markers at once (and costs nothing when there
@@ -101,8 +104,9 @@ class ReadMarkerBuffer:
         self.note_last_seq(conversation_id, last_seq)
         users = self._read.setdefault(conversation_id, {})
         self._size += user_id not in users
-        # Another ack may have moved it while we waited: keep the larger.
-        users[user_id] = max(users.get(user_id, 0), read_seq)
+        # Another ack (or a send, not written yet) may have moved it: keep the larger.
+        pending = self._dirty.get((conversation_id, user_id), 0)
+        users[user_id] = max(users.get(user_id, 0), read_seq, pending)
         return users
 
     def note_last_seq(self, conversation_id: int, seq: int) -> None:
@@ -110,10 +114,34 @@ class ReadMarkerBuffer:
             self._last_seq[conversation_id] = seq
 
     def note_read(self, conversation_id: int, user_id: int, seq: int) -> None:
-        """A marker moved elsewhere (a send moves the sender's; the HTTP read endpoint)."""
+        """A marker moved elsewhere and is written already (the HTTP read endpoint)."""
         users = self._read.get(conversation_id)
         if users is not None and seq > users.get(user_id, seq):
             users[user_id] = seq
+
+    def note_sent(self, conversation_id: int, user_id: int, seq: int) -> None:
+        """The user sent ``seq``: their marker moves to it, written with the next flush.
+
+        The append statement used to move it in the same transaction, a locking UPDATE per
+        batch; here it costs a dict entry, and the flush writes every sender's marker of the
+        interval in its one statement. No ``read`` event: a sender has read their own message.
+        """
+        # Held in memory whether or not the marker was loaded: nothing stored can be past the
+        # conversation's newest message, so ``current`` (a ``join``) and a later ``ack`` see
+        # it before, while and after it is written.
+        if self._size > MAX_ENTRIES:
+            self.forget_all()
+        users = self._read.setdefault(conversation_id, {})
+        if user_id not in users:
+            self._size += 1
+            users[user_id] = seq
+        elif seq > users[user_id]:
+            users[user_id] = seq
+        key = (conversation_id, user_id)
+        if seq > self._dirty.get(key, 0):
+            self._dirty[key] = seq
+            self._dirty_users.add(user_id)
+            self._schedule_flush()
 
     def forget_conversation(self, conversation_id: int) -> None:
         """Membership changed: reload markers from the database on next use."""

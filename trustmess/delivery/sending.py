@@ -69,7 +69,7 @@ def message_publisher(hub: Hub, markers: ReadMarkerBuffer) -> Callable[[Message]
     def publish(message: Message) -> None:
         hub.publish(message.conversation_id, events.message(message), seq=message.seq)
         markers.note_last_seq(message.conversation_id, message.seq)
-        markers.note_read(message.conversation_id, message.sender_id, message.seq)
+        markers.note_sent(message.conversation_id, message.sender_id, message.seq)
 
     return publish
 

@@ -11,15 +11,48 @@ from trustmess.settings import Settings
 
 
 async def create_pool(settings: Settings, dsn: str) -> asyncpg.Pool:
+    """The pool every request, command and flush shares."""
     pool = await asyncpg.create_pool(
         dsn,
         min_size=settings.pool_min,
         max_size=settings.pool_max,
         # Statements are short; a stuck one should fail the request rather than hang it.
         command_timeout=30,
+        reset=keep_session,
     )
     assert pool is not None
     return pool
+
+
+async def create_writer_pool(settings: Settings, dsn: str) -> asyncpg.Pool:
+    """The message writer's own connections (it has one batch in the database at a time;
+    the second is for a retry while the first is being replaced).
+
+    Their sessions plan every statement once (``force_generic_plan``). At everyday rates each
+    message is a batch of its own, and PostgreSQL's default re-plans the append statement for
+    every batch, because its estimate of the generic plan (array sizes unknown) never beats
+    the custom one: planning was about 0.35 ms of its 0.5 ms. The generic plan is no slower
+    at 1,024 rows per batch either (bench/RESULTS.md, issue 20). Only the writer's
+    connections: read queries keep plans made for their parameters.
+    """
+    pool = await asyncpg.create_pool(
+        dsn,
+        min_size=1,
+        max_size=2,
+        command_timeout=30,
+        reset=keep_session,
+        server_settings={"plan_cache_mode": "force_generic_plan"},
+    )
+    assert pool is not None
+    return pool
+
+
+async def keep_session(connection: asyncpg.Connection) -> None:
+    """A released connection keeps its session: asyncpg's default reset sends
+    ``pg_advisory_unlock_all(); CLOSE ALL; UNLISTEN *; RESET ALL`` on every release, a round
+    trip per acquire, for session state this server never creates (no session-level SET,
+    LISTEN, cursor or advisory lock; its advisory locks are transaction-scoped). asyncpg
+    still rolls back a transaction left open before calling this."""
 
 
 class DatabaseUnavailable(Exception):

@@ -43,8 +43,10 @@ class AppendResult:
 # in one global order (conversations by id, then member rows by (conversation, user), as every
 # other writer of these rows does): batches touching the same conversations in other orders,
 # or a read-marker flush, queue instead of deadlocking (PostgreSQL breaks a deadlock only after
-# 1 s). ``locked`` and ``senders`` are MATERIALIZED so that their ordered FOR NO KEY UPDATE runs
-# as written; the UPDATEs join them, so they touch no row before it is locked in that order.
+# 1 s). ``locked`` is MATERIALIZED so that its ordered FOR NO KEY UPDATE runs as written; the
+# UPDATE joins it, so it touches no row before it is locked in that order. The sender's read
+# marker is not moved here: the caller hands it to the coalesced marker flush (readbuffer.py),
+# which costs one statement per flush interval instead of a locking UPDATE per batch.
 APPEND_BATCH = """
 WITH input AS (
     SELECT * FROM unnest($1::int[], $2::bigint[], $3::bigint[], $4::text[], $5::text[],
@@ -111,21 +113,6 @@ inserted AS (
            f.reply_to_seq
     FROM fresh f JOIN bumped b ON b.id = f.conversation_id
     RETURNING conversation_id, seq, id, sender_id, client_msg_id, created_at
-),
-sent AS (
-    SELECT conversation_id, sender_id, max(seq) AS seq FROM inserted GROUP BY 1, 2
-),
-senders AS MATERIALIZED (
-    SELECT cm.conversation_id, cm.user_id FROM conversation_members cm
-    JOIN sent x ON cm.conversation_id = x.conversation_id AND cm.user_id = x.sender_id
-    ORDER BY cm.conversation_id, cm.user_id
-    FOR NO KEY UPDATE OF cm
-),
-marks AS (
-    UPDATE conversation_members cm SET last_read_seq = GREATEST(cm.last_read_seq, x.seq)
-    FROM sent x JOIN senders s ON s.conversation_id = x.conversation_id
-        AND s.user_id = x.sender_id
-    WHERE cm.conversation_id = x.conversation_id AND cm.user_id = x.sender_id
 )
 -- 'new' with nothing inserted: the conversation was deleted while this statement waited for
 -- its row lock (the member rows went with it).
