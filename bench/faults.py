@@ -3,6 +3,7 @@ sends with verification on; do clients resume, and is any acknowledged message l
 
     python bench/faults.py                                  # every fault, ~3 minutes
     python bench/faults.py --fault kill-node --rate 500 --markdown /tmp/faults.md
+    python bench/faults.py --fault kill-node --users 4000 --per-user 5   # a reconnect storm
 
 Each fault gets fresh servers: a throwaway ``redis-server`` and two nodes on node 1's embedded
 database (``kill-worker``: one ``serve --workers 2``). The load tester runs with
@@ -119,7 +120,8 @@ def run_fault(fault: str, args: argparse.Namespace, workdir: Path) -> dict[str, 
     command = [sys.executable, "-m", "trustmess.loadtest", "--url", cluster.url]
     for url in cluster.ws_urls:
         command += ["--ws-url", url]
-    command += ["--prefix", "fault", "--users", str(args.users), "--groups", str(args.users // 5)]
+    groups = args.users * args.per_user // 5
+    command += ["--prefix", "fault", "--users", str(args.users), "--groups", str(groups)]
     command += ["--group-size", "5", "--rate", str(args.rate), "--arrival", "fixed"]
     command += ["--warmup", "2", "--duration", str(args.duration), "--reconnect"]
     command += ["--drain-timeout", "60", "--json", str(out)]
@@ -183,7 +185,8 @@ def row(entry: dict[str, Any]) -> dict[str, Any]:
 
 def markdown(rows: list[dict[str, Any]], args: argparse.Namespace) -> str:
     head = (
-        f"{args.users} users in groups of 5, {args.rate:g} msg/s open loop for "
+        f"{args.users} users, each in {args.per_user} group(s) of 5, {args.rate:g} msg/s open "
+        f"loop for "
         f"{args.duration:g} s, fault {args.fault_at:g} s into the window, outage {args.outage:g} s"
     )
     lines = [
@@ -208,6 +211,9 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--fault", choices=FAULTS, action="append", help="default: all")
     parser.add_argument("--users", type=int, default=200)
+    parser.add_argument(
+        "--per-user", type=int, default=1, help="groups of 5 each user is in (rejoined after)"
+    )
     parser.add_argument("--rate", type=float, default=1000.0, help="messages/s, open loop")
     parser.add_argument("--duration", type=float, default=12.0, help="measured seconds")
     parser.add_argument("--fault-at", type=float, default=3.0, help="seconds into the window")

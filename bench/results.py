@@ -296,5 +296,5 @@ def render(
         lines += _details(run)
         lines += ["", "```text", run["summary"], "```", ""]
     if profile_md is not None:
-        lines += ["## Server profile under scenario 1 (py-spy)", "", profile_md]
+        lines += ["## Server profile (py-spy)", "", profile_md]
     return "\n".join(lines).rstrip("\n") + "\n"
