@@ -61,7 +61,8 @@ from trustmess.store.conversations import (
     direct_conversation_id,
     get_conversation_for,
     lock_membership,
-    member_ids,
+    member_count,
+    non_members_among,
     owner_of,
     promote_longest_standing,
     remove_member,
@@ -341,10 +342,13 @@ async def add_conversation_members(request: web.Request) -> web.Response:
         async with conn.transaction():
             no_adding = invalid("user_ids", "members cannot be added to a direct conversation")
             await _lock_group(conn, conversation_id, user_id, if_direct=no_adding)
-            current = set(await member_ids(conn, conversation_id))
-            new = [member_id for member_id in requested if member_id not in current]
+            # The requested ids and a count, not the member list: adding to a big group costs
+            # what is added (issue 20).
+            pairs = [(conversation_id, member_id) for member_id in requested]
+            absent = {member_id for _, member_id in await non_members_among(conn, pairs)}
+            new = [member_id for member_id in requested if member_id in absent]
             await _require_active_users(conn, "user_ids", new)
-            if len(current) + len(new) > MAX_MEMBERS:
+            if await member_count(conn, conversation_id) + len(new) > MAX_MEMBERS:
                 raise _too_many_members("user_ids")
             if new:
                 _spend_change(request, conversation_id)

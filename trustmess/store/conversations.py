@@ -199,6 +199,14 @@ async def non_members_among(
     return [(row["c"], row["u"]) for row in rows]
 
 
+async def member_count(conn: DbConnection, conversation_id: int) -> int:
+    """How many members the conversation has (one row back, whatever its size)."""
+    count = await conn.fetchval(
+        "SELECT count(*) FROM conversation_members WHERE conversation_id = $1", conversation_id
+    )
+    return int(count)
+
+
 async def member_ids(conn: DbConnection, conversation_id: int) -> list[int]:
     """The members' user ids, longest-standing first."""
     rows = await conn.fetch(
