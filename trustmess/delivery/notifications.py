@@ -7,22 +7,29 @@ node, the publishing one included, by ``gateway.control.apply_control``.
 
 from __future__ import annotations
 
+from typing import Any
+
 import asyncpg
 
 from trustmess.delivery.broker import Subscriber
 from trustmess.delivery.hub import Hub
+from trustmess.delivery.presence import Presence
 from trustmess.delivery.readbuffer import ReadMarkerBuffer
 from trustmess.store.conversations import get_conversation_for_members, member_ids
+from trustmess.store.users import User
 from trustmess.wire import events
 
 
 class Notifier:
     """Announces committed changes to the sockets that must hear of them, on every node."""
 
-    def __init__(self, hub: Hub, pool: asyncpg.Pool, markers: ReadMarkerBuffer) -> None:
+    def __init__(
+        self, hub: Hub, pool: asyncpg.Pool, markers: ReadMarkerBuffer, presence: Presence
+    ) -> None:
         self._hub = hub
         self._pool = pool
         self._markers = markers
+        self._presence = presence
 
     async def conversation_created(self, conversation_id: int) -> None:
         """A conversation was created: every member's devices get the whole conversation."""
@@ -98,6 +105,17 @@ class Notifier:
         """An event about the user's own people (``contact``, ``invitation``) for every socket
         of the user, on every node."""
         self._hub.publish_user(user_id, payload)
+
+    def relationship_changed(
+        self, me: User, other: User, change: str | None = None, **fields: Any
+    ) -> None:
+        """The contact or a block between two users changed. With ``change``, both hear it as
+        a ``contact`` event, each about the other; and always every node recomputes who may see
+        whose presence, which is what a route changing people must not forget."""
+        if change is not None:
+            self.to_user(me.id, events.contact(change, other.public_json(), **fields))
+            self.to_user(other.id, events.contact(change, me.public_json(), **fields))
+        self._presence.people_changed([me.id, other.id])
 
     def user_disabled(self, user_id: int) -> None:
         """An administrator disabled the account: its open sockets end now (4001: do not retry)."""

@@ -22,7 +22,7 @@ from typing import Any, TypeVar
 
 from aiohttp import web
 
-from trustmess.appkeys import NOTIFIER, POOL, PRESENCE, SETTINGS
+from trustmess.appkeys import NOTIFIER, POOL, SETTINGS
 from trustmess.delivery.notifications import Notifier
 from trustmess.errors import ApiError, ErrorCode, invalid, not_found
 from trustmess.http.authn import current_user_id
@@ -78,12 +78,6 @@ async def _me(request: web.Request, user_id: int) -> User:
     return user
 
 
-def _tell_both(notifier: Notifier, me: User, other: User, change: str, **fields: Any) -> None:
-    """The same change to both sides, each told about the other."""
-    notifier.to_user(me.id, events.contact(change, other.public_json(), **fields))
-    notifier.to_user(other.id, events.contact(change, me.public_json(), **fields))
-
-
 # ---------------------------------------------------------------- contacts
 
 
@@ -108,14 +102,8 @@ async def remove_contact(request: web.Request) -> web.Response:
             raise not_found("contact not found")
         me, other = await get_user(conn, user_id), await get_user(conn, other_id)
     if me is not None and other is not None:
-        _tell_both(request.app[NOTIFIER], me, other, "removed")
-    _people_changed(request, user_id, other_id)
+        request.app[NOTIFIER].relationship_changed(me, other, "removed")
     return web.Response(status=204)
-
-
-def _people_changed(request: web.Request, *user_ids: int) -> None:
-    """Contacts or blocks between these users changed: who may see whose presence, too."""
-    request.app[PRESENCE].people_changed(list(user_ids))
 
 
 # ---------------------------------------------------------------- requests
@@ -151,8 +139,7 @@ async def send_request(request: web.Request) -> web.Response:
         raise ApiError(409, ErrorCode.CONFLICT, "you have blocked this user; unblock first")
     if outcome.state == "accepted":
         assert outcome.since is not None
-        _tell_both(notifier, me, other, "accepted")
-        _people_changed(request, me.id, other.id)
+        notifier.relationship_changed(me, other, "accepted")
         contact = contact_store.Contact(other, outcome.since)
         return json_response({"state": "accepted", "contact": contact.to_json()})
     assert outcome.request is not None
@@ -209,8 +196,7 @@ async def accept_request(request: web.Request) -> web.Response:
         me, other = await get_user(conn, user_id), await get_user(conn, other_id)
     if me is None or other is None:
         raise _request_not_found()
-    _tell_both(request.app[NOTIFIER], me, other, "accepted")
-    _people_changed(request, me.id, other.id)
+    request.app[NOTIFIER].relationship_changed(me, other, "accepted")
     return json_response(contact_store.Contact(other, since).to_json())
 
 
@@ -285,7 +271,6 @@ async def block_user(request: web.Request) -> web.Response:
         if outcome.direct_conversation_id is not None:
             request.app[NOTIFIER].conversation_blocked_changed(outcome.direct_conversation_id)
         _announce_block(request.app[NOTIFIER], me, other, outcome)
-        _people_changed(request, user_id, other_id)
     return web.Response(status=204)
 
 
@@ -294,8 +279,7 @@ def _announce_block(
 ) -> None:
     """What a block changed, told as those changes are told anyway: nothing the blocked user
     would not have learned from a removal or a withdrawal."""
-    if outcome.contact_removed:
-        _tell_both(notifier, me, other, "removed")
+    notifier.relationship_changed(me, other, "removed" if outcome.contact_removed else None)
     if outcome.own_request_removed:
         notifier.to_user(
             me.id, events.contact("cancelled", other.public_json(), direction="outgoing")
@@ -319,9 +303,12 @@ async def unblock_user(request: web.Request) -> web.Response:
     other_id = path_id(request, "user_id")
     async with request.app[POOL].acquire() as conn:
         found, direct_conversation_id = await block_store.unblock_user(conn, user_id, other_id)
-    if not found:
-        raise not_found("block not found")
+        if not found:
+            raise not_found("block not found")
+        me, other = await get_user(conn, user_id), await get_user(conn, other_id)
+    notifier = request.app[NOTIFIER]
     if direct_conversation_id is not None:
-        request.app[NOTIFIER].conversation_blocked_changed(direct_conversation_id)
-    _people_changed(request, user_id, other_id)
+        notifier.conversation_blocked_changed(direct_conversation_id)
+    if me is not None and other is not None:
+        notifier.relationship_changed(me, other)
     return web.Response(status=204)
