@@ -13,7 +13,7 @@ import asyncpg
 
 from trustmess.delivery.broker import Subscriber
 from trustmess.delivery.hub import Hub
-from trustmess.delivery.presence import Presence
+from trustmess.delivery.presence import Presence, Sight
 from trustmess.delivery.readbuffer import ReadMarkerBuffer
 from trustmess.store.conversations import get_conversation_for_members, member_ids
 from trustmess.store.users import User
@@ -106,16 +106,27 @@ class Notifier:
         of the user, on every node."""
         self._hub.publish_user(user_id, payload)
 
-    def relationship_changed(
-        self, me: User, other: User, change: str | None = None, **fields: Any
+    async def relationship_changed(
+        self,
+        me: User,
+        other: User,
+        change: str | None = None,
+        *,
+        sight_before: Sight | None = None,
+        **fields: Any,
     ) -> None:
         """The contact or a block between two users changed. With ``change``, both hear it as
         a ``contact`` event, each about the other; and always every node recomputes who may see
-        whose presence, which is what a route changing people must not forget."""
+        whose presence, which is what a route changing people must not forget. A block or an
+        unblock passes ``sight_before`` (``Presence.sight`` before the change): whoever lost
+        sight of the other gets ``hidden`` at once, whoever gained it the current state."""
         if change is not None:
             self.to_user(me.id, events.contact(change, other.public_json(), **fields))
             self.to_user(other.id, events.contact(change, me.public_json(), **fields))
-        self._presence.people_changed([me.id, other.id])
+        if sight_before is None:
+            self._presence.people_changed([me.id, other.id])
+        else:
+            await self._presence.sight_changed(me.id, other.id, sight_before)
 
     def user_disabled(self, user_id: int) -> None:
         """An administrator disabled the account: its open sockets end now (4001: do not retry)."""
