@@ -15,6 +15,7 @@ from trustmess.delivery.broker import Subscriber
 from trustmess.delivery.hub import Hub
 from trustmess.delivery.presence import Presence, Sight
 from trustmess.delivery.readbuffer import ReadMarkerBuffer
+from trustmess.store.contacts import Forgotten
 from trustmess.store.conversations import get_conversation_for_members, member_ids
 from trustmess.store.users import User
 from trustmess.wire import events
@@ -127,6 +128,21 @@ class Notifier:
             self._presence.people_changed([me.id, other.id])
         else:
             await self._presence.sight_changed(me.id, other.id, sight_before)
+
+    def account_deleted(self, user: User, people: Forgotten, watchers: list[int]) -> None:
+        """An account was deleted (``user``: its profile before): each of its people hears the
+        end of what they had with it, as a removal, a withdrawal or a block tells it; whoever
+        could see its presence gets ``hidden``."""
+        profile = user.public_json()
+        for contact_id in people.contacts:
+            self.to_user(contact_id, events.contact("removed", profile))
+        for recipient_id in people.requested:
+            self.to_user(recipient_id, events.contact("cancelled", profile, direction="incoming"))
+        for requester_id in people.requesters:
+            self.to_user(requester_id, events.contact("cancelled", profile, direction="outgoing"))
+        for invitee_id, conversation_id in people.invitations:
+            self.to_user(invitee_id, events.invitation("withdrawn", conversation_id))
+        self._presence.account_deleted(user.id, watchers)
 
     def user_disabled(self, user_id: int) -> None:
         """An administrator disabled the account: its open sockets end now (4001: do not retry)."""

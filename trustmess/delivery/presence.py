@@ -422,6 +422,13 @@ class Presence:
         and ``member_removed`` control operations already make every node forget them."""
         self._hub.publish_control({"op": "presence_audience_changed", "user_ids": user_ids})
 
+    def account_deleted(self, user_id: int, watchers: list[int]) -> None:
+        """The account was deleted: ``watchers``, who could see its presence, get ``hidden``
+        (a deleted account shows nothing); every node forgets its audience, so the offline of
+        its last socket finds nobody to tell."""
+        self.people_changed([user_id])
+        self._publish(user_id, "hidden", None, watchers)
+
     async def visibility_changed(self, user_id: int, old: str, new: str) -> None:
         """The user changed ``presence_visibility``: people who may no longer see them get
         ``hidden``, people who now may get the current state; every node forgets the

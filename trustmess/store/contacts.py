@@ -318,16 +318,54 @@ async def requests_page(
     ]
 
 
-async def forget_user(conn: Conn, user_id: int) -> None:
+@dataclass(frozen=True, slots=True)
+class Forgotten:
+    """Who saw a deleted account among their people, to be told it is gone."""
+
+    contacts: list[int]
+    # Saw its request to them (incoming; not those declined: those left their list).
+    requested: list[int]
+    # Had asked it (outgoing; declined ones too: they looked pending).
+    requesters: list[int]
+    # Held its invitation to a group: (invitee, conversation_id).
+    invitations: list[tuple[int, int]]
+
+
+async def forget_user(conn: Conn, user_id: int) -> Forgotten:
     """Everything of the people graph that names the user, both ways: contacts, requests
-    (with their messages), blocks and group invitations, sent or received. The account is being
-    deleted (its users row stays as a tombstone, so nothing cascades); call inside its
-    transaction."""
-    await conn.execute("DELETE FROM contacts WHERE user_id = $1 OR contact_id = $1", user_id)
-    await conn.execute(
-        "DELETE FROM contact_requests WHERE requester_id = $1 OR recipient_id = $1", user_id
+    (with their messages), blocks and group invitations, sent or received; and who saw those
+    in their lists. The account is being deleted (its users row stays as a tombstone, so
+    nothing cascades); call inside its transaction."""
+    contacts = await conn.fetch(
+        "DELETE FROM contacts WHERE user_id = $1 OR contact_id = $1 RETURNING user_id", user_id
+    )
+    requests = await conn.fetch(
+        "DELETE FROM contact_requests WHERE requester_id = $1 OR recipient_id = $1 "
+        "RETURNING requester_id, recipient_id, declined_at IS NULL AS pending, "
+        "cancelled_at IS NULL AS listed",
+        user_id,
     )
     await conn.execute("DELETE FROM blocks WHERE blocker_id = $1 OR blocked_id = $1", user_id)
-    await conn.execute(
-        "DELETE FROM group_invitations WHERE user_id = $1 OR inviter_id = $1", user_id
+    invitations = await conn.fetch(
+        "DELETE FROM group_invitations WHERE user_id = $1 OR inviter_id = $1 "
+        "RETURNING user_id, conversation_id",
+        user_id,
+    )
+    return Forgotten(
+        contacts=sorted(row["user_id"] for row in contacts if row["user_id"] != user_id),
+        requested=sorted(
+            row["recipient_id"]
+            for row in requests
+            if row["requester_id"] == user_id and row["pending"]
+        ),
+        requesters=sorted(
+            row["requester_id"]
+            for row in requests
+            if row["recipient_id"] == user_id and row["listed"]
+        ),
+        invitations=sorted(
+            (row["user_id"], row["conversation_id"])
+            for row in invitations
+            if row["user_id"] != user_id
+        ),
     )
