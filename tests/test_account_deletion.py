@@ -10,8 +10,12 @@ import random
 
 import asyncpg
 
-from tests.conftest import TEST_PASSWORD, error_of, login
+from tests.conftest import TEST_PASSWORD, create_conversation, error_of, eventually, login
+from tests.test_consent import set_policy
+from tests.test_contacts import next_event, request_contact
+from tests.test_presence import nothing_pending, presence_of, subscribe
 from tests.test_sessions import closed_with, open_socket, sign_in
+from trustmess.appkeys import PRESENCE
 from trustmess.store.messages import NewMessage, append_messages
 
 
@@ -118,6 +122,73 @@ async def test_deletion_leaves_no_personal_data_and_keeps_the_history(
     history = await client.get(f"/conversations/{group}/messages", headers=bob.headers)
     [message] = [m for m in (await history.json())["items"] if m.get("body")]
     assert (message["sender_id"], message["body"]) == (alice.id, "hello from alice")
+
+
+async def test_the_deleted_users_people_hear_that_it_is_gone(
+    make_client, make_user, make_group, connect, db
+) -> None:
+    """Its contact hears ``removed``, people with a request to or from it ``cancelled``, the
+    invitee of its invitation ``withdrawn``, and whoever saw its presence ``hidden``."""
+    client = await make_client(presence_grace_s=0.1)
+    alice, carol, dave, erin, frank, gina = [await make_user() for _ in range(6)]
+    await db.execute(
+        "INSERT INTO contacts (user_id, contact_id) VALUES ($1, $2), ($2, $1)", alice.id, carol.id
+    )
+    await request_contact(client, alice, dave.id)
+    await request_contact(client, erin, alice.id)
+    await make_group(alice, frank)
+    await set_policy(client, gina, group_policy="contacts")
+    invited_to = (await create_conversation(client, alice, [gina.id], "Lunch"))["id"]
+    socks = {u.id: await connect(u, test_client=client) for u in (carol, dave, erin, frank, gina)}
+    watchers = (socks[carol.id], socks[frank.id])
+    for sock in watchers:
+        await subscribe(sock)
+    alice_sock = await connect(alice, test_client=client)
+    for sock in watchers:
+        assert (await presence_of(sock, alice))["status"] == "online"
+
+    assert (await delete_me(client, alice.headers)).status == 204
+
+    removed = await next_event(socks[carol.id], "contact")
+    assert (removed["change"], removed["user"]["id"]) == ("removed", alice.id)
+    for user, direction in ((dave, "incoming"), (erin, "outgoing")):
+        cancelled = await next_event(socks[user.id], "contact")
+        assert (cancelled["change"], cancelled["direction"]) == ("cancelled", direction)
+        assert cancelled["user"]["id"] == alice.id
+    withdrawn = await next_event(socks[gina.id], "invitation")
+    assert (withdrawn["change"], withdrawn["conversation_id"]) == ("withdrawn", invited_to)
+    for sock in watchers:
+        assert await presence_of(sock, alice) == {
+            "type": "presence",
+            "user_id": alice.id,
+            "status": "hidden",
+            "last_seen": None,
+        }
+    assert (await closed_with(alice_sock))[0] == 4001
+
+
+async def test_a_deleted_account_goes_hidden_never_offline(
+    make_client, make_user, connect, db
+) -> None:
+    """With only a contact (no conversation, whose change would reset audiences anyway)."""
+    client = await make_client(presence_grace_s=0.1)
+    alice, carol = await make_user(), await make_user()
+    await db.execute(
+        "INSERT INTO contacts (user_id, contact_id) VALUES ($1, $2), ($2, $1)", alice.id, carol.id
+    )
+    watcher = await connect(carol, test_client=client)
+    await subscribe(watcher)
+    alice_sock = await connect(alice, test_client=client)
+    assert (await presence_of(watcher, alice))["status"] == "online"
+    presence = client.app[PRESENCE]
+    changes = presence.changes
+    assert (await delete_me(client, alice.headers)).status == 204
+    assert (await presence_of(watcher, alice))["status"] == "hidden"
+    # Her socket closed and the grace ran out: the step that took her offline (the second
+    # change since the deletion, after the hidden) ran, and told nobody.
+    assert (await closed_with(alice_sock))[0] == 4001
+    await eventually(lambda: presence.changes >= changes + 2, what="alice's offline step")
+    await nothing_pending(watcher, about=alice.id)
 
 
 async def test_a_deleted_account_is_gone_for_good(client, make_user, make_group) -> None:

@@ -72,6 +72,13 @@ async def profile(client: Any, viewer: User, user: User) -> dict[str, Any]:
     return body
 
 
+async def set_block(client: Any, blocker: User, blocked: User, *, on: bool = True) -> None:
+    """``blocker`` blocks (``on``) or unblocks ``blocked``."""
+    send = client.put if on else client.delete
+    resp = await send(f"/blocks/{blocked.id}", headers=blocker.headers)
+    assert resp.status == 204, await resp.text()
+
+
 @pytest.fixture
 async def app_client(make_client: Any) -> Any:
     return await make_client(presence_grace_s=0.1)
@@ -310,3 +317,48 @@ async def test_a_block_hides_presence_both_ways(app_client, open_socket, chat) -
     # Unblocking shows it again.
     assert (await app_client.delete(f"/blocks/{bob.id}", headers=alice.headers)).status == 204
     assert [u["user_id"] for u in await subscribe(await open_socket(alice))] == [bob.id]
+
+
+async def test_a_block_sends_hidden_at_once_and_unblocking_shows_again(
+    app_client, open_socket, chat
+) -> None:
+    alice, bob, _ = chat  # they share a conversation: each sees the other
+    alice_sock, bob_sock = await open_socket(alice), await open_socket(bob)
+    await subscribe(alice_sock)
+    await subscribe(bob_sock)
+    assert (await presence_of(alice_sock, bob))["status"] == "online"
+    await set_block(app_client, alice, bob)
+    # What each was shown of the other is taken back at once, without asking again.
+    hidden = {"type": "presence", "status": "hidden", "last_seen": None}
+    assert await presence_of(alice_sock, bob) == {**hidden, "user_id": bob.id}
+    assert await presence_of(bob_sock, alice) == {**hidden, "user_id": alice.id}
+    # Unblocking shows each the other's presence now (both online).
+    await set_block(app_client, alice, bob, on=False)
+    online = {"type": "presence", "status": "online", "last_seen": None}
+    assert await presence_of(alice_sock, bob) == {**online, "user_id": bob.id}
+    assert await presence_of(bob_sock, alice) == {**online, "user_id": alice.id}
+
+
+async def test_a_block_sends_nothing_to_who_could_not_see(
+    app_client, open_socket, chat, make_user
+) -> None:
+    alice, bob, _ = chat
+    stranger = await make_user()
+    await set_visibility(app_client, bob, "nobody")  # Alice never saw Bob
+    alice_sock, stranger_sock = await open_socket(alice), await open_socket(stranger)
+    await subscribe(alice_sock)
+    await subscribe(stranger_sock)
+    bob_sock = await open_socket(bob)
+    await subscribe(bob_sock)
+    for blocked in (bob, stranger):
+        await set_block(app_client, alice, blocked)
+    # Bob, who saw Alice, is told; nobody who saw nothing learns of the block.
+    assert (await presence_of(bob_sock, alice))["status"] == "hidden"
+    await nothing_pending(alice_sock, about=bob.id)
+    await nothing_pending(stranger_sock, about=alice.id)
+    # Nor of the unblock: Bob's setting still hides him from Alice, a stranger sees nothing.
+    for blocked in (bob, stranger):
+        await set_block(app_client, alice, blocked, on=False)
+    assert (await presence_of(bob_sock, alice))["status"] == "online"
+    await nothing_pending(alice_sock, about=bob.id)
+    await nothing_pending(stranger_sock, about=alice.id)

@@ -183,7 +183,7 @@ async def _realtime(app: web.Application) -> AsyncIterator[None]:
     markers = app[appkeys.READ_MARKERS] = ReadMarkerBuffer(
         pool, membership, settings.read_flush_ms / 1000
     )
-    app[appkeys.NOTIFIER] = Notifier(hub, pool, markers)
+    app[appkeys.NOTIFIER] = Notifier(hub, pool, markers, presence)
     await control.rebuild_revocations(app)
     writer = MessageWriter(
         app[appkeys.WRITER_POOL],

@@ -7,22 +7,30 @@ node, the publishing one included, by ``gateway.control.apply_control``.
 
 from __future__ import annotations
 
+from typing import Any
+
 import asyncpg
 
 from trustmess.delivery.broker import Subscriber
 from trustmess.delivery.hub import Hub
+from trustmess.delivery.presence import Presence, Sight
 from trustmess.delivery.readbuffer import ReadMarkerBuffer
+from trustmess.store.contacts import Forgotten
 from trustmess.store.conversations import get_conversation_for_members, member_ids
+from trustmess.store.users import User
 from trustmess.wire import events
 
 
 class Notifier:
     """Announces committed changes to the sockets that must hear of them, on every node."""
 
-    def __init__(self, hub: Hub, pool: asyncpg.Pool, markers: ReadMarkerBuffer) -> None:
+    def __init__(
+        self, hub: Hub, pool: asyncpg.Pool, markers: ReadMarkerBuffer, presence: Presence
+    ) -> None:
         self._hub = hub
         self._pool = pool
         self._markers = markers
+        self._presence = presence
 
     async def conversation_created(self, conversation_id: int) -> None:
         """A conversation was created: every member's devices get the whole conversation."""
@@ -98,6 +106,43 @@ class Notifier:
         """An event about the user's own people (``contact``, ``invitation``) for every socket
         of the user, on every node."""
         self._hub.publish_user(user_id, payload)
+
+    async def relationship_changed(
+        self,
+        me: User,
+        other: User,
+        change: str | None = None,
+        *,
+        sight_before: Sight | None = None,
+        **fields: Any,
+    ) -> None:
+        """The contact or a block between two users changed. With ``change``, both hear it as
+        a ``contact`` event, each about the other; and always every node recomputes who may see
+        whose presence, which is what a route changing people must not forget. A block or an
+        unblock passes ``sight_before`` (``Presence.sight`` before the change): whoever lost
+        sight of the other gets ``hidden`` at once, whoever gained it the current state."""
+        if change is not None:
+            self.to_user(me.id, events.contact(change, other.public_json(), **fields))
+            self.to_user(other.id, events.contact(change, me.public_json(), **fields))
+        if sight_before is None:
+            self._presence.people_changed([me.id, other.id])
+        else:
+            await self._presence.sight_changed(me.id, other.id, sight_before)
+
+    def account_deleted(self, user: User, people: Forgotten, watchers: list[int]) -> None:
+        """An account was deleted (``user``: its profile before): each of its people hears the
+        end of what they had with it, as a removal, a withdrawal or a block tells it; whoever
+        could see its presence gets ``hidden``."""
+        profile = user.public_json()
+        for contact_id in people.contacts:
+            self.to_user(contact_id, events.contact("removed", profile))
+        for recipient_id in people.requested:
+            self.to_user(recipient_id, events.contact("cancelled", profile, direction="incoming"))
+        for requester_id in people.requesters:
+            self.to_user(requester_id, events.contact("cancelled", profile, direction="outgoing"))
+        for invitee_id, conversation_id in people.invitations:
+            self.to_user(invitee_id, events.invitation("withdrawn", conversation_id))
+        self._presence.account_deleted(user.id, watchers)
 
     def user_disabled(self, user_id: int) -> None:
         """An administrator disabled the account: its open sockets end now (4001: do not retry)."""

@@ -47,6 +47,8 @@ SNAPSHOT_TIMEOUT_S = 10.0
 
 # (user_id, unix time their last socket closed)
 Seen = tuple[int, float]
+# Of two users, who may see the other's presence: (viewer, user) -> the user's last_seen.
+Sight = dict[tuple[int, int], datetime | None]
 
 
 class PresenceDirectory(Protocol):
@@ -420,6 +422,13 @@ class Presence:
         and ``member_removed`` control operations already make every node forget them."""
         self._hub.publish_control({"op": "presence_audience_changed", "user_ids": user_ids})
 
+    def account_deleted(self, user_id: int, watchers: list[int]) -> None:
+        """The account was deleted: ``watchers``, who could see its presence, get ``hidden``
+        (a deleted account shows nothing); every node forgets its audience, so the offline of
+        its last socket finds nobody to tell."""
+        self.people_changed([user_id])
+        self._publish(user_id, "hidden", None, watchers)
+
     async def visibility_changed(self, user_id: int, old: str, new: str) -> None:
         """The user changed ``presence_visibility``: people who may no longer see them get
         ``hidden``, people who now may get the current state; every node forgets the
@@ -435,10 +444,38 @@ class Presence:
         if before - after:
             self._publish(user_id, "hidden", None, sorted(before - after))
         if after - before:
-            if await self.is_online(user_id):
-                self._publish(user_id, "online", None, sorted(after - before))
-            else:
-                self._publish(user_id, "offline", _iso(last_seen), sorted(after - before))
+            await self._publish_current(user_id, last_seen, sorted(after - before))
+
+    async def sight(self, a: int, b: int) -> Sight:
+        """Which of ``a`` and ``b`` may see the other's presence now."""
+        found: Sight = {}
+        async with self._pool.acquire() as db:
+            for viewer, user in ((a, b), (b, a)):
+                view = await store.view_of(db, user, viewer)
+                if view.visible:
+                    found[(viewer, user)] = view.last_seen
+        return found
+
+    async def sight_changed(self, a: int, b: int, before: Sight) -> None:
+        """A block between ``a`` and ``b`` came or went (``before``: their :meth:`sight` before
+        it): every node recomputes their audiences; the one who lost sight of the other gets
+        ``hidden``, the one who gained it the current state, as for ``visibility_changed``."""
+        self.people_changed([a, b])
+        after = await self.sight(a, b)
+        for viewer, user in sorted(before.keys() - after.keys()):
+            self._publish(user, "hidden", None, [viewer])
+        for (viewer, user), last_seen in sorted(after.items()):
+            if (viewer, user) not in before:
+                await self._publish_current(user, last_seen, [viewer])
+
+    async def _publish_current(
+        self, user_id: int, last_seen: datetime | None, audience: list[int]
+    ) -> None:
+        """The user's presence now, to an audience that had not been shown it."""
+        if await self.is_online(user_id):
+            self._publish(user_id, "online", None, audience)
+        else:
+            self._publish(user_id, "offline", _iso(last_seen), audience)
 
     # --- metrics ---------------------------------------------------------------------------
 

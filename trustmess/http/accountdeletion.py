@@ -17,7 +17,7 @@ from aiohttp import web
 from trustmess.appkeys import ACTIVE_USERS, NOTIFIER, POOL
 from trustmess.errors import ApiError, ErrorCode, not_found
 from trustmess.http.sessions import ACCOUNT_DELETED, announce_ended
-from trustmess.store import contacts, conversations, emailtokens, sessions, tokens, users
+from trustmess.store import contacts, conversations, emailtokens, presence, sessions, tokens, users
 
 
 def last_admin() -> ApiError:
@@ -37,6 +37,8 @@ async def delete_account(app: web.Application, user_id: int) -> None:
             raise not_found("user not found")
         if user.is_admin and user.is_active and not await users.other_active_admins(conn, user_id):
             raise last_admin()
+        # Read while its conversations and contacts still show who they are.
+        watchers = await presence.watchers_of(conn, user_id)
         # (conversation, its version after the change, its owner now), for the announcements
         left: list[tuple[int, int, int | None]] = []
         for conversation_id in await conversations.lock_memberships_of(conn, user_id):
@@ -51,11 +53,13 @@ async def delete_account(app: web.Application, user_id: int) -> None:
         await sessions.delete_user_sessions(conn, user_id)
         await tokens.delete_user_tokens(conn, user_id)
         await emailtokens.delete_user_tokens(conn, user_id)
-        await contacts.forget_user(conn, user_id)
+        people = await contacts.forget_user(conn, user_id)
         await users.tombstone_user(conn, user_id)
     app[ACTIVE_USERS].forget(user_id)
-    announce_ended(app, user_id, ended, ACCOUNT_DELETED, everything=True)
     notifier = app[NOTIFIER]
+    # Before its sockets close: their offline must find the forgotten audience.
+    notifier.account_deleted(user, people, watchers)
+    announce_ended(app, user_id, ended, ACCOUNT_DELETED, everything=True)
     notifier.user_disabled(user_id)  # every node forgets the account's active flag
     for conversation_id, version, owner_id in left:
         await notifier.members_removed(conversation_id, version, [user_id], owner_id)

@@ -24,6 +24,7 @@ from aiohttp import web
 
 from trustmess.appkeys import NOTIFIER, POOL, PRESENCE, SETTINGS
 from trustmess.delivery.notifications import Notifier
+from trustmess.delivery.presence import Sight
 from trustmess.errors import ApiError, ErrorCode, invalid, not_found
 from trustmess.http.authn import current_user_id
 from trustmess.http.conversations import decode_cursor, encode_cursor, spend_requests
@@ -78,12 +79,6 @@ async def _me(request: web.Request, user_id: int) -> User:
     return user
 
 
-def _tell_both(notifier: Notifier, me: User, other: User, change: str, **fields: Any) -> None:
-    """The same change to both sides, each told about the other."""
-    notifier.to_user(me.id, events.contact(change, other.public_json(), **fields))
-    notifier.to_user(other.id, events.contact(change, me.public_json(), **fields))
-
-
 # ---------------------------------------------------------------- contacts
 
 
@@ -108,14 +103,8 @@ async def remove_contact(request: web.Request) -> web.Response:
             raise not_found("contact not found")
         me, other = await get_user(conn, user_id), await get_user(conn, other_id)
     if me is not None and other is not None:
-        _tell_both(request.app[NOTIFIER], me, other, "removed")
-    _people_changed(request, user_id, other_id)
+        await request.app[NOTIFIER].relationship_changed(me, other, "removed")
     return web.Response(status=204)
-
-
-def _people_changed(request: web.Request, *user_ids: int) -> None:
-    """Contacts or blocks between these users changed: who may see whose presence, too."""
-    request.app[PRESENCE].people_changed(list(user_ids))
 
 
 # ---------------------------------------------------------------- requests
@@ -151,8 +140,7 @@ async def send_request(request: web.Request) -> web.Response:
         raise ApiError(409, ErrorCode.CONFLICT, "you have blocked this user; unblock first")
     if outcome.state == "accepted":
         assert outcome.since is not None
-        _tell_both(notifier, me, other, "accepted")
-        _people_changed(request, me.id, other.id)
+        await notifier.relationship_changed(me, other, "accepted")
         contact = contact_store.Contact(other, outcome.since)
         return json_response({"state": "accepted", "contact": contact.to_json()})
     assert outcome.request is not None
@@ -209,8 +197,7 @@ async def accept_request(request: web.Request) -> web.Response:
         me, other = await get_user(conn, user_id), await get_user(conn, other_id)
     if me is None or other is None:
         raise _request_not_found()
-    _tell_both(request.app[NOTIFIER], me, other, "accepted")
-    _people_changed(request, me.id, other.id)
+    await request.app[NOTIFIER].relationship_changed(me, other, "accepted")
     return json_response(contact_store.Contact(other, since).to_json())
 
 
@@ -279,23 +266,28 @@ async def block_user(request: web.Request) -> web.Response:
         raise invalid("user_id", "cannot be yourself")
     other = await active_user(request, other_id)
     me = await _me(request, user_id)
+    sight_before = await request.app[PRESENCE].sight(user_id, other_id)
     async with request.app[POOL].acquire() as conn:
         outcome = await block_store.block_user(conn, user_id, other_id)
     if outcome is not None:
         if outcome.direct_conversation_id is not None:
             request.app[NOTIFIER].conversation_blocked_changed(outcome.direct_conversation_id)
-        _announce_block(request.app[NOTIFIER], me, other, outcome)
-        _people_changed(request, user_id, other_id)
+        await _announce_block(request.app[NOTIFIER], me, other, outcome, sight_before)
     return web.Response(status=204)
 
 
-def _announce_block(
-    notifier: Notifier, me: User, other: User, outcome: block_store.BlockOutcome
+async def _announce_block(
+    notifier: Notifier,
+    me: User,
+    other: User,
+    outcome: block_store.BlockOutcome,
+    sight_before: Sight,
 ) -> None:
     """What a block changed, told as those changes are told anyway: nothing the blocked user
-    would not have learned from a removal or a withdrawal."""
-    if outcome.contact_removed:
-        _tell_both(notifier, me, other, "removed")
+    would not have learned from a removal, a withdrawal or a narrower ``presence_visibility``
+    (``hidden`` goes only to a side that could see the other)."""
+    change = "removed" if outcome.contact_removed else None
+    await notifier.relationship_changed(me, other, change, sight_before=sight_before)
     if outcome.own_request_removed:
         notifier.to_user(
             me.id, events.contact("cancelled", other.public_json(), direction="outgoing")
@@ -319,9 +311,13 @@ async def unblock_user(request: web.Request) -> web.Response:
     other_id = path_id(request, "user_id")
     async with request.app[POOL].acquire() as conn:
         found, direct_conversation_id = await block_store.unblock_user(conn, user_id, other_id)
-    if not found:
-        raise not_found("block not found")
+        if not found:
+            raise not_found("block not found")
+        me, other = await get_user(conn, user_id), await get_user(conn, other_id)
+    notifier = request.app[NOTIFIER]
     if direct_conversation_id is not None:
-        request.app[NOTIFIER].conversation_blocked_changed(direct_conversation_id)
-    _people_changed(request, user_id, other_id)
+        notifier.conversation_blocked_changed(direct_conversation_id)
+    if me is not None and other is not None:
+        # The block hid each from the other: nobody could see anybody before.
+        await notifier.relationship_changed(me, other, sight_before={})
     return web.Response(status=204)

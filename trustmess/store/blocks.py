@@ -12,7 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import datetime
 
-from trustmess.store.contacts import lock_pair, other_user
+from trustmess.store.contacts import OTHER_USER_COLUMNS, lock_pair, other_user
 from trustmess.store.conversations import direct_key
 from trustmess.store.users import Conn, Db, User
 
@@ -116,15 +116,13 @@ async def unblock_user(conn: Conn, blocker_id: int, blocked_id: int) -> tuple[bo
         return True, await _set_direct_flag(conn, blocker_id, blocked_id)
 
 
-_BLOCKS_PAGE = """
-SELECT b.created_at, o.id AS o_id, o.username AS o_username, o.display_name AS o_display_name,
-       o.bio AS o_bio, o.created_at AS o_created_at, o.is_active AS o_is_active,
-       o.is_admin AS o_is_admin
+_BLOCKS_PAGE = f"""
+SELECT b.created_at, {OTHER_USER_COLUMNS}
 FROM blocks b JOIN users o ON o.id = b.blocked_id
 WHERE b.blocker_id = $1
   AND ($2::timestamptz IS NULL OR (b.created_at, b.blocked_id) < ($2::timestamptz, $3::bigint))
 ORDER BY b.created_at DESC, b.blocked_id DESC LIMIT $4
-"""
+"""  # noqa: S608
 
 
 async def blocks_page(

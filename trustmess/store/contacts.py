@@ -20,6 +20,14 @@ from trustmess.models import format_ts
 from trustmess.store.conversations import direct_key
 from trustmess.store.users import Conn, Db, User
 
+# The columns other_user() reads, of the other user joined as ``o``. Only this constant is
+# put into the SQL text of the lists (hence their noqa: S608); values go as $n parameters.
+OTHER_USER_COLUMNS = (
+    "o.id AS o_id, o.username AS o_username, o.display_name AS o_display_name, "
+    "o.bio AS o_bio, o.created_at AS o_created_at, o.is_active AS o_is_active, "
+    "o.is_admin AS o_is_admin"
+)
+
 
 def other_user(row: asyncpg.Record) -> User:
     """The ``o_*`` columns of a row (the other user, joined as ``o``) as a User."""
@@ -256,37 +264,31 @@ async def remove_contact(conn: Conn, user_id: int, other_id: int) -> bool:
     return status != "DELETE 0"
 
 
-_CONTACTS_PAGE = """
-SELECT c.created_at, o.id AS o_id, o.username AS o_username, o.display_name AS o_display_name,
-       o.bio AS o_bio, o.created_at AS o_created_at, o.is_active AS o_is_active,
-       o.is_admin AS o_is_admin
+_CONTACTS_PAGE = f"""
+SELECT c.created_at, {OTHER_USER_COLUMNS}
 FROM contacts c JOIN users o ON o.id = c.contact_id
 WHERE c.user_id = $1
   AND ($2::timestamptz IS NULL OR (c.created_at, c.contact_id) < ($2::timestamptz, $3::bigint))
 ORDER BY c.created_at DESC, c.contact_id DESC LIMIT $4
-"""
+"""  # noqa: S608
 
 # Incoming: pending only (a declined request leaves the recipient's list).
-_INCOMING_PAGE = """
-SELECT r.message, r.created_at, o.id AS o_id, o.username AS o_username,
-       o.display_name AS o_display_name, o.bio AS o_bio, o.created_at AS o_created_at,
-       o.is_active AS o_is_active, o.is_admin AS o_is_admin
+_INCOMING_PAGE = f"""
+SELECT r.message, r.created_at, {OTHER_USER_COLUMNS}
 FROM contact_requests r JOIN users o ON o.id = r.requester_id
 WHERE r.recipient_id = $1 AND r.declined_at IS NULL
   AND ($2::timestamptz IS NULL OR (r.created_at, r.requester_id) < ($2::timestamptz, $3::bigint))
 ORDER BY r.created_at DESC, r.requester_id DESC LIMIT $4
-"""
+"""  # noqa: S608
 
 # Outgoing: declined ones too (they look pending), not those withdrawn after a decline.
-_OUTGOING_PAGE = """
-SELECT r.message, r.created_at, o.id AS o_id, o.username AS o_username,
-       o.display_name AS o_display_name, o.bio AS o_bio, o.created_at AS o_created_at,
-       o.is_active AS o_is_active, o.is_admin AS o_is_admin
+_OUTGOING_PAGE = f"""
+SELECT r.message, r.created_at, {OTHER_USER_COLUMNS}
 FROM contact_requests r JOIN users o ON o.id = r.recipient_id
 WHERE r.requester_id = $1 AND r.cancelled_at IS NULL
   AND ($2::timestamptz IS NULL OR (r.created_at, r.recipient_id) < ($2::timestamptz, $3::bigint))
 ORDER BY r.created_at DESC, r.recipient_id DESC LIMIT $4
-"""
+"""  # noqa: S608
 
 
 async def contacts_page(
@@ -294,13 +296,7 @@ async def contacts_page(
 ) -> list[Contact]:
     """The user's contacts, newest first, continuing after (since, contact id)."""
     at, after_id = after if after is not None else (None, None)
-    rows = await db.fetch(
-        _CONTACTS_PAGE,
-        user_id,
-        at,
-        after_id,
-        limit,
-    )
+    rows = await db.fetch(_CONTACTS_PAGE, user_id, at, after_id, limit)
     return [Contact(other_user(row), row["created_at"]) for row in rows]
 
 
@@ -318,16 +314,54 @@ async def requests_page(
     ]
 
 
-async def forget_user(conn: Conn, user_id: int) -> None:
+@dataclass(frozen=True, slots=True)
+class Forgotten:
+    """Who saw a deleted account among their people, to be told it is gone."""
+
+    contacts: list[int]
+    # Saw its request to them (incoming; not those declined: those left their list).
+    requested: list[int]
+    # Had asked it (outgoing; declined ones too: they looked pending).
+    requesters: list[int]
+    # Held its invitation to a group: (invitee, conversation_id).
+    invitations: list[tuple[int, int]]
+
+
+async def forget_user(conn: Conn, user_id: int) -> Forgotten:
     """Everything of the people graph that names the user, both ways: contacts, requests
-    (with their messages), blocks and group invitations, sent or received. The account is being
-    deleted (its users row stays as a tombstone, so nothing cascades); call inside its
-    transaction."""
-    await conn.execute("DELETE FROM contacts WHERE user_id = $1 OR contact_id = $1", user_id)
-    await conn.execute(
-        "DELETE FROM contact_requests WHERE requester_id = $1 OR recipient_id = $1", user_id
+    (with their messages), blocks and group invitations, sent or received; and who saw those
+    in their lists. The account is being deleted (its users row stays as a tombstone, so
+    nothing cascades); call inside its transaction."""
+    contacts = await conn.fetch(
+        "DELETE FROM contacts WHERE user_id = $1 OR contact_id = $1 RETURNING user_id", user_id
+    )
+    requests = await conn.fetch(
+        "DELETE FROM contact_requests WHERE requester_id = $1 OR recipient_id = $1 "
+        "RETURNING requester_id, recipient_id, declined_at IS NULL AS pending, "
+        "cancelled_at IS NULL AS listed",
+        user_id,
     )
     await conn.execute("DELETE FROM blocks WHERE blocker_id = $1 OR blocked_id = $1", user_id)
-    await conn.execute(
-        "DELETE FROM group_invitations WHERE user_id = $1 OR inviter_id = $1", user_id
+    invitations = await conn.fetch(
+        "DELETE FROM group_invitations WHERE user_id = $1 OR inviter_id = $1 "
+        "RETURNING user_id, conversation_id",
+        user_id,
+    )
+    return Forgotten(
+        contacts=sorted(row["user_id"] for row in contacts if row["user_id"] != user_id),
+        requested=sorted(
+            row["recipient_id"]
+            for row in requests
+            if row["requester_id"] == user_id and row["pending"]
+        ),
+        requesters=sorted(
+            row["requester_id"]
+            for row in requests
+            if row["recipient_id"] == user_id and row["listed"]
+        ),
+        invitations=sorted(
+            (row["user_id"], row["conversation_id"])
+            for row in invitations
+            if row["user_id"] != user_id
+        ),
     )

@@ -9,7 +9,7 @@ from datetime import datetime
 from typing import Any
 
 from trustmess.models import format_ts
-from trustmess.store.contacts import other_user
+from trustmess.store.contacts import OTHER_USER_COLUMNS, other_user
 from trustmess.store.users import Conn, Db, User
 
 
@@ -31,14 +31,12 @@ class Invitation:
         }
 
 
-_SELECT = """
-SELECT i.conversation_id, c.title, i.created_at, o.id AS o_id, o.username AS o_username,
-       o.display_name AS o_display_name, o.bio AS o_bio, o.created_at AS o_created_at,
-       o.is_active AS o_is_active, o.is_admin AS o_is_admin
+_SELECT = f"""
+SELECT i.conversation_id, c.title, i.created_at, {OTHER_USER_COLUMNS}
 FROM group_invitations i
 JOIN conversations c ON c.id = i.conversation_id
 JOIN users o ON o.id = i.inviter_id
-"""
+"""  # noqa: S608
 
 
 async def invite(

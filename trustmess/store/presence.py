@@ -89,6 +89,11 @@ async def relations(db: Db, owners: Iterable[int]) -> list[Relation]:
     ]
 
 
+async def watchers_of(db: Db, user_id: int) -> list[int]:
+    """Who may see the user's presence now."""
+    return sorted(rel.other for rel in await relations(db, [user_id]) if rel.other_sees_owner)
+
+
 _VIEW = """
 SELECT u.presence_visibility, u.last_seen,
        EXISTS (SELECT 1 FROM contacts WHERE user_id = $2 AND contact_id = $1) AS is_contact,

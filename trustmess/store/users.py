@@ -69,6 +69,14 @@ class Credentials:
     password_hash: str | None  # None only for a deleted account: no password matches
 
 
+# The columns _user() reads: every query that builds a User selects (or returns) exactly these.
+# Only this constant is ever put into the SQL text; values always go as $n parameters.
+_USER_COLUMNS = (
+    "id, username, display_name, bio, created_at, is_active, is_admin, email, "
+    "email_verified_at, deleted_at"
+)
+
+
 def _user(row: asyncpg.Record) -> User:
     return User(
         id=row["id"],
@@ -101,8 +109,7 @@ async def insert_user(
         row = await db.fetchrow(
             "INSERT INTO users (username, password_hash, display_name, is_admin, email) "
             "VALUES ($1, $2, $3, $4, $5) "
-            "RETURNING id, username, display_name, bio, created_at, is_active, is_admin, email, "
-            "email_verified_at, deleted_at",
+            f"RETURNING {_USER_COLUMNS}",
             username,
             password_hash,
             display_name,
@@ -120,8 +127,7 @@ async def insert_user(
 async def get_user(db: Db, user_id: int) -> User | None:
     """The account with this id, active or not."""
     row = await db.fetchrow(
-        "SELECT id, username, display_name, bio, created_at, is_active, is_admin, email, "
-        "email_verified_at, deleted_at FROM users WHERE id = $1",
+        f"SELECT {_USER_COLUMNS} FROM users WHERE id = $1",
         user_id,
     )
     return None if row is None else _user(row)
@@ -130,8 +136,7 @@ async def get_user(db: Db, user_id: int) -> User | None:
 async def get_credentials(db: Db, username: str) -> Credentials | None:
     """The account with this lower-cased username, and its password hash."""
     row = await db.fetchrow(
-        "SELECT id, username, display_name, bio, created_at, is_active, is_admin, email, "
-        "email_verified_at, deleted_at, password_hash FROM users WHERE username = $1",
+        f"SELECT {_USER_COLUMNS}, password_hash FROM users WHERE username = $1",
         username,
     )
     return None if row is None else Credentials(_user(row), row["password_hash"])
@@ -140,8 +145,7 @@ async def get_credentials(db: Db, username: str) -> Credentials | None:
 async def get_credentials_by_id(db: Db, user_id: int) -> Credentials | None:
     """The account with this id, and its password hash."""
     row = await db.fetchrow(
-        "SELECT id, username, display_name, bio, created_at, is_active, is_admin, email, "
-        "email_verified_at, deleted_at, password_hash FROM users WHERE id = $1",
+        f"SELECT {_USER_COLUMNS}, password_hash FROM users WHERE id = $1",
         user_id,
     )
     return None if row is None else Credentials(_user(row), row["password_hash"])
@@ -160,9 +164,7 @@ async def lock_live_user(db: Db, user_id: int) -> User | None:
     for it, so a batch holding conversation locks never queues behind this.
     """
     row = await db.fetchrow(
-        "SELECT id, username, display_name, bio, created_at, is_active, is_admin, email, "
-        "email_verified_at, deleted_at "
-        "FROM users WHERE id = $1 AND deleted_at IS NULL FOR NO KEY UPDATE",
+        f"SELECT {_USER_COLUMNS} FROM users WHERE id = $1 AND deleted_at IS NULL FOR NO KEY UPDATE",
         user_id,
     )
     return None if row is None else _user(row)
@@ -216,8 +218,7 @@ async def update_profile(
         "UPDATE users "
         "SET display_name = coalesce($2, display_name), bio = coalesce($3, bio), "
         "updated_at = now() WHERE id = $1 "
-        "RETURNING id, username, display_name, bio, created_at, is_active, is_admin, email, "
-        "email_verified_at, deleted_at",
+        f"RETURNING {_USER_COLUMNS}",
         user_id,
         display_name,
         bio,
@@ -251,8 +252,7 @@ async def set_email(db: Db, user_id: int, email: str | None) -> User | None:
         "UPDATE users SET email = $2::text, updated_at = now(), "
         "email_verified_at = CASE WHEN lower(email) = lower($2::text) THEN email_verified_at END "
         "WHERE id = $1 "
-        "RETURNING id, username, display_name, bio, created_at, is_active, is_admin, email, "
-        "email_verified_at, deleted_at",
+        f"RETURNING {_USER_COLUMNS}",
         user_id,
         email,
     )
@@ -273,15 +273,13 @@ async def find_by_login(db: Db, login: str) -> User | None:
     ``@``, else by its username (any case). An unverified address finds nobody."""
     if "@" in login:
         row = await db.fetchrow(
-            "SELECT id, username, display_name, bio, created_at, is_active, is_admin, email, "
-            "email_verified_at, deleted_at FROM users "
+            f"SELECT {_USER_COLUMNS} FROM users "
             "WHERE lower(email) = lower($1) AND email_verified_at IS NOT NULL",
             login,
         )
     else:
         row = await db.fetchrow(
-            "SELECT id, username, display_name, bio, created_at, is_active, is_admin, email, "
-            "email_verified_at, deleted_at FROM users WHERE username = lower($1)",
+            f"SELECT {_USER_COLUMNS} FROM users WHERE username = lower($1)",
             login,
         )
     return None if row is None else _user(row)
@@ -322,8 +320,7 @@ async def update_flags(
         "UPDATE users "
         "SET is_active = coalesce($2, is_active), is_admin = coalesce($3, is_admin), "
         "updated_at = now() WHERE id = $1 AND deleted_at IS NULL "
-        "RETURNING id, username, display_name, bio, created_at, is_active, is_admin, email, "
-        "email_verified_at, deleted_at",
+        f"RETURNING {_USER_COLUMNS}",
         user_id,
         is_active,
         is_admin,
@@ -340,24 +337,21 @@ async def update_flags(
 # MATERIALIZED keeps ORDER BY ... LIMIT out of the match: with it in view, the planner may walk
 # every active username in order hoping to meet 21 matches soon, which for a rare prefix reads
 # the whole table. The ranges read only the matches (all of them, then the top of them sorted).
-_SEARCH_BY_PREFIX = """
+_SEARCH_BY_PREFIX = f"""
 WITH matches AS MATERIALIZED (
-    SELECT id, username, display_name, bio, created_at, is_active, is_admin, email,
-           email_verified_at, deleted_at FROM users
+    SELECT {_USER_COLUMNS} FROM users
     WHERE is_active
       AND ((username ~>=~ lower($1::text) AND username ~<~ (lower($1::text) || chr(1114111)))
            OR (lower(display_name) ~>=~ lower($1::text)
                AND lower(display_name) ~<~ (lower($1::text) || chr(1114111))))
       AND ($2::text IS NULL OR username > $2)
 )
-SELECT id, username, display_name, bio, created_at, is_active, is_admin, email,
-       email_verified_at, deleted_at FROM matches
+SELECT {_USER_COLUMNS} FROM matches
 ORDER BY username LIMIT $3
 """
 
-_LIST_ALL = """
-SELECT id, username, display_name, bio, created_at, is_active, is_admin, email,
-       email_verified_at, deleted_at FROM users
+_LIST_ALL = f"""
+SELECT {_USER_COLUMNS} FROM users
 WHERE is_active AND ($1::text IS NULL OR username > $1)
 ORDER BY username LIMIT $2
 """
@@ -380,9 +374,8 @@ async def search_active_users(
 
 # Administration's view: every account, deleted ones included, by username.
 ADMIN_STATES = ("active", "disabled", "deleted", "admin")
-_ADMIN_PAGE = """
-SELECT id, username, display_name, bio, created_at, is_active, is_admin, email,
-       email_verified_at, deleted_at FROM users
+_ADMIN_PAGE = f"""
+SELECT {_USER_COLUMNS} FROM users
 WHERE username ~>=~ lower($1::text) AND username ~<~ (lower($1::text) || chr(1114111))
   AND ($2::text IS NULL
        OR ($2 = 'active' AND is_active)
