@@ -661,7 +661,7 @@ def test_the_mailed_links_verify_the_address_and_reset_the_password(
             # A password against the rules: its message; the token stays usable.
             form.get_by_label("New password").fill(ada.username)
             form.get_by_label("New password").press("Enter")
-            expect(page.locator("#auth-error")).to_contain_text("(password)")
+            expect(page.locator("#auth-error")).to_contain_text("Password: must")
             form.get_by_label("New password").fill("a brand new secret")
             form.get_by_label("New password").press("Enter")
             expect(page.locator("#auth-notice")).to_contain_text("Your password is changed")
