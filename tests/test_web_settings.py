@@ -161,6 +161,18 @@ def test_ending_another_device_signs_it_out_with_the_reason(
         close_refusing(phone)
 
 
+def test_logging_out_in_one_tab_signs_out_the_others(ada: Person) -> None:
+    """Tabs of one browser share a session: logging out in one ends it in every one, and the
+    others say so rather than sit on a dead page."""
+    tab = ada.new_page()
+    tab.goto(ada.url)
+    expect(tab.locator("#connection")).to_have_attribute("data-state", "online")
+    ada.page.get_by_role("button", name="Log out").click()
+    expect(ada.page.locator("#auth")).to_be_visible()
+    expect(tab.locator("#auth")).to_be_visible()
+    expect(tab.locator("#auth-error")).to_have_text("You logged out in another tab or window.")
+
+
 def test_changing_the_password_signs_out_the_other_devices(
     browser: Browser,
     ada: Person,

@@ -467,7 +467,12 @@ export class TrustMess extends EventTarget {
       try {
         await this.refresh(this._socketToken);
       } catch {
-        if (!this.session) return; // session ended
+        if (!this.session) {
+          // Ended by the refused refresh (session_ended is out), or the stored session is gone
+          // because another tab logged out: then this tab's session ends here.
+          if (this._wanted) this._endSession(this._endReason ?? "logged out");
+          return;
+        }
       } finally {
         this._endReason = null;
       }
