@@ -141,7 +141,7 @@ async function verifyFromLink(token) {
   } catch (error) {
     notice =
       error instanceof ApiError && error.field === "token"
-        ? "This verification link has expired or was used already. Ask for a new one from your profile."
+        ? "This verification link has expired or was used already. Ask for a new one in Settings."
         : describe(error);
   }
   if (sdk.session) {
