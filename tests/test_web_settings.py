@@ -229,7 +229,9 @@ def test_privacy_settings_are_saved(browser: Browser, server: WebServer, ada: Pe
     direct = form.get_by_role("group", name="Who may start a direct chat with me")
     groups = form.get_by_role("group", name="Who may add me to groups")
     # The defaults: everyone reachable (§11.7).
-    expect(online.get_by_label("Everyone I share a conversation with")).to_be_checked()
+    expect(
+        online.get_by_label("My contacts and everyone I share a conversation with")
+    ).to_be_checked()
     expect(direct.get_by_label("Anyone")).to_be_checked()
     expect(groups.get_by_label("Anyone")).to_be_checked()
     online.get_by_label("Nobody").check()
