@@ -130,7 +130,9 @@ def test_ending_another_device_signs_it_out_with_the_reason(
         expect(dialog).to_be_hidden()
 
         # The same dialog fits a phone's screen.
-        open_settings(phone.page)
+        phone_dialog = open_settings(phone.page)
+        # Nothing sticks out sideways: no horizontal scrolling on a phone.
+        assert phone_dialog.evaluate("d => d.scrollWidth <= d.clientWidth && d.clientWidth <= 390")
         screenshot(phone.page, "settings-phone")
         phone.page.get_by_role("button", name="Close").click()
 

@@ -25,6 +25,8 @@ export function sessionEndedMessage(reason) {
 }
 
 const DELETED_NOTICE = "Your account is deleted. Thank you for having used TrustMess.";
+// The privacy form's fields, named as GET/PATCH /users/me name them (§4.1, §11.7).
+const PRIVACY = ["presence_visibility", "direct_policy", "group_policy"];
 
 export function setupSettings(page) {
   const { sdk } = page;
@@ -57,9 +59,7 @@ export function setupSettings(page) {
   function showAccount(me) {
     showEmail(me);
     const privacy = $("privacy-form").elements;
-    for (const name of ["presence_visibility", "direct_policy", "group_policy"]) {
-      privacy[name].value = me[name];
-    }
+    for (const name of PRIVACY) privacy[name].value = me[name];
   }
 
   // --- sessions (§11.2) ------------------------------------------------------------------
@@ -71,13 +71,12 @@ export function setupSettings(page) {
     } catch (error) {
       $("session-list").replaceChildren();
       $("sessions-error").textContent = describe(error);
-      return null;
+      return;
     }
     // This device first, then the others as the server orders them (most recently used first).
     sessions.sort((a, b) => Number(b.current) - Number(a.current));
     $("session-list").replaceChildren(...sessions.map(sessionItem));
     $("end-other-sessions").disabled = !sessions.some((session) => !session.current);
-    return sessions;
   }
 
   function sessionItem(session) {
@@ -225,9 +224,8 @@ export function setupSettings(page) {
   $("privacy-form").addEventListener("submit", (event) => {
     event.preventDefault();
     const form = event.target;
-    const fields = ["presence_visibility", "direct_policy", "group_policy"];
     submit(form, "privacy", async () => {
-      const body = Object.fromEntries(fields.map((name) => [name, form.elements[name].value]));
+      const body = Object.fromEntries(PRIVACY.map((name) => [name, form.elements[name].value]));
       showAccount(await sdk.api("PATCH", "/users/me", body));
       return "Privacy settings saved.";
     });
