@@ -116,11 +116,15 @@ class MailServer:
             self._arrived.notify_all()
         return "250 OK"
 
-    async def wait_for(self, count: int, timeout: float = 10.0) -> list[Mail]:
-        """Wait until ``count`` mails have arrived in all; return them all."""
+    async def wait_for(
+        self, count: int, timeout: float = 10.0, *, to: str | None = None
+    ) -> list[Mail]:
+        """Wait until ``count`` mails have arrived in all (or to the address ``to``); return
+        them all (those to ``to``)."""
+        mails = (lambda: self.mails) if to is None else (lambda: self.to(to))
         async with asyncio.timeout(timeout), self._arrived:
-            await self._arrived.wait_for(lambda: len(self.mails) >= count)
-        return list(self.mails)
+            await self._arrived.wait_for(lambda: len(mails()) >= count)
+        return list(mails())
 
     def to(self, address: str) -> list[Mail]:
         return [mail for mail in self.mails if address in mail.recipients]

@@ -53,14 +53,16 @@ def server(pg_server: conftest.TestDatabaseServer) -> Iterator[WebServer]:
             web.stop()
 
 
-@pytest.fixture(scope="module")
-def playwright() -> Iterator[Playwright]:
+# Named fixtures, so that other browser test modules can import them without shadowing them
+# (test_web_settings.py).
+@pytest.fixture(scope="module", name="playwright")
+def playwright_fixture() -> Iterator[Playwright]:
     with sync_playwright() as p:
         yield p
 
 
-@pytest.fixture(scope="module")
-def browser(playwright: Playwright) -> Iterator[Browser]:
+@pytest.fixture(scope="module", name="browser")
+def browser_fixture(playwright: Playwright) -> Iterator[Browser]:
     executable = chromium_executable(playwright.chromium.executable_path)
     # --no-sandbox: CI runs as root, where Chromium's sandbox cannot start.
     browser = playwright.chromium.launch(executable_path=executable, args=["--no-sandbox"])
@@ -509,7 +511,7 @@ def test_logging_out_everywhere_ends_the_session_on_other_devices(
     phone.page.evaluate("trustmess.api('POST', '/auth/logout-all')")
     expect(laptop.page.locator("#auth")).to_be_visible()
     expect(laptop.page.get_by_role("alert").first).to_have_text(
-        "Your session has ended: log in again."
+        "You signed out on every device: log in again."
     )
     laptop.errors.clear()  # Chromium logs the refused refresh (401)
     phone.errors.clear()
@@ -585,14 +587,25 @@ class MailInThread:
     def _run(self, coroutine: Coroutine[Any, Any, T]) -> T:
         return asyncio.run_coroutine_threadsafe(coroutine, self.loop).result(timeout=20)
 
-    def wait_for(self, count: int) -> list[Mail]:
-        return self._run(self.server.wait_for(count))
+    def wait_for(self, count: int, *, to: str | None = None) -> list[Mail]:
+        return self._run(self.server.wait_for(count, to=to))
 
     def stop(self) -> None:
         self._run(self.server.stop())
         self.loop.call_soon_threadsafe(self.loop.stop)
         self.thread.join(5)
         self.loop.close()
+
+
+def start_mailing_server(database_url: str, mail: MailInThread) -> WebServer:
+    """A server whose mails go to ``mail`` and whose links (public URL) point at itself."""
+    port = free_port("127.0.0.1")
+    return start_web_server(
+        database_url,
+        port=str(port),
+        smtp_url=mail.server.url,
+        public_url=f"http://127.0.0.1:{port}",
+    )
 
 
 def _fetchval_in_thread(dsn: str, query: str, *args: object) -> object:
@@ -614,14 +627,8 @@ def test_the_mailed_links_verify_the_address_and_reset_the_password(
     password?" mails a ``/reset-password#token=…`` link whose page sets a new password. A server
     of its own, whose public URL is its own address and whose mails go to a real SMTP server."""
     mail = MailInThread()
-    port = free_port("127.0.0.1")
     for database_url in database_for(pg_server):
-        web = start_web_server(
-            database_url,
-            port=str(port),
-            smtp_url=mail.server.url,
-            public_url=f"http://127.0.0.1:{port}",
-        )
+        web = start_mailing_server(database_url, mail)
         # A username of 8+ characters: "the username" is then a password the form lets through.
         ada = Person(browser, web.url, "Adalovelace")
         try:
@@ -661,7 +668,7 @@ def test_the_mailed_links_verify_the_address_and_reset_the_password(
             # A password against the rules: its message; the token stays usable.
             form.get_by_label("New password").fill(ada.username)
             form.get_by_label("New password").press("Enter")
-            expect(page.locator("#auth-error")).to_contain_text("(password)")
+            expect(page.locator("#auth-error")).to_contain_text("Password: must")
             form.get_by_label("New password").fill("a brand new secret")
             form.get_by_label("New password").press("Enter")
             expect(page.locator("#auth-notice")).to_contain_text("Your password is changed")

@@ -3,7 +3,7 @@
 import { ApiError, TrustMess, codePointLength } from "/sdk/trustmess.js";
 import { $, describe, element } from "/ui.js";
 import { setupPeople } from "/people.js";
-import { setupSettings } from "/settings.js";
+import { sessionEndedMessage, setupSettings } from "/settings.js";
 
 const sdk = new TrustMess();
 window.trustmess = sdk; // for the browser console (and the browser tests' diagnostics)
@@ -141,7 +141,7 @@ async function verifyFromLink(token) {
   } catch (error) {
     notice =
       error instanceof ApiError && error.field === "token"
-        ? "This verification link has expired or was used already. Ask for a new one from your profile."
+        ? "This verification link has expired or was used already. Ask for a new one in Settings."
         : describe(error);
   }
   if (sdk.session) {
@@ -752,10 +752,10 @@ async function refreshConversations() {
   }
 }
 
-sdk.addEventListener("session_ended", () => {
+sdk.addEventListener("session_ended", ({ detail }) => {
   state.conversations.clear();
   state.openId = null;
-  showAuth("Your session has ended: log in again.");
+  showAuth(sessionEndedMessage(detail.reason));
 });
 
 // --- people: search, direct and group conversations ---------------------------------------
@@ -888,20 +888,23 @@ $("profile-form").addEventListener("submit", async (event) => {
 
 $("profile-cancel").addEventListener("click", () => $("profile-dialog").close());
 
-$("logout-button").addEventListener("click", async () => {
+// Log out of this device, then the login screen (with `notice`, e.g. after deleting the account).
+async function signOut(notice = "") {
   await sdk.logout();
   state.conversations.clear();
   state.readBy.clear();
   state.connectedBefore = false;
   state.openId = null;
   history.replaceState(null, "", "/");
-  showAuth();
-});
+  showAuth("", notice);
+}
+
+$("logout-button").addEventListener("click", () => signOut());
 
 // --- people (contacts, requests, invitations, blocks) and account settings ----------------
 // Each lives in a module of its own; this is what they may use of the page.
 
-const page = { sdk, state, nameOf, showAuth, report, selectTab, openConversation, startConversation };
+const page = { sdk, state, nameOf, showAuth, signOut, report, selectTab, openConversation, startConversation };
 setupPeople(page);
 setupSettings(page);
 

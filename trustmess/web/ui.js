@@ -13,7 +13,12 @@ export function element(tag, className, text) {
 
 export function describe(error) {
   if (!(error instanceof ApiError)) return "The server cannot be reached. Try again.";
-  const field = error.field ? ` (${error.field.replace("_", " ")})` : "";
   if (error.status === 429) return `Too many attempts: wait ${error.retryAfter ?? "a few"} s.`;
-  return `${error.message}${field}`;
+  if (!error.field) return error.message;
+  // A 422's message starts with the field's name ("current_password: is not…"): said once,
+  // in words.
+  const name = error.field.replaceAll("_", " ");
+  const prefix = `${error.field}: `;
+  const rule = error.message.startsWith(prefix) ? error.message.slice(prefix.length) : error.message;
+  return `${name[0].toUpperCase()}${name.slice(1)}: ${rule}`;
 }

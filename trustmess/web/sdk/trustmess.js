@@ -52,7 +52,8 @@ const FINAL_SEND_ERRORS = new Set(["invalid", "too_large", "not_found", "forbidd
  * `sent` (the stored message and `duplicate`), `send_failed`
  * ({conversation_id, client_msg_id, code, message}), `outbox` (the outbox changed),
  * `gap` ({conversation_id}: the SDK could not fill a gap; reload the conversation),
- * `session_ended` ({reason}: log in again). Any other server event is dispatched under its own
+ * `session_ended` ({reason}: log in again; the 4001 close reason when the server gave one, such
+ * as "password changed", else the refused refresh's error code or "network"). Any other server event is dispatched under its own
  * `type`, so features added to the server later reach listeners without a new SDK.
  */
 export class TrustMess extends EventTarget {
@@ -78,6 +79,7 @@ export class TrustMess extends EventTarget {
     this._acked = new Map(); // conversation id -> highest seq acked (sent or to send)
     this._typingSent = new Map();
     this._refreshing = null;
+    this._endReason = null; // why the server closed the socket with 4001, while refreshing
     this._authFailures = 0;
     this._pingTimer = null;
     this._socketToken = null;
@@ -271,7 +273,9 @@ export class TrustMess extends EventTarget {
       // and retrying with it would revoke the whole family (§11.2). Rate limits and a full
       // password queue are answered before the token is looked at: try again later.
       if (error instanceof ApiError && (error.status === 429 || error.status === 503)) throw error;
-      this._endSession(error instanceof ApiError ? error.code : "network");
+      // Logged out meanwhile (this page, or another tab): nothing is left to end.
+      if (!this.session) throw error;
+      this._endSession(this._endReason ?? (error instanceof ApiError ? error.code : "network"));
       throw error;
     }
     const stored = await this._store(tokens);
@@ -413,7 +417,7 @@ export class TrustMess extends EventTarget {
     this._socketToken = token;
     ws.onopen = () => ws.send(JSON.stringify({ type: "auth", ref: "auth", token }));
     ws.onmessage = (event) => this._receive(ws, event.data);
-    ws.onclose = (event) => this._closed(ws, event.code);
+    ws.onclose = (event) => this._closed(ws, event.code, event.reason);
     ws.onerror = () => {}; // a close event follows
   }
 
@@ -439,7 +443,7 @@ export class TrustMess extends EventTarget {
     clearInterval(this._pingTimer);
   }
 
-  async _closed(ws, code) {
+  async _closed(ws, code, reason) {
     if (ws !== this._ws) return;
     this._ws = null;
     this._failWaiting();
@@ -457,11 +461,20 @@ export class TrustMess extends EventTarget {
     this._setState("reconnecting", code);
     if (code === 4001 || code === 4002) {
       // The token was refused or ran out: a new one, then reconnect without waiting. After a
-      // 4001 whose session ended the refresh is refused, and the session ends here.
+      // 4001 whose session ended the refresh is refused, and the session ends here, with the
+      // close reason (§1.4: "password changed", "session ended"…) as `session_ended`'s reason.
+      this._endReason = code === 4001 ? reason || null : null;
       try {
         await this.refresh(this._socketToken);
       } catch {
-        if (!this.session) return; // session ended
+        if (!this.session) {
+          // Ended by the refused refresh (session_ended is out), or the stored session is gone
+          // because another tab logged out: then this tab's session ends here.
+          if (this._wanted) this._endSession(this._endReason ?? "logged out");
+          return;
+        }
+      } finally {
+        this._endReason = null;
       }
       if (code === 4001 && this._authFailures++ > 2) return this._setState("failed", code);
       this._open();
