@@ -289,7 +289,9 @@ def profile_scenario(measured: Scenario, cluster: BenchCluster, procs: int, work
     recorders: list[subprocess.Popen[bytes]] = []
 
     def record() -> None:
-        recorder = pyspy.start_recording(cluster.pids[0], duration, raw)
+        # A ``--workers`` server's first pid is its supervisor: profile the first worker.
+        pid = cluster.pids[1] if cluster.setup.workers > 1 else cluster.pids[0]
+        recorder = pyspy.start_recording(pid, duration, raw)
         if recorder is not None:
             recorders.append(recorder)
 

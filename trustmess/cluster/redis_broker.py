@@ -43,6 +43,7 @@ from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 
 from trustmess.cluster.outbox import CONTROL_OUTBOX_EVENTS, OUTBOX_EVENTS, Outbox
+from trustmess.cluster.redis_subscriber import BusSubscriber, SubscriberError
 from trustmess.cluster.sequencer import FetchRange, Sequencer
 from trustmess.delivery.broker import Node, Subscriber
 from trustmess.metrics import Sample
@@ -100,7 +101,7 @@ class RedisBroker:
         self._outbox_ready = asyncio.Event()
         self._ready: dict[str, asyncio.Future[None]] = {}
         self._client: aioredis.Redis | None = None
-        self._pubsub: Any = None
+        self._subscriber: BusSubscriber | None = None
         self._tasks: list[asyncio.Task[None]] = []
         self._connected = asyncio.Event()
         self._retry_now = asyncio.Event()  # the last check found Redis back: don't wait
@@ -252,21 +253,24 @@ class RedisBroker:
 
     async def _subscribe(self, channel: str) -> None:
         """SUBSCRIBE and wait (briefly) for Redis to confirm it."""
-        if self._pubsub is None or not self._connected.is_set():
+        subscriber = self._subscriber
+        if subscriber is None or not self._connected.is_set():
             return  # subscribed on reconnect
         future = self._ready.get(channel)
         if future is None or future.done():
             future = self._ready[channel] = asyncio.get_running_loop().create_future()
         try:
-            await self._pubsub.subscribe(channel)
+            subscriber.subscribe(channel)
             await asyncio.wait_for(asyncio.shield(future), 2.0)
-        except (TimeoutError, aioredis.RedisError, OSError):
+        except (TimeoutError, OSError):
             log.warning("subscribing to %s not confirmed", channel)
 
     def _unsubscribe(self, channel: str) -> None:
-        if self._pubsub is not None and self._connected.is_set():
-            task = asyncio.get_running_loop().create_task(self._pubsub.unsubscribe(channel))
-            task.add_done_callback(_log_failure)
+        if self._subscriber is not None and self._connected.is_set():
+            try:
+                self._subscriber.unsubscribe(channel)
+            except OSError as exc:
+                log.warning("unsubscribing from %s failed: %s", channel, exc)
 
     def _wanted_channels(self) -> list[str]:
         return (
@@ -387,12 +391,24 @@ class RedisBroker:
             socket_timeout=5,
             socket_keepalive=True,
             health_check_interval=5,
-            # No silent reconnect inside redis-py: a pub/sub connection it re-made would have
-            # missed events, and only a reconnect here catches up on them.
+            # Publishing and the other commands. No silent reconnect inside redis-py: a failure
+            # must reach the listener, whose reconnect catches up on what was missed.
             retry=Retry(NoBackoff(), 0),
         )
-        self._pubsub = self._client.pubsub()
-        await self._pubsub.subscribe(*self._wanted_channels())
+        subscriber = await BusSubscriber.connect(
+            self._url, self._on_bus_message, self._on_subscribed, timeout_s=2
+        )
+        self._subscriber = subscriber
+        try:
+            subscriber.subscribe(*self._wanted_channels())
+            await self._serve_link(subscriber)
+        finally:
+            self._subscriber = None
+            subscriber.close()
+
+    async def _serve_link(self, subscriber: BusSubscriber) -> None:
+        """Connected: catch up if we were not, then watch the link until it is lost (the
+        messages themselves arrive in ``_on_bus_message``, called by the subscriber)."""
         was_down = self._down_since is not None
         self._connected.set()
         self._down_since = None
@@ -403,31 +419,29 @@ class RedisBroker:
                 task = asyncio.get_running_loop().create_task(self._on_reconnect())
                 task.add_done_callback(_log_failure)
         loop = asyncio.get_running_loop()
-        heard = loop.time()
         while True:
-            message = await self._pubsub.get_message(timeout=LINK_CHECK_S)
-            now = loop.time()
-            if message is not None:
-                heard = now
-                if message["type"] != "pong":
-                    self._receive(message)
-            elif now - heard > LINK_DEAD_S:
-                # A half-open link (a partition without a reset) would just read nothing.
-                raise aioredis.ConnectionError(f"no answer from redis for {now - heard:.1f} s")
+            try:
+                reason = await asyncio.wait_for(asyncio.shield(subscriber.lost), LINK_CHECK_S)
+            except TimeoutError:
+                pass
             else:
-                await self._pubsub.ping(b"tm-alive")
+                raise SubscriberError(f"redis connection lost: {reason}")
+            quiet = loop.time() - subscriber.heard
+            if quiet > LINK_DEAD_S:
+                # A half-open link (a partition without a reset) would just read nothing.
+                raise SubscriberError(f"no answer from redis for {quiet:.1f} s")
+            if quiet >= LINK_CHECK_S:
+                subscriber.ping()
 
-    def _receive(self, message: dict[str, Any]) -> None:
-        channel = message["channel"].decode(errors="replace")
-        if message["type"] == "subscribe":
-            future = self._ready.pop(channel, None)
-            if future is not None and not future.done():
-                future.set_result(None)
-            return
-        if message["type"] != "message":
-            return
+    def _on_subscribed(self, channel: bytes) -> None:
+        future = self._ready.pop(channel.decode(errors="replace"), None)
+        if future is not None and not future.done():
+            future.set_result(None)
+
+    def _on_bus_message(self, channel_bytes: bytes, data: bytes) -> None:
+        channel = channel_bytes.decode(errors="replace")
         try:
-            self._receive_message(channel, message["data"])
+            self._receive_message(channel, data)
         except MalformedBusMessage as exc:
             self._drop_malformed(channel, str(exc))
 
