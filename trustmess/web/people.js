@@ -96,8 +96,8 @@ export function setupPeople(page) {
     const shown = new Map([...list.children].map((item) => [item.dataset.key, item]));
     const wanted = [...entries.entries()]
       .sort(([, a], [, b]) => newest(b).localeCompare(newest(a)))
-      .map(([id, entry]) => {
-        const key = `${id} ${newest(entry)}`;
+      .map(([entryId, entry]) => {
+        const key = `${entryId} ${newest(entry)}`;
         return shown.get(key) ?? keyed(build(entry), key);
       });
     wanted.forEach((item, index) => {
