@@ -804,7 +804,7 @@ async function search() {
       box.checked = picked.has(user.id);
       box.setAttribute("aria-label", `Add ${user.display_name} to a new group`);
       box.addEventListener("change", () => (box.checked ? picked.add(user.id) : picked.delete(user.id)));
-      item.append(chat, box);
+      item.append(chat, box, peopleTab.toolsFor(user));
       return item;
     }),
   );
@@ -819,6 +819,8 @@ $("group-form").addEventListener("submit", (event) => {
   }
   startConversation([...picked], title || undefined).then(() => {
     picked.clear();
+    // The results may still be shown: untick them too, or a tick would look made and be none.
+    for (const box of $("search-results").querySelectorAll('input[type="checkbox"]')) box.checked = false;
     event.target.reset();
   });
 });
@@ -827,13 +829,17 @@ async function startConversation(memberIds, title) {
   const body = { member_ids: memberIds };
   if (title) body.title = title;
   try {
-    const conversation = await sdk.api("POST", "/conversations", body);
-    if (!state.conversations.has(conversation.id)) addConversation(conversation);
-    selectTab("chats");
-    await openConversation(conversation.id);
+    await showConversation(await sdk.api("POST", "/conversations", body));
   } catch (error) {
     $("search-hint").textContent = describe(error);
   }
+}
+
+// A conversation the server just answered with (created, found again, or joined).
+async function showConversation(conversation) {
+  if (!state.conversations.has(conversation.id)) addConversation(conversation);
+  selectTab("chats");
+  await openConversation(conversation.id);
 }
 
 // --- tabs (arrow keys move between them, as the ARIA tabs pattern says) --------------------
@@ -904,8 +910,11 @@ $("logout-button").addEventListener("click", () => signOut());
 // --- people (contacts, requests, invitations, blocks) and account settings ----------------
 // Each lives in a module of its own; this is what they may use of the page.
 
-const page = { sdk, state, nameOf, showAuth, signOut, report, selectTab, openConversation, startConversation };
-setupPeople(page);
+const page = {
+  sdk, state, nameOf, showAuth, signOut, report, selectTab, openConversation, startConversation,
+  showConversation, presenceText,
+};
+const peopleTab = setupPeople(page); // its toolsFor(user) goes into each search result
 setupSettings(page);
 
 // --- start --------------------------------------------------------------------------------

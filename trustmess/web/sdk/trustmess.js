@@ -42,13 +42,16 @@ const BACKOFF_RESET_MS = 60_000;
 const COMMAND_TIMEOUT_MS = 10_000;
 const TYPING_REPEAT_MS = 2_000;
 const HISTORY_PAGE = 200;
-// Errors after which a send is dropped from the outbox: resending cannot succeed.
-const FINAL_SEND_ERRORS = new Set(["invalid", "too_large", "not_found", "forbidden"]);
+// Errors after which a send is dropped from the outbox: resending cannot succeed (`blocked`:
+// a direct conversation one side blocked, protocol §11.7; it may be unblocked, but a message
+// sent days later, unseen, would surprise both).
+const FINAL_SEND_ERRORS = new Set(["invalid", "too_large", "not_found", "forbidden", "blocked"]);
 
 /**
  * A TrustMess session in the browser. Events (all CustomEvent, data in `detail`):
  * `state` ({state, code}), `hello`, `message`, `change`, `read`, `typing`, `conversation`,
  * `conversation_update`, `removed` (server events, in seq order per conversation, each once),
+ * `contact`, `invitation` (people, protocol §11.7), `presence`,
  * `sent` (the stored message and `duplicate`), `send_failed`
  * ({conversation_id, client_msg_id, code, message}), `outbox` (the outbox changed),
  * `gap` ({conversation_id}: the SDK could not fill a gap; reload the conversation),
@@ -535,6 +538,11 @@ export class TrustMess extends EventTarget {
         this._joined.delete(frame.conversation_id);
         this._emit("removed", frame);
         return;
+      case "contact":
+        this._emit("contact", frame);
+        // A new contact's presence is not sent by itself (§4.1 "Not new people").
+        if (frame.change === "accepted") this._subscribePresence();
+        return;
       default:
         // read, typing, conversation_update, and anything a later server adds.
         this._emit(frame.type, frame);
@@ -563,7 +571,7 @@ export class TrustMess extends EventTarget {
   /**
    * Presence (§3 `presence`, §4.1): subscribe this connection and hand the snapshot to
    * listeners as `presence` events, the same shape as the live ones. Sent after every hello,
-   * and after a `conversation` event (new people).
+   * and after a `conversation` or `contact` `accepted` event (new people).
    */
   _subscribePresence() {
     this._command({ type: "presence" })
