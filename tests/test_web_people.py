@@ -14,7 +14,12 @@ from tests.test_web_browser import Person, screenshot
 
 # test_web_browser.py's fixtures, by the names its tests use: one server and one browser for
 # this module, two people signed up for each test.
-server, playwright, browser, people = web.server, web.playwright, web.browser, web.people
+server, playwright, browser, people = (
+    web.server,
+    web.playwright_fixture,
+    web.browser_fixture,
+    web.people,
+)
 
 
 def open_people(person: Person) -> Page:
