@@ -496,7 +496,8 @@ class RedisBroker:
 
     def _count_received(self, sent_at: float) -> None:
         self.bus_received += 1
-        self.bus_lag_s = max(0.0, time.time() - sent_at)
+        self.bus_lag_s = lag = max(0.0, time.time() - sent_at)
+        self._sequencer.note_lag(lag)
 
     def _drop_malformed(self, channel: str, reason: str) -> None:
         """Count it, and log it at most once per MALFORMED_LOG_EVERY_S (a flood of them must

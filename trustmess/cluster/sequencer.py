@@ -5,6 +5,14 @@ node hands every message event of a conversation it has local subscribers for to
 ``Sequencer.offer``; events leave in seq order with no gap. An early event is held; if the
 missing seq does not arrive within ``gap_timeout_s`` it is read from PostgreSQL (the source of
 truth), so a lost bus message only costs latency, never a gap.
+
+The wait follows the bus: while messages take longer than ``gap_timeout_s`` to cross it (a
+saturated node reads its socket late), a gap is almost always a message still on its way,
+and reading it from the database too would only add load where there is none to spare (a
+worker spent 12% of its event loop on such reads under scenario 6, issue 20). ``note_lag``
+stretches the wait to ``LAG_FACTOR`` times the lag the bus shows, up to ``MAX_GAP_WAIT_S``.
+A message that is really lost (its publisher died between commit and publish) is then read
+a little later; a bus outage has its own catch-up.
 """
 
 from __future__ import annotations
@@ -19,6 +27,9 @@ log = logging.getLogger(__name__)
 Deliver = Callable[[int, int, bytes], None]
 # (conversation_id, after_seq, through_seq) → [(seq, payload)] ascending
 FetchRange = Callable[[int, int, int], Awaitable[list[tuple[int, bytes]]]]
+
+LAG_FACTOR = 3.0
+MAX_GAP_WAIT_S = 2.0
 
 
 @dataclass(slots=True)
@@ -36,8 +47,13 @@ class Sequencer:
         self._deliver = deliver
         self._fetch = fetch
         self._gap_timeout_s = gap_timeout_s
+        self._gap_wait_s = gap_timeout_s
         self._streams: dict[int, _Stream] = {}
         self.gaps_filled = 0
+
+    def note_lag(self, lag_s: float) -> None:
+        """The bus's latest publish-to-receive delay: gaps wait for the slowest of it."""
+        self._gap_wait_s = max(self._gap_timeout_s, min(MAX_GAP_WAIT_S, LAG_FACTOR * lag_s))
 
     def start(self, conversation_id: int) -> None:
         """This node now has subscribers for the conversation: track its order."""
@@ -96,7 +112,7 @@ class Sequencer:
                 stream.timer = None
         elif stream.timer is None and stream.filling is None:
             loop = asyncio.get_running_loop()
-            stream.timer = loop.call_later(self._gap_timeout_s, self._on_gap, conversation_id)
+            stream.timer = loop.call_later(self._gap_wait_s, self._on_gap, conversation_id)
 
     def _on_gap(self, conversation_id: int) -> None:
         stream = self._streams.get(conversation_id)

@@ -11,7 +11,7 @@ from collections.abc import Callable
 
 import pytest
 
-from trustmess.cluster.sequencer import Sequencer
+from trustmess.cluster.sequencer import LAG_FACTOR, MAX_GAP_WAIT_S, Sequencer
 
 
 def next_seqs(sequencer: Sequencer) -> dict[int, int | None]:
@@ -319,3 +319,23 @@ async def test_stop_cancels_a_running_fill(harness: Harness) -> None:
     sequencer.offer(CID, 3, msg(3))
     assert harness.seqs() == [3]
     assert sequencer.gaps_filled == 0
+
+
+@pytest.mark.parametrize(
+    ("lag_s", "wait_s"), [(0.0, GAP_S), (0.2, LAG_FACTOR * 0.2), (10.0, MAX_GAP_WAIT_S)]
+)
+async def test_a_gap_waits_for_the_bus_as_long_as_the_bus_lags(lag_s: float, wait_s: float) -> None:
+    """A lagging bus (a saturated node) delivers late, not never: the read from the database
+    waits LAG_FACTOR times the lag (at least the configured wait, at most MAX_GAP_WAIT_S)."""
+    harness = Harness()
+    sequencer = harness.sequencer
+    sequencer.start(CID)
+    sequencer.position(CID, 0)
+    sequencer.note_lag(lag_s)
+    loop = asyncio.get_running_loop()
+    before = loop.time()
+    sequencer.offer(CID, 2, msg(2))  # seq 1 is missing
+    timer = sequencer._streams[CID].timer
+    assert timer is not None
+    assert wait_s <= timer.when() - before <= wait_s + 0.05
+    sequencer.stop(CID)
