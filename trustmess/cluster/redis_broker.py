@@ -43,7 +43,9 @@ from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 
 from trustmess.cluster.outbox import CONTROL_OUTBOX_EVENTS, OUTBOX_EVENTS, Outbox
-from trustmess.cluster.redis_subscriber import BusSubscriber, SubscriberError
+from trustmess.cluster.redis_link import BusLinkError
+from trustmess.cluster.redis_publisher import BusPublisher
+from trustmess.cluster.redis_subscriber import BusSubscriber
 from trustmess.cluster.sequencer import FetchRange, Sequencer
 from trustmess.delivery.broker import Node, Subscriber
 from trustmess.metrics import Sample
@@ -102,6 +104,7 @@ class RedisBroker:
         self._ready: dict[str, asyncio.Future[None]] = {}
         self._client: aioredis.Redis | None = None
         self._subscriber: BusSubscriber | None = None
+        self._publisher: BusPublisher | None = None
         self._tasks: list[asyncio.Task[None]] = []
         self._connected = asyncio.Event()
         self._retry_now = asyncio.Event()  # the last check found Redis back: don't wait
@@ -332,13 +335,10 @@ class RedisBroker:
                 await self._outbox_ready.wait()
                 continue
             try:
-                if self._client is None:
-                    raise aioredis.ConnectionError("no redis client")
-                async with self._client.pipeline(transaction=False) as pipe:
-                    for item in batch:
-                        pipe.publish(item.channel, item.data)
-                    await pipe.execute()
-            except (aioredis.RedisError, OSError) as exc:
+                if self._publisher is None:
+                    raise BusLinkError("not connected")
+                await self._publisher.publish_many((item.channel, item.data) for item in batch)
+            except OSError as exc:
                 self.outbox.put_back(batch)
                 if not failing:
                     log.warning("publishing to redis failed, will retry: %s", exc)
@@ -395,18 +395,24 @@ class RedisBroker:
             # must reach the listener, whose reconnect catches up on what was missed.
             retry=Retry(NoBackoff(), 0),
         )
-        subscriber = await BusSubscriber.connect(
-            self._url, self._on_bus_message, self._on_subscribed, timeout_s=2
+        subscriber = await BusSubscriber.open(
+            self._url, 2.0, self._on_bus_message, self._on_subscribed
         )
-        self._subscriber = subscriber
+        try:
+            publisher = await BusPublisher.open(self._url, 2.0)
+        except BaseException:
+            subscriber.close()
+            raise
+        self._subscriber, self._publisher = subscriber, publisher
         try:
             subscriber.subscribe(*self._wanted_channels())
-            await self._serve_link(subscriber)
+            await self._serve_link(subscriber, publisher)
         finally:
-            self._subscriber = None
+            self._subscriber = self._publisher = None
             subscriber.close()
+            publisher.close()
 
-    async def _serve_link(self, subscriber: BusSubscriber) -> None:
+    async def _serve_link(self, subscriber: BusSubscriber, publisher: BusPublisher) -> None:
         """Connected: catch up if we were not, then watch the link until it is lost (the
         messages themselves arrive in ``_on_bus_message``, called by the subscriber)."""
         was_down = self._down_since is not None
@@ -420,16 +426,17 @@ class RedisBroker:
                 task.add_done_callback(_log_failure)
         loop = asyncio.get_running_loop()
         while True:
-            try:
-                reason = await asyncio.wait_for(asyncio.shield(subscriber.lost), LINK_CHECK_S)
-            except TimeoutError:
-                pass
-            else:
-                raise SubscriberError(f"redis connection lost: {reason}")
+            done, _ = await asyncio.wait(
+                [subscriber.lost, publisher.lost],
+                timeout=LINK_CHECK_S,
+                return_when=asyncio.FIRST_COMPLETED,
+            )
+            if done:
+                raise BusLinkError(f"redis connection lost: {done.pop().result()}")
             quiet = loop.time() - subscriber.heard
             if quiet > LINK_DEAD_S:
                 # A half-open link (a partition without a reset) would just read nothing.
-                raise SubscriberError(f"no answer from redis for {quiet:.1f} s")
+                raise BusLinkError(f"no answer from redis for {quiet:.1f} s")
             if quiet >= LINK_CHECK_S:
                 subscriber.ping()
 

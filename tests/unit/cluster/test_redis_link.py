@@ -1,5 +1,6 @@
-"""The bus subscriber's RESP parsing: the pure-Python reader (used without hiredis) against
-hiredis's, over every split of the stream, and the protocol's dispatch of pushes."""
+"""The bus's plain Redis connections: the pure-Python RESP reader (used without hiredis)
+against hiredis's over every split of a stream, the subscriber's dispatch of pushes, and the
+publisher's one future for a batch's replies."""
 
 from __future__ import annotations
 
@@ -10,13 +11,9 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from trustmess.cluster.redis_subscriber import (
-    BusSubscriber,
-    ReplyError,
-    RespReader,
-    SubscriberError,
-    command,
-)
+from trustmess.cluster.redis_link import BusLinkError, ReplyError, RespReader, command
+from trustmess.cluster.redis_publisher import BusPublisher
+from trustmess.cluster.redis_subscriber import BusSubscriber
 
 
 def bulk(data: bytes) -> bytes:
@@ -74,7 +71,7 @@ def test_any_split_of_the_stream_gives_the_same_replies(cuts: list[int]) -> None
 def test_a_stream_that_is_not_resp_is_refused() -> None:
     reader = RespReader()
     reader.feed(b"HTTP/1.1 400 Bad Request\r\n")
-    with pytest.raises(SubscriberError):
+    with pytest.raises(BusLinkError):
         reader.gets()
 
 
@@ -124,3 +121,33 @@ async def test_pushes_are_dispatched_and_a_broken_stream_ends_the_link() -> None
     protocol.data_received(b"-ERR something broke\r\n")
     assert protocol.lost.done() and transport.aborted
     assert "something broke" in str(protocol.lost.result())
+
+
+async def test_a_batch_of_publishes_is_one_write_answered_by_one_future() -> None:
+    publisher = BusPublisher()
+    transport = FakeTransport()
+    publisher.connection_made(transport)
+    batch = publisher.publish_many([("tm0:c:1", b"one"), ("tm0:u:2", b"tw\r\no")])
+    sending = asyncio.ensure_future(batch)
+    await asyncio.sleep(0)  # let it write
+    assert read_all(hiredis.Reader(), transport.written) == [
+        [b"PUBLISH", b"tm0:c:1", b"one"],
+        [b"PUBLISH", b"tm0:u:2", b"tw\r\no"],
+    ]
+    assert len(transport.written) == 1
+    publisher.data_received(b":1\r\n")
+    assert not sending.done()
+    publisher.data_received(b":0\r\n")
+    await asyncio.wait_for(sending, 1)
+
+    failing = asyncio.ensure_future(publisher.publish_many([("a", b"x"), ("b", b"y")]))
+    await asyncio.sleep(0)
+    publisher.data_received(b"-ERR out of memory\r\n:1\r\n")
+    with pytest.raises(BusLinkError, match="out of memory"):
+        await asyncio.wait_for(failing, 1)
+
+    pending = asyncio.ensure_future(publisher.publish_many([("a", b"x")]))
+    await asyncio.sleep(0)
+    publisher.connection_lost(None)
+    with pytest.raises(BusLinkError, match="lost"):
+        await asyncio.wait_for(pending, 1)
