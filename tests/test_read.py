@@ -198,3 +198,56 @@ async def test_an_ack_is_seen_by_the_next_http_read(
     assert await state(client, alice, cid) == (5, 4, 1)
     await ws.close()
     await other.close()
+
+
+async def test_a_send_moves_the_senders_marker_for_every_read_on_its_node(
+    make_client, make_user, make_group, insert_messages, db
+) -> None:
+    """The sender's marker is written behind, like an ack (readbuffer.py): a minute of
+    write-behind makes it certain to be pending while every view below reads it."""
+    client = await make_client(read_flush_ms=60_000)
+    alice, bob, carol = await make_user(), await make_user(), await make_user()
+    cid = await make_group(alice, bob, carol)
+    await insert_messages(cid, bob.id, 5)
+    ws = await client.ws_connect("/ws", headers=alice.headers)
+    assert (await ws.receive_json())["type"] == "hello"
+    await ws.send_json(
+        {"type": "message", "ref": 1, "conversation_id": cid, "client_msg_id": "m", "body": "hi"}
+    )
+    while (frame := await ws.receive_json())["type"] != "reply":
+        pass
+    assert frame["data"]["seq"] == 6
+    stored = "SELECT last_read_seq FROM conversation_members WHERE user_id = $1"
+    assert await db.fetchval(stored, alice.id) == 0  # not written yet
+    # Another socket's join, then a rename's answer (each view writes it before it reads).
+    other = await client.ws_connect("/ws", headers=alice.headers)
+    assert (await other.receive_json())["type"] == "hello"
+    await other.send_json({"type": "join", "ref": "j", "conversation_id": cid})
+    assert (await other.receive_json())["data"]["read_seq"] == 6
+    renamed = await client.patch(
+        f"/conversations/{cid}", json={"title": "renamed"}, headers=alice.headers
+    )
+    assert ((await renamed.json())["read_seq"], (await renamed.json())["unread"]) == (6, 0)
+    assert await db.fetchval(stored, alice.id) == 6  # the rename wrote it
+    # Carol sends, then Alice again: the add's answer, the conversation and the list.
+    await insert_messages(cid, carol.id, 1)
+    await ws.send_json(
+        {"type": "message", "ref": 3, "conversation_id": cid, "client_msg_id": "n", "body": "!"}
+    )
+    while (frame := await ws.receive_json())["type"] != "reply":
+        pass
+    dave = await make_user()
+    added = await client.post(
+        f"/conversations/{cid}/members", json={"user_ids": [dave.id]}, headers=alice.headers
+    )
+    assert ((await added.json())["read_seq"], (await added.json())["unread"]) == (8, 0)
+    assert await state(client, alice, cid) == (8, 8, 0)
+    listed = await (await client.get("/conversations", headers=alice.headers)).json()
+    assert [(c["id"], c["read_seq"], c["unread"]) for c in listed["items"]] == [(cid, 8, 0)]
+    # An ack below it changes nothing and announces nothing.
+    await ws.send_json({"type": "ack", "ref": 2, "conversation_id": cid, "seq": 3})
+    while (frame := await ws.receive_json())["type"] != "reply":
+        pass
+    assert frame["data"]["read_seq"] == 8
+    await ws.close()
+    await other.close()

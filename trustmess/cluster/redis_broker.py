@@ -115,6 +115,8 @@ class RedisBroker:
         self.bus_lag_s = 0.0
         self.bus_malformed = 0
         self._malformed_logged = float("-inf")
+        self.bus_failed = 0
+        self._failure_logged = float("-inf")
 
     def bind(self, node: Node) -> None:
         self._hub = node
@@ -451,6 +453,14 @@ class RedisBroker:
             self._receive_message(channel, data)
         except MalformedBusMessage as exc:
             self._drop_malformed(channel, str(exc))
+        except Exception:
+            # A bug in handling one message must not drop the link (and the rest of the
+            # chunk with it): control operations and user events have no catch-up.
+            self.bus_failed += 1
+            now = time.monotonic()
+            if now - self._failure_logged >= MALFORMED_LOG_EVERY_S:
+                self._failure_logged = now
+                log.exception("handling a bus message on %s failed", channel[:100])
 
     def _receive_message(self, channel: str, data: bytes) -> None:
         """One bus message; raises MalformedBusMessage, never anything else, for bad input

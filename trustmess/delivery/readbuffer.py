@@ -41,11 +41,13 @@ class ReadMarkerBuffer:
         self._size = 0
         self._last_seq: dict[int, int] = {}
         self._dirty: dict[tuple[int, int], int] = {}
+        self._in_flight: dict[tuple[int, int], int] = {}  # the batch being written
         # Users with markers in ``_dirty``, and in the batch being written.
         self._dirty_users: set[int] = set()
         self._flushing_users: set[int] = set()
         self._flush_handle: asyncio.TimerHandle | None = None
         self._flushing: asyncio.Task[None] | None = None
+        self._closed = False
         self.flushes = 0
 
     async def advance(self, conversation_id: int, user_id: int, seq: int) -> tuple[int, bool]:
@@ -69,8 +71,14 @@ class ReadMarkerBuffer:
         return seq, True
 
     def current(self, conversation_id: int, user_id: int) -> int:
-        """The marker this node holds for the user (0 if none): at least what it last acked."""
-        return self._read.get(conversation_id, {}).get(user_id, 0)
+        """The marker this node holds for the user (0 if none): at least what it last acked
+        or sent, written or not."""
+        key = (conversation_id, user_id)
+        return max(
+            self._read.get(conversation_id, {}).get(user_id, 0),
+            self._dirty.get(key, 0),
+            self._in_flight.get(key, 0),
+        )
 
     async def flush_user(self, user_id: int) -> None:
         """Write the user's pending markers now: a read right after an ack then sees it.
@@ -105,8 +113,7 @@ class ReadMarkerBuffer:
         users = self._read.setdefault(conversation_id, {})
         self._size += user_id not in users
         # Another ack (or a send, not written yet) may have moved it: keep the larger.
-        pending = self._dirty.get((conversation_id, user_id), 0)
-        users[user_id] = max(users.get(user_id, 0), read_seq, pending)
+        users[user_id] = max(read_seq, self.current(conversation_id, user_id))
         return users
 
     def note_last_seq(self, conversation_id: int, seq: int) -> None:
@@ -126,17 +133,9 @@ class ReadMarkerBuffer:
         batch; here it costs a dict entry, and the flush writes every sender's marker of the
         interval in its one statement. No ``read`` event: a sender has read their own message.
         """
-        # Held in memory whether or not the marker was loaded: nothing stored can be past the
-        # conversation's newest message, so ``current`` (a ``join``) and a later ``ack`` see
-        # it before, while and after it is written.
-        if self._size > MAX_ENTRIES:
-            self.forget_all()
-        users = self._read.setdefault(conversation_id, {})
-        if user_id not in users:
-            self._size += 1
-            users[user_id] = seq
-        elif seq > users[user_id]:
-            users[user_id] = seq
+        # A marker not loaded here is not loaded for it (another node may have stored a
+        # larger one); ``current`` and ``_load`` count the pending value until it is written.
+        self.note_read(conversation_id, user_id, seq)
         key = (conversation_id, user_id)
         if seq > self._dirty.get(key, 0):
             self._dirty[key] = seq
@@ -161,7 +160,7 @@ class ReadMarkerBuffer:
             self.forget_conversation(conversation_id)
 
     def _schedule_flush(self) -> None:
-        if self._flush_handle is None and self._flushing is None:
+        if self._flush_handle is None and self._flushing is None and not self._closed:
             loop = asyncio.get_running_loop()
             self._flush_handle = loop.call_later(self._flush_s, self._start_flush)
 
@@ -171,6 +170,7 @@ class ReadMarkerBuffer:
 
     async def _flush(self) -> None:
         batch, self._dirty = self._dirty, {}
+        self._in_flight = batch
         self._flushing_users, self._dirty_users = self._dirty_users, set()
         try:
             if batch:
@@ -185,11 +185,13 @@ class ReadMarkerBuffer:
         finally:
             self._flushing = None
             self._flushing_users = set()
+            self._in_flight = {}
             if self._dirty:
                 self._schedule_flush()
 
     async def close(self) -> None:
-        """Flush everything pending (shutdown)."""
+        """Flush everything pending (shutdown); nothing is scheduled after it."""
+        self._closed = True
         if self._flush_handle is not None:
             self._flush_handle.cancel()
             self._flush_handle = None
@@ -197,3 +199,5 @@ class ReadMarkerBuffer:
             await self._flushing
         if self._dirty:
             await self._flush()
+        if self._dirty:
+            log.warning("%d read markers not written at shutdown", len(self._dirty))

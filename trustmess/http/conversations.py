@@ -261,6 +261,7 @@ async def create_conversation(request: web.Request) -> web.Response:
     if len(others) + 1 > MAX_MEMBERS:
         raise _too_many_members("member_ids")
     invitations = Invitations([], [])
+    await request.app[READ_MARKERS].flush_user(user_id)  # the answer shows read_seq
     async with request.app[POOL].acquire() as conn:
         await _require_active_users(conn, "member_ids", others)
         if len(others) == 1 and title is None:
@@ -318,6 +319,7 @@ async def rename_conversation(request: web.Request) -> web.Response:
         request, allowed=("title",), required=("title",)
     )
     title = _title(data)
+    await request.app[READ_MARKERS].flush_user(user_id)  # the answer shows read_seq
     async with request.app[POOL].acquire() as conn:
         async with conn.transaction():
             no_title = invalid("title", "a direct conversation has no title")
@@ -338,6 +340,7 @@ async def add_conversation_members(request: web.Request) -> web.Response:
     requested = require_id_list(data, "user_ids", max_items=MAX_MEMBERS)
     if not requested:
         raise invalid("user_ids", "must name at least one user")
+    await request.app[READ_MARKERS].flush_user(user_id)  # the answer shows read_seq
     async with request.app[POOL].acquire() as conn:
         async with conn.transaction():
             no_adding = invalid("user_ids", "members cannot be added to a direct conversation")
