@@ -54,12 +54,11 @@ sys.path.insert(0, str(ROOT / "bench"))
 from server import BenchServer  # noqa: E402
 
 from trustmess.auth import hash_password  # noqa: E402
-from trustmess.models import Message  # noqa: E402
 from trustmess.runtime.embedded import EmbeddedPostgres  # noqa: E402
 from trustmess.runtime.migrate import upgrade  # noqa: E402
 from trustmess.store import conversations as conv_store  # noqa: E402
 from trustmess.store import history  # noqa: E402
-from trustmess.store.conversations import conversations_page, is_member  # noqa: E402
+from trustmess.store.conversations import conversations_page  # noqa: E402
 
 SEED = 0.17
 PASSWORD = "readscale-password"
@@ -424,21 +423,16 @@ async def measure_sql(
         for name, conversation_id, kind, cursor in samples:
             user_id = ids[name]
             t0 = time.perf_counter()
-            await is_member(conn, conversation_id, user_id)
             if kind == "after":
                 assert cursor is not None
-                entries = await history.entries_after(
-                    conn, conversation_id, cursor, HISTORY_LIMIT + 1
-                )
-                items = [e for e in entries if isinstance(e, Message)]
-            elif kind == "before":
-                assert cursor is not None
-                items = await history.messages_before(
-                    conn, conversation_id, cursor, HISTORY_LIMIT + 1
+                found: list[Any] | None = await history.member_entries_after(
+                    conn, conversation_id, user_id, cursor, HISTORY_LIMIT + 1
                 )
             else:
-                items = await history.latest_messages(conn, conversation_id, HISTORY_LIMIT + 1)
-            await history.with_reactions(conn, items, user_id)
+                found = await history.member_page(
+                    conn, conversation_id, user_id, HISTORY_LIMIT + 1, before_seq=cursor
+                )
+            assert found is not None
             ms = (time.perf_counter() - t0) * 1000
             if rnd:
                 out.setdefault(f"history {kind}", []).append(ms)
@@ -481,23 +475,27 @@ async def plans(conn: asyncpg.Connection) -> list[str]:
         out.append(
             await explain(
                 conn,
-                f"History `before` (messages_before), the {name} conversation ({last:,} "
-                f"messages), before={last // 2}:",
-                history.BEFORE,
+                f"History `before` (member_page: membership, page and reactions in one "
+                f"statement), the {name} conversation ({last:,} messages), before={last // 2}:",
+                history.MEMBER_BEFORE,
                 cid,
-                last // 2,
+                await _member_of(conn, cid),
                 HISTORY_LIMIT + 1,
+                last // 2,
             )
         )
     cid, last = busy["id"], busy["last_seq"]
+    member = await _member_of(conn, cid)
     out.append(
         await explain(
             conn,
-            f"History `after` (entries_after: messages, then changes), busiest, after={last // 3}:",
-            history.AFTER,
+            f"History `after` (member_entries_after: the messages, then the changes), busiest, "
+            f"after={last // 3}:",
+            history.MEMBER_AFTER,
             cid,
-            last // 3,
+            member,
             HISTORY_LIMIT + 1,
+            last // 3,
         )
     )
     out.append(
@@ -507,7 +505,12 @@ async def plans(conn: asyncpg.Connection) -> list[str]:
     )
     out.append(
         await explain(
-            conn, "Newest page (latest_messages), busiest:", history.LATEST, cid, HISTORY_LIMIT + 1
+            conn,
+            "Newest page (member_page), busiest:",
+            history.MEMBER_LATEST,
+            cid,
+            member,
+            HISTORY_LIMIT + 1,
         )
     )
     out.append(
@@ -548,6 +551,13 @@ async def _row(conn: asyncpg.Connection, sql: str, *params: Any) -> asyncpg.Reco
     row = await conn.fetchrow(sql, *params)
     assert row is not None
     return row
+
+
+async def _member_of(conn: asyncpg.Connection, conversation_id: int) -> int:
+    user_id: int = await conn.fetchval(
+        "SELECT min(user_id) FROM conversation_members WHERE conversation_id = $1", conversation_id
+    )
+    return user_id
 
 
 async def _count_of(conn: asyncpg.Connection, user_id: int) -> int:
@@ -696,7 +706,7 @@ async def main() -> int:
         "",
         *table("HTTP", http),
         "",
-        "The same reads as SQL alone (the views' store functions, one connection):",
+        "The same reads as SQL alone (the views' store functions, one connection, sequential):",
         "",
         *table("SQL", sql),
         "",
