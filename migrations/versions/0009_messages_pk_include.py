@@ -2,14 +2,15 @@
 
 A conversation's unread count (store/conversations.py) counts the messages after the reader's
 marker that others sent and that are not deleted. With only (conversation_id, seq) in the key
-that count reads every such message's row: 340 ms for a never-read conversation of 31,000
+that count reads every such message's row: 280-680 ms for a never-read conversation of 31,000
 messages among 10,000,000 (bench/RESULTS.md, "Read paths at scale"). With sender_id and
-deleted_at in the index it is an index-only scan. No index is added: a message's insert still
-writes the same four index entries, each key a little wider; a deletion already rewrote its key
+deleted_at in the index it is an index-only scan (5 ms). No index is added: a message's insert
+still writes the same four index entries, the key's wider (301 -> 473 MB at 10,000,000 messages;
+about 3 us, 9%, more database time per inserted message); a deletion already rewrote its key
 entry (the body's full-text entry changes, so the update was never HOT).
 
 The key is rebuilt, and the two foreign keys that point at it with it: on a large messages table
-the table is locked for the build (about 30 s for 10,000,000 messages on a 2-core machine):
+the table is locked for the build (7-15 s for 10,000,000 messages on a 2-core machine):
 migrate in a quiet window.
 
 Revision ID: 0009

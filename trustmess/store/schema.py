@@ -238,7 +238,7 @@ messages = Table(
     Column("deleted_at", DateTime(timezone=True)),
     # sender_id and deleted_at ride in the key's index: a conversation's unread count (the
     # messages of others after a marker, not deleted) is then an index-only scan, not a read of
-    # every unread row (340 ms against a few for 15,000 unread, bench/RESULTS.md). Migration 0009.
+    # every unread row (280-680 ms against 5 for 15,833 unread, bench/RESULTS.md). Migration 0009.
     PrimaryKeyConstraint("conversation_id", "seq", postgresql_include=["sender_id", "deleted_at"]),
     UniqueConstraint("conversation_id", "sender_id", "client_msg_id"),
     CheckConstraint("seq > 0", name="seq_positive"),
