@@ -17,6 +17,8 @@ and answer ``{conversation_id, target_seq, seq, duplicate}`` as the socket comma
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from aiohttp import web
 
 from trustmess.appkeys import NOTIFIER, POOL, READ_MARKERS, SEND_BUDGET, WRITER
@@ -25,15 +27,9 @@ from trustmess.errors import conversation_not_found, invalid, rate_limited
 from trustmess.http.authn import current_user_id
 from trustmess.http.conversations import read_conversation_request
 from trustmess.http.jsonio import json_response, path_id, query_int, read_json_object
-from trustmess.models import Message
 from trustmess.store.changes import NewChange
 from trustmess.store.conversations import is_member
-from trustmess.store.history import (
-    entries_after,
-    latest_messages,
-    messages_before,
-    with_reactions,
-)
+from trustmess.store.history import Entry, member_entries_after, member_page
 from trustmess.store.messages import NewMessage
 from trustmess.store.readmarkers import advance_read_marker
 from trustmess.store.search import search_messages, search_terms
@@ -66,24 +62,21 @@ async def message_history(request: web.Request) -> web.Response:
     after = query_int(request, "after", lo=0, hi=BIGINT_MAX)
     if before is not None and after is not None:
         raise invalid("after", "cannot be combined with before")
+    # One row more than asked tells whether the page is the last in its direction.
+    entries: Sequence[Entry] | None
     async with request.app[POOL].acquire() as conn:
-        if not await is_member(conn, conversation_id, user_id):
-            raise conversation_not_found()
-        # One row more than asked tells whether the page is the last in its direction.
         if after is not None:
-            entries = await entries_after(conn, conversation_id, after, limit + 1)
-            has_more = len(entries) > limit
-            entries = entries[:limit]
-            await with_reactions(conn, [e for e in entries if isinstance(e, Message)], user_id)
-            return json_response({"items": [e.to_json() for e in entries], "has_more": has_more})
-        if before is not None:
-            items = await messages_before(conn, conversation_id, before, limit + 1)
+            entries = await member_entries_after(conn, conversation_id, user_id, after, limit + 1)
         else:
-            items = await latest_messages(conn, conversation_id, limit + 1)
-        has_more = len(items) > limit
-        items = items[-limit:]
-        await with_reactions(conn, items, user_id)
-    return json_response({"items": [m.to_json() for m in items], "has_more": has_more})
+            entries = await member_page(
+                conn, conversation_id, user_id, limit + 1, before_seq=before
+            )
+    if entries is None:
+        raise conversation_not_found()
+    has_more = len(entries) > limit
+    # after: the oldest `limit` of them; newest and before: the newest `limit`.
+    entries = entries[:limit] if after is not None else entries[-limit:]
+    return json_response({"items": [e.to_json() for e in entries], "has_more": has_more})
 
 
 @routes.post("/conversations/{id}/messages")

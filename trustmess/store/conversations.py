@@ -66,11 +66,16 @@ ORDER BY p.activity_at DESC, p.id DESC
 """
 
 # $2/$3: the cursor (activity, id) the page continues after, or NULL for the first page.
+# Each of the user's conversations is fetched by its key (OFFSET 0 keeps the planner from
+# turning that into a join): the cost then grows with the user's conversations, not with all of
+# them. As a join, for a user in 1,000 of 100,000 conversations the planner chose to read the
+# whole conversations table into a hash join (34 ms against 4 ms, bench/RESULTS.md).
 _PAGE_FOR_USER = """
 WITH page AS (
     SELECT c.id, c.kind, c.title, c.version, c.last_seq, c.created_at, me.last_read_seq AS read_seq,
            coalesce(c.last_message_at, c.created_at) AS activity_at
-    FROM conversation_members me JOIN conversations c ON c.id = me.conversation_id
+    FROM conversation_members me
+    CROSS JOIN LATERAL (SELECT * FROM conversations c WHERE c.id = me.conversation_id OFFSET 0) c
     WHERE me.user_id = $1
       AND ($2::timestamptz IS NULL
            OR (coalesce(c.last_message_at, c.created_at), c.id) < ($2::timestamptz, $3::bigint))

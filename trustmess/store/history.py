@@ -12,6 +12,7 @@ from __future__ import annotations
 from typing import TypeAlias
 
 import asyncpg
+import orjson
 from asyncpg.pool import PoolConnectionProxy
 
 from trustmess.models import Change, Message, Reaction
@@ -117,13 +118,82 @@ ORDER BY ch.seq
 """
 )
 
-REACTIONS = """
-SELECT target_seq, emoji, count(*) AS count, bool_or(user_id = $3) AS me
-FROM message_reactions
-WHERE conversation_id = $1 AND target_seq = ANY($2::bigint[])
-GROUP BY target_seq, emoji
-ORDER BY target_seq, min(created_at), emoji
+# A member's page for ``GET /conversations/{id}/messages``, in one round trip: the member's row
+# drives it (no row: not a member; one row with NULL columns: a member, no messages), the page
+# is a keyset scan of the key, and each message's reactions (first reacted first, as the viewer
+# sees them) come with it. Separate statements for the member check, the page and the reactions
+# cost two more round trips, most of such a request's time (bench/RESULTS.md, "Read paths").
+# {bound} and {order} make the newest page, ``before`` and ``after``.
+_MEMBER_PAGE = """
+SELECT m.id, m.conversation_id, m.seq, m.sender_id, m.body, m.reply_to_seq, m.client_msg_id,
+       m.created_at, m.edited_at, m.deleted_at, r.reactions
+FROM conversation_members me
+LEFT JOIN LATERAL (
+    SELECT * FROM messages x
+    WHERE x.conversation_id = me.conversation_id{bound}
+    ORDER BY x.seq {order} LIMIT $3
+) m ON true
+LEFT JOIN LATERAL (
+    SELECT json_agg(json_build_array(g.emoji, g.n, g.me) ORDER BY g.first, g.emoji) AS reactions
+    FROM (
+        SELECT emoji, count(*) AS n, bool_or(user_id = $2) AS me, min(created_at) AS first
+        FROM message_reactions
+        WHERE conversation_id = m.conversation_id AND target_seq = m.seq
+        GROUP BY emoji
+    ) g
+) r ON true
+WHERE me.conversation_id = $1 AND me.user_id = $2
+ORDER BY m.seq
 """
+MEMBER_LATEST = _MEMBER_PAGE.format(bound="", order="DESC")
+MEMBER_BEFORE = _MEMBER_PAGE.format(bound=" AND x.seq < $4", order="DESC")
+MEMBER_AFTER = _MEMBER_PAGE.format(bound=" AND x.seq > $4", order="")
+
+
+async def member_page(
+    conn: DbConnection,
+    conversation_id: int,
+    viewer_id: int,
+    limit: int,
+    *,
+    before_seq: int | None = None,
+    after_seq: int | None = None,
+) -> list[Message] | None:
+    """Up to ``limit`` messages with their reactions, ascending: the newest, those just before
+    ``before_seq`` or just after ``after_seq``; None when ``viewer_id`` is not a member."""
+    if after_seq is not None:
+        rows = await conn.fetch(MEMBER_AFTER, conversation_id, viewer_id, limit, after_seq)
+    elif before_seq is not None:
+        rows = await conn.fetch(MEMBER_BEFORE, conversation_id, viewer_id, limit, before_seq)
+    else:
+        rows = await conn.fetch(MEMBER_LATEST, conversation_id, viewer_id, limit)
+    if not rows:
+        return None
+    messages = []
+    for row in rows:
+        if row["id"] is None:  # a member, and no message in the page
+            break
+        message = message_from_row(row)
+        reactions = row["reactions"]
+        message.reactions = (
+            [Reaction(emoji, count, me) for emoji, count, me in orjson.loads(reactions)]
+            if reactions
+            else []
+        )
+        messages.append(message)
+    return messages
+
+
+async def member_entries_after(
+    conn: DbConnection, conversation_id: int, viewer_id: int, after_seq: int, limit: int
+) -> list[Entry] | None:
+    """The oldest ``limit`` stream entries with seq > ``after_seq``, messages with their
+    reactions; None when ``viewer_id`` is not a member."""
+    messages = await member_page(conn, conversation_id, viewer_id, limit, after_seq=after_seq)
+    if messages is None:
+        return None
+    rows = await conn.fetch(CHANGES_AFTER, conversation_id, after_seq, limit)
+    return _merged(messages, [change_from_row(row) for row in rows])[:limit]
 
 
 async def latest_messages(conn: DbConnection, conversation_id: int, limit: int) -> list[Message]:
@@ -184,20 +254,3 @@ async def entries_in_range(
     messages = await messages_in_range(conn, conversation_id, after_seq, through_seq)
     rows = await conn.fetch(CHANGES_IN_RANGE, conversation_id, after_seq, through_seq)
     return _merged(messages, [change_from_row(row) for row in rows])
-
-
-async def with_reactions(conn: DbConnection, messages: list[Message], viewer_id: int) -> None:
-    """Set each message's ``reactions`` (first reacted first) as ``viewer_id`` sees them; the
-    messages are of one conversation."""
-    if not messages:
-        return
-    rows = await conn.fetch(
-        REACTIONS, messages[0].conversation_id, [m.seq for m in messages], viewer_id
-    )
-    found: dict[int, list[Reaction]] = {}
-    for row in rows:
-        found.setdefault(row["target_seq"], []).append(
-            Reaction(row["emoji"], row["count"], row["me"])
-        )
-    for message in messages:
-        message.reactions = found.get(message.seq, [])

@@ -236,7 +236,10 @@ messages = Table(
     Column("created_at", DateTime(timezone=True), nullable=False, server_default=NOW),
     Column("edited_at", DateTime(timezone=True)),
     Column("deleted_at", DateTime(timezone=True)),
-    PrimaryKeyConstraint("conversation_id", "seq"),
+    # sender_id and deleted_at ride in the key's index: a conversation's unread count (the
+    # messages of others after a marker, not deleted) is then an index-only scan, not a read of
+    # every unread row (280-680 ms against 5 for 15,833 unread, bench/RESULTS.md). Migration 0009.
+    PrimaryKeyConstraint("conversation_id", "seq", postgresql_include=["sender_id", "deleted_at"]),
     UniqueConstraint("conversation_id", "sender_id", "client_msg_id"),
     CheckConstraint("seq > 0", name="seq_positive"),
     # Full-text search (store/search.py). The 'simple' configuration: lower-cased words, no
