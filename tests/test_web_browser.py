@@ -192,6 +192,8 @@ def test_two_people_sign_up_and_chat_both_ways(
     ada.page.once("dialog", lambda dialog: dialog.accept())
     ada.page.get_by_role("button", name="Delete message 3").click()
     expect(grace.page.locator(".msg[data-seq='3'] .body")).to_have_text("Message deleted")
+    # It was the last message: the list's preview does not keep its words.
+    expect(item.locator(".preview")).to_have_text("Message deleted")
     grace.page.get_by_role("button", name="Members").click()
     expect(grace.page.locator("#member-list li")).to_have_count(2)
     screenshot(ada.page, "chat")

@@ -595,6 +595,14 @@ sdk.addEventListener("message", ({ detail: message }) => {
 sdk.addEventListener("change", ({ detail: change }) => {
   const conversation = state.conversations.get(change.conversation_id);
   if (conversation) conversation.last_seq = Math.max(conversation.last_seq, change.seq);
+  // The list's preview shows the last message: an edit or a deletion of it must show there too
+  // (a deleted message's words must not linger in the list).
+  const last = conversation?.last_message;
+  if (last && last.seq === change.target_seq && (change.kind === "edit" || change.kind === "delete")) {
+    conversation.last_message =
+      change.kind === "edit" ? { ...last, body: change.body } : { ...last, deleted: true, body: null };
+    renderConversationList();
+  }
   if (change.conversation_id !== state.openId) return;
   applyChange(change);
   renderMessages();
