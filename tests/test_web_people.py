@@ -152,6 +152,10 @@ def test_a_group_add_without_consent_is_an_invitation_to_accept_or_decline(
         expect(ada.page.locator("#conversation-title")).to_have_text(title)
 
     create_group("Lunch crew")
+    # Ada is told where Grace went: invited, not a member yet.
+    expect(ada.page.locator("#conversation-notice")).to_have_text(
+        "Grace is invited: they join the group when they accept."
+    )
     expect(badge(grace)).to_have_text("1 waiting")
     # Not a member until she accepts: nothing in her Chats.
     expect(grace.page.locator(".conversation-item", has_text="Lunch crew")).to_have_count(0)

@@ -255,6 +255,7 @@ async function openConversation(id) {
   state.typing.clear();
   $("message-list").replaceChildren();
   $("typing").textContent = "";
+  $("conversation-notice").textContent = "";
   history.replaceState(null, "", `#c${id}`);
   document.body.classList.add("show-conversation");
   $("conversation-title").textContent = titleOf(conversation);
@@ -508,6 +509,7 @@ async function searchToAdd() {
             .api("POST", `/conversations/${conversation.id}/members`, { user_ids: [user.id] })
             .catch(report);
           if (!updated) return;
+          showInvited(updated, [user]);
           if (updated.version > conversation.version) Object.assign(conversation, { members: updated.members, version: updated.version });
           $("add-member-search").value = "";
           $("add-member-results").replaceChildren();
@@ -769,7 +771,7 @@ sdk.addEventListener("session_ended", ({ detail }) => {
 // --- people: search, direct and group conversations ---------------------------------------
 
 let searchTimer = null;
-const picked = new Set();
+const picked = new Map(); // user id -> user, ticked for a new group
 
 $("user-search").addEventListener("input", () => {
   clearTimeout(searchTimer);
@@ -806,12 +808,12 @@ async function search() {
       const item = element("li", "person");
       const chat = element("button", "", `Chat with ${user.display_name} @${user.username}`);
       chat.type = "button";
-      chat.addEventListener("click", () => startConversation([user.id]));
+      chat.addEventListener("click", () => startConversation([user]));
       const box = document.createElement("input");
       box.type = "checkbox";
       box.checked = picked.has(user.id);
       box.setAttribute("aria-label", `Add ${user.display_name} to a new group`);
-      box.addEventListener("change", () => (box.checked ? picked.add(user.id) : picked.delete(user.id)));
+      box.addEventListener("change", () => (box.checked ? picked.set(user.id, user) : picked.delete(user.id)));
       item.append(chat, box, peopleTab.toolsFor(user));
       return item;
     }),
@@ -825,7 +827,7 @@ $("group-form").addEventListener("submit", (event) => {
     $("search-hint").textContent = "Tick the people to add to the group first.";
     return;
   }
-  startConversation([...picked], title || undefined).then(() => {
+  startConversation([...picked.values()], title || undefined).then(() => {
     picked.clear();
     // The results may still be shown: untick them too, or a tick would look made and be none.
     for (const box of $("search-results").querySelectorAll('input[type="checkbox"]')) box.checked = false;
@@ -833,14 +835,25 @@ $("group-form").addEventListener("submit", (event) => {
   });
 });
 
-async function startConversation(memberIds, title) {
-  const body = { member_ids: memberIds };
+async function startConversation(users, title) {
+  const body = { member_ids: users.map((user) => user.id) };
   if (title) body.title = title;
   try {
-    await showConversation(await sdk.api("POST", "/conversations", body));
+    const conversation = await sdk.api("POST", "/conversations", body);
+    await showConversation(conversation);
+    showInvited(conversation, users);
   } catch (error) {
     $("search-hint").textContent = describe(error);
   }
+}
+
+// People whose `group_policy` asks for consent are invited, not added (protocol §11.7): say so,
+// or the creator wonders where they went.
+function showInvited(answer, users) {
+  const names = users.filter((user) => answer.invited?.includes(user.id)).map((user) => user.display_name);
+  if (!names.length) return;
+  const who = names.length === 1 ? `${names[0]} is` : `${names.slice(0, -1).join(", ")} and ${names.at(-1)} are`;
+  $("conversation-notice").textContent = `${who} invited: they join the group when they accept.`;
 }
 
 // A conversation the server just answered with (created, found again, or joined).
