@@ -562,6 +562,16 @@ def test_the_login_screen(browser: Browser, server: WebServer) -> None:
     expect(page.get_by_role("alert").first).to_have_text("wrong username or password")
     screenshot(page, "login")
     person.errors.clear()  # the 401 of the wrong login is logged by Chromium
+    # The sign-up form says its rules before they are broken, and Chromium's complaint names
+    # them (not only "Please match the requested format.").
+    signup = page.locator("#signup-form")
+    username = signup.get_by_label("Username")
+    expect(username).to_have_accessible_description(
+        "3 to 32 letters (a to z), digits, dots or underscores. People find you by it."
+    )
+    expect(signup.get_by_label("Password")).to_have_accessible_description("At least 8 characters.")
+    username.fill("al")
+    assert "digits, dots or underscores" in username.evaluate("input => input.validationMessage")
     # Sign up, log out (the refresh token is revoked), log in again.
     person.signup()
     page.get_by_role("button", name="Log out").click()

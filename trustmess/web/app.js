@@ -53,6 +53,15 @@ $("login-form").addEventListener("submit", async (event) => {
   });
 });
 
+// The browser's own words for a bad username ("Please match the requested format.") do not
+// say what the format is.
+const newUsername = $("signup-form").elements.username;
+newUsername.addEventListener("input", () =>
+  newUsername.setCustomValidity(
+    newUsername.validity.patternMismatch ? "Use 3 to 32 letters (a to z), digits, dots or underscores." : "",
+  ),
+);
+
 $("signup-form").addEventListener("submit", async (event) => {
   event.preventDefault();
   const { username, password, display_name } = event.target.elements;
