@@ -165,6 +165,7 @@ def test_two_people_sign_up_and_chat_both_ways(
     item = grace.page.locator(".conversation-item", has_text="Ada")
     expect(item.locator(".badge")).to_have_text("1")
     expect(item.locator(".preview")).to_have_text("Hello Grace!")
+    expect(item).to_have_accessible_name("Ada: Hello Grace!, 1 unread")
     grace.open_conversation("Ada")
     expect(grace.bodies()).to_have_text(["Hello Grace!"])
     expect(item.locator(".badge")).to_have_count(0)

@@ -228,11 +228,11 @@ function renderConversationList() {
       const title = element("span", "title", titleOf(conversation));
       const preview = element("span", "preview", previewOf(conversation.last_message));
       button.append(title, preview);
-      if (conversation.unread > 0) {
-        const badge = element("span", "badge", String(conversation.unread));
-        badge.setAttribute("aria-label", `${conversation.unread} unread`);
-        button.append(badge);
-      }
+      if (conversation.unread > 0) button.append(element("span", "badge", String(conversation.unread)));
+      // Read out as "Ada: Hello, 2 unread": the parts run together otherwise, and an aria-label
+      // on the badge (a plain span) is not read at all.
+      const unread = conversation.unread > 0 ? `, ${conversation.unread} unread` : "";
+      button.setAttribute("aria-label", `${title.textContent}: ${preview.textContent}${unread}`);
       button.addEventListener("click", () => openConversation(conversation.id));
       item.append(button);
       return item;
