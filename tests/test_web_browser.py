@@ -560,7 +560,7 @@ def test_the_login_screen(browser: Browser, server: WebServer) -> None:
     page.keyboard.press("Tab")
     page.keyboard.type("wrong password")
     page.keyboard.press("Enter")
-    expect(page.get_by_role("alert").first).to_have_text("wrong username or password")
+    expect(page.get_by_role("alert").first).to_have_text("Wrong username or password")
     screenshot(page, "login")
     person.errors.clear()  # the 401 of the wrong login is logged by Chromium
     # The sign-up form says its rules before they are broken, and Chromium's complaint names

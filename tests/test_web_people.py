@@ -140,7 +140,7 @@ def test_a_group_add_without_consent_is_an_invitation_to_accept_or_decline(
     logged = len(ada.errors)
     find(ada, grace).get_by_role("button", name=f"Chat with Grace @{grace.username}").click()
     expect(ada.page.locator("#search-hint")).to_have_text(
-        "this user does not accept direct conversations from you"
+        "This user does not accept direct conversations from you"
     )
     forget_refusals(ada, logged, 403)
 
