@@ -257,6 +257,13 @@ def test_group_members_panel(
     grace.page.get_by_role("button", name="Leave group").click()
     expect(grace.page.locator(".conversation-item", has_text="Compilers")).to_have_count(0)
     expect(ada.page.locator("#member-list li")).to_have_count(1)
+    # Her open conversation closes with a word why; its members panel (and Leave) go with it,
+    # and the focus lands on the way back to the list.
+    expect(grace.page.locator("#conversation-notice")).to_have_text(
+        "You are no longer in “Compilers”."
+    )
+    expect(grace.page.locator("#members-panel")).to_be_hidden()
+    expect(grace.page.get_by_role("tab", name="Chats")).to_be_focused()
     alan.close()
 
 

@@ -705,15 +705,35 @@ sdk.addEventListener("conversation_update", async ({ detail: update }) => {
 
 sdk.addEventListener("removed", ({ detail }) => {
   sdk.unwatch(detail.conversation_id);
+  const gone = state.conversations.get(detail.conversation_id);
   state.conversations.delete(detail.conversation_id);
-  if (state.openId === detail.conversation_id) {
-    state.openId = null;
-    $("conversation-title").textContent = "No conversation open";
-    $("message-list").replaceChildren();
-    $("composer-input").disabled = $("send-button").disabled = $("members-button").disabled = true;
-  }
+  if (gone && state.openId === detail.conversation_id) closeConversation(`You are no longer in “${titleOf(gone)}”.`);
   renderConversationList();
 });
+
+// The open conversation was left (or we were removed): nothing of it stays usable, the
+// members panel and its Leave button included, and the keyboard focus is not lost with it.
+function closeConversation(notice) {
+  state.openId = null;
+  state.messages = new Map();
+  state.elements = new Map();
+  state.typing.forEach(clearTimeout);
+  state.typing.clear();
+  $("conversation-title").textContent = "No conversation open";
+  $("conversation-notice").textContent = notice;
+  $("message-list").replaceChildren();
+  $("history-status").textContent = "";
+  $("typing").textContent = "";
+  $("members-panel").hidden = true;
+  $("members-button").setAttribute("aria-expanded", "false");
+  $("composer-input").disabled = $("send-button").disabled = $("members-button").disabled = true;
+  history.replaceState(null, "", location.pathname);
+  const focus = document.activeElement;
+  if (focus === document.body || $("conversation").contains(focus)) {
+    // The back button on a phone (the list is hidden), else the conversation list's tab.
+    ($("back-button").offsetParent ? $("back-button") : $("tab-chats")).focus();
+  }
+}
 
 sdk.addEventListener("gap", async ({ detail }) => {
   if (detail.conversation_id === state.openId) await openConversation(state.openId);
