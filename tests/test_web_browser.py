@@ -223,6 +223,10 @@ def test_two_people_sign_up_and_chat_both_ways(
     screenshot(phone.page, "phone")
     phone.page.get_by_role("button", name="Back to conversations").click()
     expect(phone.page.locator(".sidebar")).to_be_visible()
+    # The skip link leads to the message box even while the list hides it.
+    phone.page.get_by_role("link", name="Skip to the message box").focus()
+    phone.page.keyboard.press("Enter")
+    expect(phone.page.get_by_label("Message", exact=True)).to_be_focused()
     phone.close()
 
 
@@ -242,6 +246,12 @@ def test_group_members_panel(
     ada.page.get_by_label("Add people").fill(alan.username)
     ada.page.get_by_role("button", name=f"Add Alan @{alan.username}").click()
     expect(ada.page.locator("#member-list li")).to_have_count(3)
+    # Escape closes the panel and gives the focus back to its button.
+    ada.page.get_by_label("Add people").press("Escape")
+    expect(ada.page.locator("#members-panel")).to_be_hidden()
+    expect(ada.page.get_by_role("button", name="Members")).to_be_focused()
+    ada.page.keyboard.press("Enter")
+    expect(ada.page.locator("#members-panel")).to_be_visible()
     # Alan gets the conversation live; Grace's members panel follows the update event.
     alan.open_conversation("Compilers")
     grace.open_conversation("Compilers")

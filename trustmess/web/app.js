@@ -30,6 +30,7 @@ const state = {
 
 function showAuth(message = "", notice = "") {
   $("app").hidden = true;
+  $("skip-link").hidden = true;
   $("auth").hidden = false;
   showAuthForms("login-form", "signup-form");
   $("auth-error").textContent = message;
@@ -265,6 +266,7 @@ async function openConversation(id) {
   $("message-list").replaceChildren();
   $("typing").textContent = "";
   $("conversation-notice").textContent = "";
+  $("skip-link").hidden = false;
   history.replaceState(null, "", `#c${id}`);
   document.body.classList.add("show-conversation");
   $("conversation-title").textContent = titleOf(conversation);
@@ -544,6 +546,14 @@ $("members-button").addEventListener("click", () => {
   $("members-button").setAttribute("aria-expanded", String(!panel.hidden));
 });
 
+// Escape closes the panel, as it closes the dialogs.
+$("members-panel").addEventListener("keydown", (event) => {
+  if (event.key !== "Escape") return;
+  $("members-panel").hidden = true;
+  $("members-button").setAttribute("aria-expanded", "false");
+  $("members-button").focus();
+});
+
 $("back-button").addEventListener("click", () => {
   document.body.classList.remove("show-conversation");
   $("conversation-list").querySelector(`[data-id="${state.openId}"]`)?.focus();
@@ -552,6 +562,13 @@ $("back-button").addEventListener("click", () => {
 // --- composing ----------------------------------------------------------------------------
 
 const input = $("composer-input");
+
+// On a phone the message box may be hidden behind the list: show the conversation first.
+$("skip-link").addEventListener("click", (event) => {
+  event.preventDefault();
+  document.body.classList.add("show-conversation");
+  input.focus();
+});
 
 input.addEventListener("keydown", (event) => {
   if (event.key === "Enter" && !event.shiftKey && !event.isComposing) {
@@ -721,6 +738,7 @@ function closeConversation(notice) {
   state.typing.clear();
   $("conversation-title").textContent = "No conversation open";
   $("conversation-notice").textContent = notice;
+  $("skip-link").hidden = true;
   $("message-list").replaceChildren();
   $("history-status").textContent = "";
   $("typing").textContent = "";
