@@ -253,8 +253,13 @@ def test_group_members_panel(
     ada.page.keyboard.press("Enter")
     expect(ada.page.locator("#members-panel")).to_be_visible()
     # Alan gets the conversation live; Grace's members panel follows the update event.
+    # In a group, "Seen" says by whom until everyone has read it.
+    ada.send("Welcome, Alan")
+    expect(ada.page.locator(".msg.mine .status")).to_have_text(["Sent"])
     alan.open_conversation("Compilers")
+    expect(ada.page.locator(".msg.mine .status")).to_have_text(["Seen by Alan"])
     grace.open_conversation("Compilers")
+    expect(ada.page.locator(".msg.mine .status")).to_have_text(["Seen by everyone"])
     grace.page.get_by_role("button", name="Members").click()
     expect(grace.page.locator("#member-list li")).to_have_count(3)
     screenshot(ada.page, "group-members")

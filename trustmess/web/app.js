@@ -343,11 +343,10 @@ $("messages").addEventListener("scroll", () => {
 function renderMessages() {
   const id = state.openId;
   const list = $("message-list");
-  const seen = seenSeq(id);
   const items = [...state.messages.values()].sort((a, b) => a.seq - b.seq);
   const wanted = [];
   for (const message of items) {
-    const status = message.sender_id !== state.me.id ? "" : message.seq <= seen ? "Seen" : "Sent";
+    const status = message.sender_id !== state.me.id ? "" : seenStatus(id, message.seq);
     wanted.push(messageElement(`s${message.seq}`, message, status));
   }
   for (const pending of sdk.outbox(id)) {
@@ -433,12 +432,18 @@ function report(error) {
   $("connection").textContent = describe(error);
 }
 
-function seenSeq(conversationId) {
-  const readers = state.readBy.get(conversationId);
-  if (!readers) return 0;
-  let seen = 0;
-  for (const [userId, seq] of readers) if (userId !== state.me.id) seen = Math.max(seen, seq);
-  return seen;
+// "Seen" in a direct conversation; in a group, by whom: one reader is not everyone.
+function seenStatus(conversationId, seq) {
+  const readers = [...(state.readBy.get(conversationId) ?? [])]
+    .filter(([userId, readSeq]) => userId !== state.me.id && readSeq >= seq)
+    .map(([userId]) => nameOf(userId));
+  if (!readers.length) return "Sent";
+  const conversation = state.conversations.get(conversationId);
+  if (conversation.kind !== "group") return "Seen";
+  const others = conversation.members.length - 1;
+  if (others > 1 && readers.length >= others) return "Seen by everyone";
+  if (readers.length > 3) return `Seen by ${readers.slice(0, 2).join(", ")} and ${readers.length - 2} others`;
+  return `Seen by ${readers.join(", ")}`;
 }
 
 function atEnd() {
