@@ -238,6 +238,8 @@ def test_group_members_panel(
     alan.signup()
     ada.page.get_by_role("tab", name="People").click()
     ada.page.get_by_label("Find people").fill(grace.username)
+    # The tick box is labelled for the eye too, not only for screen readers.
+    expect(ada.page.locator("#search-results .pick")).to_have_text("Group")
     ada.page.get_by_label(f"Add {grace.display_name} to a new group").check()
     ada.page.get_by_label("Group title").fill("Compilers")
     ada.page.get_by_role("button", name="Create group").click()
@@ -246,6 +248,7 @@ def test_group_members_panel(
     ada.page.get_by_label("Add people").fill(alan.username)
     ada.page.get_by_role("button", name=f"Add Alan @{alan.username}").click()
     expect(ada.page.locator("#member-list li")).to_have_count(3)
+    expect(ada.page.locator("#member-list li", has_text="Ada")).to_contain_text("(you, owner)")
     # Escape closes the panel and gives the focus back to its button.
     ada.page.get_by_label("Add people").press("Escape")
     expect(ada.page.locator("#members-panel")).to_be_hidden()

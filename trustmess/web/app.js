@@ -476,8 +476,9 @@ function renderMembers() {
   const owner = conversation.members.some((m) => m.id === state.me.id && m.role === "owner");
   $("member-list").replaceChildren(
     ...conversation.members.map((member) => {
-      const role = member.role === "owner" ? " (owner)" : "";
-      const item = element("li", "member", `${member.display_name} @${member.username}${role}`);
+      const notes = [member.id === state.me.id && "you", member.role === "owner" && "owner"].filter(Boolean);
+      const about = notes.length ? ` (${notes.join(", ")})` : "";
+      const item = element("li", "member", `${member.display_name} @${member.username}${about}`);
       const seen = presenceText(member.id);
       if (seen) item.append(" ", element("span", `presence ${state.presence.get(member.id).status}`, seen));
       if (group && owner && member.id !== state.me.id) {
@@ -866,7 +867,10 @@ async function search() {
       box.checked = picked.has(user.id);
       box.setAttribute("aria-label", `Add ${user.display_name} to a new group`);
       box.addEventListener("change", () => (box.checked ? picked.set(user.id, user) : picked.delete(user.id)));
-      item.append(chat, box, peopleTab.toolsFor(user));
+      // A bare checkbox says nothing to the eye; its aria-label names the person for the ear.
+      const pick = element("label", "pick");
+      pick.append(box, " Group");
+      item.append(chat, pick, peopleTab.toolsFor(user));
       return item;
     }),
   );
