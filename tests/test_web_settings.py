@@ -264,7 +264,7 @@ def test_privacy_settings_are_saved(browser: Browser, server: WebServer, ada: Pe
         grace.page.get_by_role("tab", name="People").click()
         grace.page.get_by_label("Find people").fill(ada.username)
         grace.page.get_by_role("button", name=f"Chat with Ada @{ada.username}").click()
-        expect(grace.page.locator("#search-hint")).to_have_text(
+        expect(grace.page.locator("#search-error")).to_have_text(
             "This user does not accept direct conversations from you"
         )
     finally:

@@ -839,6 +839,7 @@ $("search-form").addEventListener("submit", (event) => {
 });
 
 async function search() {
+  $("search-error").textContent = "";
   const query = $("user-search").value.trim();
   if (!query) {
     $("search-results").replaceChildren();
@@ -880,7 +881,7 @@ $("group-form").addEventListener("submit", (event) => {
   event.preventDefault();
   const title = event.target.elements.title.value.trim();
   if (!picked.size) {
-    $("search-hint").textContent = "Tick the people to add to the group first.";
+    $("search-error").textContent = "Tick the people to add to the group first.";
     return;
   }
   startConversation([...picked.values()], title || undefined).then(() => {
@@ -892,6 +893,7 @@ $("group-form").addEventListener("submit", (event) => {
 });
 
 async function startConversation(users, title) {
+  $("search-error").textContent = "";
   const body = { member_ids: users.map((user) => user.id) };
   if (title) body.title = title;
   try {
@@ -899,7 +901,7 @@ async function startConversation(users, title) {
     await showConversation(conversation);
     showInvited(conversation, users);
   } catch (error) {
-    $("search-hint").textContent = describe(error);
+    $("search-error").textContent = describe(error);
   }
 }
 
