@@ -321,6 +321,12 @@ def test_a_reload_mid_conversation_loses_and_duplicates_nothing(
     expected = ["a1", "a2", "a3", "g1", "a4", "g2"]
     expect(ada.bodies()).to_have_text(expected)
     expect(grace.bodies()).to_have_text(expected)
+    # Two days on, the times of these messages say their date too, not only the hour.
+    ada.page.clock.set_system_time(time.time() + 2 * 86400)
+    ada.page.reload()
+    expect(ada.bodies()).to_have_text(expected)
+    year = time.strftime("%Y", time.gmtime())
+    expect(ada.page.locator(".msg time").first).to_contain_text(year)
 
 
 def test_history_loads_on_scroll(people: tuple[Person, Person]) -> None:

@@ -376,7 +376,7 @@ function messageElement(key, message, status) {
   const meta = element("p", "meta");
   meta.append(element("span", "sender", mine ? "You" : nameOf(message.sender_id)));
   if (message.created_at) {
-    const time = element("time", "", new Date(message.created_at).toLocaleTimeString([], { hour: "2-digit", minute: "2-digit" }));
+    const time = element("time", "", sentAt(new Date(message.created_at)));
     time.dateTime = message.created_at;
     meta.append(" ", time);
   }
@@ -391,6 +391,13 @@ function messageElement(key, message, status) {
   if (!message.pending && !message.deleted) item.append(messageActions(message, mine));
   state.elements.set(key, [signature, item]);
   return item;
+}
+
+// The time alone for today's messages; with the date for older ones ("16:20" last week misleads).
+function sentAt(date) {
+  const time = { hour: "2-digit", minute: "2-digit" };
+  if (date.toDateString() === new Date().toDateString()) return date.toLocaleTimeString([], time);
+  return date.toLocaleString([], { dateStyle: "medium", timeStyle: "short" });
 }
 
 function messageActions(message, mine) {
