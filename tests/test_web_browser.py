@@ -399,6 +399,9 @@ def test_offline_and_back_every_message_arrives_once_in_order(
     grace.send("written offline 1")
     grace.send("written offline 2")
     expect(grace.page.locator(".msg.pending .status")).to_have_text(["Sending…", "Sending…"])
+    # Marked by a dashed border, not by fading the words out of legibility.
+    expect(grace.page.locator(".msg.pending").first).to_have_css("opacity", "1")
+    expect(grace.page.locator(".msg.pending").first).to_have_css("border-top-style", "dashed")
     screenshot(grace.page, "reconnecting")
     expect(ada.page.locator(".msg.pending")).to_have_count(0)  # Ada's are stored: seqs 2-6
 
