@@ -165,6 +165,7 @@ def test_two_people_sign_up_and_chat_both_ways(
     item = grace.page.locator(".conversation-item", has_text="Ada")
     expect(item.locator(".badge")).to_have_text("1")
     expect(item.locator(".preview")).to_have_text("Hello Grace!")
+    expect(item).to_have_accessible_name("Ada: Hello Grace!, 1 unread")
     grace.open_conversation("Ada")
     expect(grace.bodies()).to_have_text(["Hello Grace!"])
     expect(item.locator(".badge")).to_have_count(0)
@@ -192,6 +193,8 @@ def test_two_people_sign_up_and_chat_both_ways(
     ada.page.once("dialog", lambda dialog: dialog.accept())
     ada.page.get_by_role("button", name="Delete message 3").click()
     expect(grace.page.locator(".msg[data-seq='3'] .body")).to_have_text("Message deleted")
+    # It was the last message: the list's preview does not keep its words.
+    expect(item.locator(".preview")).to_have_text("Message deleted")
     grace.page.get_by_role("button", name="Members").click()
     expect(grace.page.locator("#member-list li")).to_have_count(2)
     screenshot(ada.page, "chat")
@@ -220,6 +223,10 @@ def test_two_people_sign_up_and_chat_both_ways(
     screenshot(phone.page, "phone")
     phone.page.get_by_role("button", name="Back to conversations").click()
     expect(phone.page.locator(".sidebar")).to_be_visible()
+    # The skip link leads to the message box even while the list hides it.
+    phone.page.get_by_role("link", name="Skip to the message box").focus()
+    phone.page.keyboard.press("Enter")
+    expect(phone.page.get_by_label("Message", exact=True)).to_be_focused()
     phone.close()
 
 
@@ -231,6 +238,8 @@ def test_group_members_panel(
     alan.signup()
     ada.page.get_by_role("tab", name="People").click()
     ada.page.get_by_label("Find people").fill(grace.username)
+    # The tick box is labelled for the eye too, not only for screen readers.
+    expect(ada.page.locator("#search-results .pick")).to_have_text("Group")
     ada.page.get_by_label(f"Add {grace.display_name} to a new group").check()
     ada.page.get_by_label("Group title").fill("Compilers")
     ada.page.get_by_role("button", name="Create group").click()
@@ -239,9 +248,21 @@ def test_group_members_panel(
     ada.page.get_by_label("Add people").fill(alan.username)
     ada.page.get_by_role("button", name=f"Add Alan @{alan.username}").click()
     expect(ada.page.locator("#member-list li")).to_have_count(3)
+    expect(ada.page.locator("#member-list li", has_text="Ada")).to_contain_text("(you, owner)")
+    # Escape closes the panel and gives the focus back to its button.
+    ada.page.get_by_label("Add people").press("Escape")
+    expect(ada.page.locator("#members-panel")).to_be_hidden()
+    expect(ada.page.get_by_role("button", name="Members")).to_be_focused()
+    ada.page.keyboard.press("Enter")
+    expect(ada.page.locator("#members-panel")).to_be_visible()
     # Alan gets the conversation live; Grace's members panel follows the update event.
+    # In a group, "Seen" says by whom until everyone has read it.
+    ada.send("Welcome, Alan")
+    expect(ada.page.locator(".msg.mine .status")).to_have_text(["Sent"])
     alan.open_conversation("Compilers")
+    expect(ada.page.locator(".msg.mine .status")).to_have_text(["Seen by Alan"])
     grace.open_conversation("Compilers")
+    expect(ada.page.locator(".msg.mine .status")).to_have_text(["Seen by everyone"])
     grace.page.get_by_role("button", name="Members").click()
     expect(grace.page.locator("#member-list li")).to_have_count(3)
     screenshot(ada.page, "group-members")
@@ -254,6 +275,13 @@ def test_group_members_panel(
     grace.page.get_by_role("button", name="Leave group").click()
     expect(grace.page.locator(".conversation-item", has_text="Compilers")).to_have_count(0)
     expect(ada.page.locator("#member-list li")).to_have_count(1)
+    # Her open conversation closes with a word why; its members panel (and Leave) go with it,
+    # and the focus lands on the way back to the list.
+    expect(grace.page.locator("#conversation-notice")).to_have_text(
+        "You are no longer in “Compilers”."
+    )
+    expect(grace.page.locator("#members-panel")).to_be_hidden()
+    expect(grace.page.get_by_role("tab", name="Chats")).to_be_focused()
     alan.close()
 
 
@@ -293,6 +321,12 @@ def test_a_reload_mid_conversation_loses_and_duplicates_nothing(
     expected = ["a1", "a2", "a3", "g1", "a4", "g2"]
     expect(ada.bodies()).to_have_text(expected)
     expect(grace.bodies()).to_have_text(expected)
+    # Two days on, the times of these messages say their date too, not only the hour.
+    ada.page.clock.set_system_time(time.time() + 2 * 86400)
+    ada.page.reload()
+    expect(ada.bodies()).to_have_text(expected)
+    year = time.strftime("%Y", time.gmtime())
+    expect(ada.page.locator(".msg time").first).to_contain_text(year)
 
 
 def test_history_loads_on_scroll(people: tuple[Person, Person]) -> None:
@@ -365,6 +399,9 @@ def test_offline_and_back_every_message_arrives_once_in_order(
     grace.send("written offline 1")
     grace.send("written offline 2")
     expect(grace.page.locator(".msg.pending .status")).to_have_text(["Sending…", "Sending…"])
+    # Marked by a dashed border, not by fading the words out of legibility.
+    expect(grace.page.locator(".msg.pending").first).to_have_css("opacity", "1")
+    expect(grace.page.locator(".msg.pending").first).to_have_css("border-top-style", "dashed")
     screenshot(grace.page, "reconnecting")
     expect(ada.page.locator(".msg.pending")).to_have_count(0)  # Ada's are stored: seqs 2-6
 
@@ -557,9 +594,19 @@ def test_the_login_screen(browser: Browser, server: WebServer) -> None:
     page.keyboard.press("Tab")
     page.keyboard.type("wrong password")
     page.keyboard.press("Enter")
-    expect(page.get_by_role("alert").first).to_have_text("wrong username or password")
+    expect(page.get_by_role("alert").first).to_have_text("Wrong username or password")
     screenshot(page, "login")
     person.errors.clear()  # the 401 of the wrong login is logged by Chromium
+    # The sign-up form says its rules before they are broken, and Chromium's complaint names
+    # them (not only "Please match the requested format.").
+    signup = page.locator("#signup-form")
+    username = signup.get_by_label("Username")
+    expect(username).to_have_accessible_description(
+        "3 to 32 letters (a to z), digits, dots or underscores. People find you by it."
+    )
+    expect(signup.get_by_label("Password")).to_have_accessible_description("At least 8 characters.")
+    username.fill("al")
+    assert "digits, dots or underscores" in username.evaluate("input => input.validationMessage")
     # Sign up, log out (the refresh token is revoked), log in again.
     person.signup()
     page.get_by_role("button", name="Log out").click()

@@ -139,9 +139,12 @@ def test_a_group_add_without_consent_is_an_invitation_to_accept_or_decline(
     # A direct conversation she did not consent to is refused, in words.
     logged = len(ada.errors)
     find(ada, grace).get_by_role("button", name=f"Chat with Grace @{grace.username}").click()
-    expect(ada.page.locator("#search-hint")).to_have_text(
-        "this user does not accept direct conversations from you"
+    refusal = ada.page.get_by_role("alert").filter(
+        has_text="This user does not accept direct conversations from you"
     )
+    expect(refusal).to_be_visible()
+    # In red, beside the instructions, which stay; the next search clears it.
+    expect(ada.page.locator("#search-hint")).to_contain_text("Chat with a person")
     forget_refusals(ada, logged, 403)
 
     def create_group(title: str) -> None:
@@ -152,6 +155,11 @@ def test_a_group_add_without_consent_is_an_invitation_to_accept_or_decline(
         expect(ada.page.locator("#conversation-title")).to_have_text(title)
 
     create_group("Lunch crew")
+    expect(refusal).to_have_count(0)
+    # Ada is told where Grace went: invited, not a member yet.
+    expect(ada.page.locator("#conversation-notice")).to_have_text(
+        "Grace is invited: they join the group when they accept."
+    )
     expect(badge(grace)).to_have_text("1 waiting")
     # Not a member until she accepts: nothing in her Chats.
     expect(grace.page.locator(".conversation-item", has_text="Lunch crew")).to_have_count(0)

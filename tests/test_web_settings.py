@@ -216,7 +216,7 @@ def test_changing_the_password_signs_out_the_other_devices(
             phone, "Your password was changed on another device: log in with the new one."
         )
         log_in(phone.page, ada.username, PASSWORD)
-        expect(phone.page.locator("#auth-error")).to_have_text("wrong username or password")
+        expect(phone.page.locator("#auth-error")).to_have_text("Wrong username or password")
         log_in(phone.page, ada.username, NEW_PASSWORD)
         expect(phone.page.locator("#connection")).to_have_attribute("data-state", "online")
         # The device that changed it stays signed in.
@@ -264,8 +264,8 @@ def test_privacy_settings_are_saved(browser: Browser, server: WebServer, ada: Pe
         grace.page.get_by_role("tab", name="People").click()
         grace.page.get_by_label("Find people").fill(ada.username)
         grace.page.get_by_role("button", name=f"Chat with Ada @{ada.username}").click()
-        expect(grace.page.locator("#search-hint")).to_have_text(
-            "this user does not accept direct conversations from you"
+        expect(grace.page.locator("#search-error")).to_have_text(
+            "This user does not accept direct conversations from you"
         )
     finally:
         close_refusing(grace)
@@ -350,7 +350,7 @@ def test_deleting_the_account(server: WebServer, ada: Person) -> None:
     expect(page.locator("#auth-error")).to_have_text("")
     assert page.evaluate("localStorage.getItem('trustmess:session')") is None
     log_in(page, ada.username, PASSWORD)
-    expect(page.locator("#auth-error")).to_have_text("wrong username or password")
+    expect(page.locator("#auth-error")).to_have_text("Wrong username or password")
     # Its access token, not expired yet, is refused at once.
     with pytest.raises(urllib.error.HTTPError) as refused:
         api(server, "GET", "/users/me", token)

@@ -30,6 +30,7 @@ const state = {
 
 function showAuth(message = "", notice = "") {
   $("app").hidden = true;
+  $("skip-link").hidden = true;
   $("auth").hidden = false;
   showAuthForms("login-form", "signup-form");
   $("auth-error").textContent = message;
@@ -52,6 +53,15 @@ $("login-form").addEventListener("submit", async (event) => {
     await enterApp();
   });
 });
+
+// The browser's own words for a bad username ("Please match the requested format.") do not
+// say what the format is.
+const newUsername = $("signup-form").elements.username;
+newUsername.addEventListener("input", () =>
+  newUsername.setCustomValidity(
+    newUsername.validity.patternMismatch ? "Use 3 to 32 letters (a to z), digits, dots or underscores." : "",
+  ),
+);
 
 $("signup-form").addEventListener("submit", async (event) => {
   event.preventDefault();
@@ -219,11 +229,11 @@ function renderConversationList() {
       const title = element("span", "title", titleOf(conversation));
       const preview = element("span", "preview", previewOf(conversation.last_message));
       button.append(title, preview);
-      if (conversation.unread > 0) {
-        const badge = element("span", "badge", String(conversation.unread));
-        badge.setAttribute("aria-label", `${conversation.unread} unread`);
-        button.append(badge);
-      }
+      if (conversation.unread > 0) button.append(element("span", "badge", String(conversation.unread)));
+      // Read out as "Ada: Hello, 2 unread": the parts run together otherwise, and an aria-label
+      // on the badge (a plain span) is not read at all.
+      const unread = conversation.unread > 0 ? `, ${conversation.unread} unread` : "";
+      button.setAttribute("aria-label", `${title.textContent}: ${preview.textContent}${unread}`);
       button.addEventListener("click", () => openConversation(conversation.id));
       item.append(button);
       return item;
@@ -255,6 +265,8 @@ async function openConversation(id) {
   state.typing.clear();
   $("message-list").replaceChildren();
   $("typing").textContent = "";
+  $("conversation-notice").textContent = "";
+  $("skip-link").hidden = false;
   history.replaceState(null, "", `#c${id}`);
   document.body.classList.add("show-conversation");
   $("conversation-title").textContent = titleOf(conversation);
@@ -331,11 +343,10 @@ $("messages").addEventListener("scroll", () => {
 function renderMessages() {
   const id = state.openId;
   const list = $("message-list");
-  const seen = seenSeq(id);
   const items = [...state.messages.values()].sort((a, b) => a.seq - b.seq);
   const wanted = [];
   for (const message of items) {
-    const status = message.sender_id !== state.me.id ? "" : message.seq <= seen ? "Seen" : "Sent";
+    const status = message.sender_id !== state.me.id ? "" : seenStatus(id, message.seq);
     wanted.push(messageElement(`s${message.seq}`, message, status));
   }
   for (const pending of sdk.outbox(id)) {
@@ -365,7 +376,7 @@ function messageElement(key, message, status) {
   const meta = element("p", "meta");
   meta.append(element("span", "sender", mine ? "You" : nameOf(message.sender_id)));
   if (message.created_at) {
-    const time = element("time", "", new Date(message.created_at).toLocaleTimeString([], { hour: "2-digit", minute: "2-digit" }));
+    const time = element("time", "", sentAt(new Date(message.created_at)));
     time.dateTime = message.created_at;
     meta.append(" ", time);
   }
@@ -380,6 +391,13 @@ function messageElement(key, message, status) {
   if (!message.pending && !message.deleted) item.append(messageActions(message, mine));
   state.elements.set(key, [signature, item]);
   return item;
+}
+
+// The time alone for today's messages; with the date for older ones ("16:20" last week misleads).
+function sentAt(date) {
+  const time = { hour: "2-digit", minute: "2-digit" };
+  if (date.toDateString() === new Date().toDateString()) return date.toLocaleTimeString([], time);
+  return date.toLocaleString([], { dateStyle: "medium", timeStyle: "short" });
 }
 
 function messageActions(message, mine) {
@@ -421,12 +439,18 @@ function report(error) {
   $("connection").textContent = describe(error);
 }
 
-function seenSeq(conversationId) {
-  const readers = state.readBy.get(conversationId);
-  if (!readers) return 0;
-  let seen = 0;
-  for (const [userId, seq] of readers) if (userId !== state.me.id) seen = Math.max(seen, seq);
-  return seen;
+// "Seen" in a direct conversation; in a group, by whom: one reader is not everyone.
+function seenStatus(conversationId, seq) {
+  const readers = [...(state.readBy.get(conversationId) ?? [])]
+    .filter(([userId, readSeq]) => userId !== state.me.id && readSeq >= seq)
+    .map(([userId]) => nameOf(userId));
+  if (!readers.length) return "Sent";
+  const conversation = state.conversations.get(conversationId);
+  if (conversation.kind !== "group") return "Seen";
+  const others = conversation.members.length - 1;
+  if (others > 1 && readers.length >= others) return "Seen by everyone";
+  if (readers.length > 3) return `Seen by ${readers.slice(0, 2).join(", ")} and ${readers.length - 2} others`;
+  return `Seen by ${readers.join(", ")}`;
 }
 
 function atEnd() {
@@ -459,8 +483,9 @@ function renderMembers() {
   const owner = conversation.members.some((m) => m.id === state.me.id && m.role === "owner");
   $("member-list").replaceChildren(
     ...conversation.members.map((member) => {
-      const role = member.role === "owner" ? " (owner)" : "";
-      const item = element("li", "member", `${member.display_name} @${member.username}${role}`);
+      const notes = [member.id === state.me.id && "you", member.role === "owner" && "owner"].filter(Boolean);
+      const about = notes.length ? ` (${notes.join(", ")})` : "";
+      const item = element("li", "member", `${member.display_name} @${member.username}${about}`);
       const seen = presenceText(member.id);
       if (seen) item.append(" ", element("span", `presence ${state.presence.get(member.id).status}`, seen));
       if (group && owner && member.id !== state.me.id) {
@@ -508,6 +533,7 @@ async function searchToAdd() {
             .api("POST", `/conversations/${conversation.id}/members`, { user_ids: [user.id] })
             .catch(report);
           if (!updated) return;
+          showInvited(updated, [user]);
           if (updated.version > conversation.version) Object.assign(conversation, { members: updated.members, version: updated.version });
           $("add-member-search").value = "";
           $("add-member-results").replaceChildren();
@@ -533,6 +559,14 @@ $("members-button").addEventListener("click", () => {
   $("members-button").setAttribute("aria-expanded", String(!panel.hidden));
 });
 
+// Escape closes the panel, as it closes the dialogs.
+$("members-panel").addEventListener("keydown", (event) => {
+  if (event.key !== "Escape") return;
+  $("members-panel").hidden = true;
+  $("members-button").setAttribute("aria-expanded", "false");
+  $("members-button").focus();
+});
+
 $("back-button").addEventListener("click", () => {
   document.body.classList.remove("show-conversation");
   $("conversation-list").querySelector(`[data-id="${state.openId}"]`)?.focus();
@@ -541,6 +575,13 @@ $("back-button").addEventListener("click", () => {
 // --- composing ----------------------------------------------------------------------------
 
 const input = $("composer-input");
+
+// On a phone the message box may be hidden behind the list: show the conversation first.
+$("skip-link").addEventListener("click", (event) => {
+  event.preventDefault();
+  document.body.classList.add("show-conversation");
+  input.focus();
+});
 
 input.addEventListener("keydown", (event) => {
   if (event.key === "Enter" && !event.shiftKey && !event.isComposing) {
@@ -595,6 +636,14 @@ sdk.addEventListener("message", ({ detail: message }) => {
 sdk.addEventListener("change", ({ detail: change }) => {
   const conversation = state.conversations.get(change.conversation_id);
   if (conversation) conversation.last_seq = Math.max(conversation.last_seq, change.seq);
+  // The list's preview shows the last message: an edit or a deletion of it must show there too
+  // (a deleted message's words must not linger in the list).
+  const last = conversation?.last_message;
+  if (last && last.seq === change.target_seq && (change.kind === "edit" || change.kind === "delete")) {
+    conversation.last_message =
+      change.kind === "edit" ? { ...last, body: change.body } : { ...last, deleted: true, body: null };
+    renderConversationList();
+  }
   if (change.conversation_id !== state.openId) return;
   applyChange(change);
   renderMessages();
@@ -686,15 +735,36 @@ sdk.addEventListener("conversation_update", async ({ detail: update }) => {
 
 sdk.addEventListener("removed", ({ detail }) => {
   sdk.unwatch(detail.conversation_id);
+  const gone = state.conversations.get(detail.conversation_id);
   state.conversations.delete(detail.conversation_id);
-  if (state.openId === detail.conversation_id) {
-    state.openId = null;
-    $("conversation-title").textContent = "No conversation open";
-    $("message-list").replaceChildren();
-    $("composer-input").disabled = $("send-button").disabled = $("members-button").disabled = true;
-  }
+  if (gone && state.openId === detail.conversation_id) closeConversation(`You are no longer in “${titleOf(gone)}”.`);
   renderConversationList();
 });
+
+// The open conversation was left (or we were removed): nothing of it stays usable, the
+// members panel and its Leave button included, and the keyboard focus is not lost with it.
+function closeConversation(notice) {
+  state.openId = null;
+  state.messages = new Map();
+  state.elements = new Map();
+  state.typing.forEach(clearTimeout);
+  state.typing.clear();
+  $("conversation-title").textContent = "No conversation open";
+  $("conversation-notice").textContent = notice;
+  $("skip-link").hidden = true;
+  $("message-list").replaceChildren();
+  $("history-status").textContent = "";
+  $("typing").textContent = "";
+  $("members-panel").hidden = true;
+  $("members-button").setAttribute("aria-expanded", "false");
+  $("composer-input").disabled = $("send-button").disabled = $("members-button").disabled = true;
+  history.replaceState(null, "", location.pathname);
+  const focus = document.activeElement;
+  if (focus === document.body || $("conversation").contains(focus)) {
+    // The back button on a phone (the list is hidden), else the conversation list's tab.
+    ($("back-button").offsetParent ? $("back-button") : $("tab-chats")).focus();
+  }
+}
 
 sdk.addEventListener("gap", async ({ detail }) => {
   if (detail.conversation_id === state.openId) await openConversation(state.openId);
@@ -761,7 +831,7 @@ sdk.addEventListener("session_ended", ({ detail }) => {
 // --- people: search, direct and group conversations ---------------------------------------
 
 let searchTimer = null;
-const picked = new Set();
+const picked = new Map(); // user id -> user, ticked for a new group
 
 $("user-search").addEventListener("input", () => {
   clearTimeout(searchTimer);
@@ -776,6 +846,7 @@ $("search-form").addEventListener("submit", (event) => {
 });
 
 async function search() {
+  $("search-error").textContent = "";
   const query = $("user-search").value.trim();
   if (!query) {
     $("search-results").replaceChildren();
@@ -798,13 +869,16 @@ async function search() {
       const item = element("li", "person");
       const chat = element("button", "", `Chat with ${user.display_name} @${user.username}`);
       chat.type = "button";
-      chat.addEventListener("click", () => startConversation([user.id]));
+      chat.addEventListener("click", () => startConversation([user]));
       const box = document.createElement("input");
       box.type = "checkbox";
       box.checked = picked.has(user.id);
       box.setAttribute("aria-label", `Add ${user.display_name} to a new group`);
-      box.addEventListener("change", () => (box.checked ? picked.add(user.id) : picked.delete(user.id)));
-      item.append(chat, box, peopleTab.toolsFor(user));
+      box.addEventListener("change", () => (box.checked ? picked.set(user.id, user) : picked.delete(user.id)));
+      // A bare checkbox says nothing to the eye; its aria-label names the person for the ear.
+      const pick = element("label", "pick");
+      pick.append(box, " Group");
+      item.append(chat, pick, peopleTab.toolsFor(user));
       return item;
     }),
   );
@@ -814,10 +888,10 @@ $("group-form").addEventListener("submit", (event) => {
   event.preventDefault();
   const title = event.target.elements.title.value.trim();
   if (!picked.size) {
-    $("search-hint").textContent = "Tick the people to add to the group first.";
+    $("search-error").textContent = "Tick the people to add to the group first.";
     return;
   }
-  startConversation([...picked], title || undefined).then(() => {
+  startConversation([...picked.values()], title || undefined).then(() => {
     picked.clear();
     // The results may still be shown: untick them too, or a tick would look made and be none.
     for (const box of $("search-results").querySelectorAll('input[type="checkbox"]')) box.checked = false;
@@ -825,14 +899,26 @@ $("group-form").addEventListener("submit", (event) => {
   });
 });
 
-async function startConversation(memberIds, title) {
-  const body = { member_ids: memberIds };
+async function startConversation(users, title) {
+  $("search-error").textContent = "";
+  const body = { member_ids: users.map((user) => user.id) };
   if (title) body.title = title;
   try {
-    await showConversation(await sdk.api("POST", "/conversations", body));
+    const conversation = await sdk.api("POST", "/conversations", body);
+    await showConversation(conversation);
+    showInvited(conversation, users);
   } catch (error) {
-    $("search-hint").textContent = describe(error);
+    $("search-error").textContent = describe(error);
   }
+}
+
+// People whose `group_policy` asks for consent are invited, not added (protocol §11.7): say so,
+// or the creator wonders where they went.
+function showInvited(answer, users) {
+  const names = users.filter((user) => answer.invited?.includes(user.id)).map((user) => user.display_name);
+  if (!names.length) return;
+  const who = names.length === 1 ? `${names[0]} is` : `${names.slice(0, -1).join(", ")} and ${names.at(-1)} are`;
+  $("conversation-notice").textContent = `${who} invited: they join the group when they accept.`;
 }
 
 // A conversation the server just answered with (created, found again, or joined).

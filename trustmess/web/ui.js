@@ -14,11 +14,16 @@ export function element(tag, className, text) {
 export function describe(error) {
   if (!(error instanceof ApiError)) return "The server cannot be reached. Try again.";
   if (error.status === 429) return `Too many attempts: wait ${error.retryAfter ?? "a few"} s.`;
-  if (!error.field) return error.message;
+  // The server's messages start in lower case ("wrong username or password"): a sentence here.
+  if (!error.field) return sentence(error.message);
   // A 422's message starts with the field's name ("current_password: is not…"): said once,
   // in words.
   const name = error.field.replaceAll("_", " ");
   const prefix = `${error.field}: `;
   const rule = error.message.startsWith(prefix) ? error.message.slice(prefix.length) : error.message;
-  return `${name[0].toUpperCase()}${name.slice(1)}: ${rule}`;
+  return `${sentence(name)}: ${rule}`;
+}
+
+function sentence(text) {
+  return text ? `${text[0].toUpperCase()}${text.slice(1)}` : text;
 }
