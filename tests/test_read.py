@@ -251,3 +251,36 @@ async def test_a_send_moves_the_senders_marker_for_every_read_on_its_node(
     assert frame["data"]["read_seq"] == 8
     await ws.close()
     await other.close()
+
+
+async def test_every_members_marker_for_read_receipts(
+    make_client, make_user, make_group, insert_messages
+) -> None:
+    """GET /conversations/{id}/read: each member's marker, pending acks counted, members only."""
+    client = await make_client(read_flush_ms=60_000)  # acks stay pending on this node
+    alice, bob, carol, mallory = [await make_user() for _ in range(4)]
+    cid = await make_group(alice, bob, carol)
+    await insert_messages(cid, alice.id, 4)
+    assert (await mark_read(client, bob, cid, 3)).status == 200
+    ws = await client.ws_connect("/ws", headers=carol.headers)
+    assert (await ws.receive_json())["type"] == "hello"
+    await ws.send_json({"type": "ack", "ref": 1, "conversation_id": cid, "seq": 2})
+    assert (await ws.receive_json())["data"]["read_seq"] == 2
+    resp = await client.get(f"/conversations/{cid}/read", headers=alice.headers)
+    assert resp.status == 200
+    assert await resp.json() == {
+        "items": sorted(
+            [
+                {"user_id": alice.id, "read_seq": 0},
+                {"user_id": bob.id, "read_seq": 3},
+                {"user_id": carol.id, "read_seq": 2},
+            ],
+            key=lambda item: item["user_id"],
+        )
+    }
+    hidden = await client.get(f"/conversations/{cid}/read", headers=mallory.headers)
+    missing = await client.get("/conversations/999999999/read", headers=mallory.headers)
+    assert hidden.status == missing.status == 404
+    assert await hidden.json() == await missing.json()
+    assert (await client.get(f"/conversations/{cid}/read")).status == 401
+    await ws.close()

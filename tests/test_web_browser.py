@@ -321,10 +321,13 @@ def test_a_reload_mid_conversation_loses_and_duplicates_nothing(
     expected = ["a1", "a2", "a3", "g1", "a4", "g2"]
     expect(ada.bodies()).to_have_text(expected)
     expect(grace.bodies()).to_have_text(expected)
-    # Two days on, the times of these messages say their date too, not only the hour.
+    expect(ada.page.locator(".msg.mine .status").last).to_have_text("Seen")
+    # Two days on, the times of these messages say their date too, not only the hour; and
+    # the read receipt survives the reload (GET /conversations/{id}/read).
     ada.page.clock.set_system_time(time.time() + 2 * 86400)
     ada.page.reload()
     expect(ada.bodies()).to_have_text(expected)
+    expect(ada.page.locator(".msg.mine .status").last).to_have_text("Seen")
     year = time.strftime("%Y", time.gmtime())
     expect(ada.page.locator(".msg time").first).to_contain_text(year)
 

@@ -99,6 +99,7 @@ async def test_conversation_flow(client, sdk, make_user) -> None:
     read = await inbox_a.next(Read)
     assert (read.user_id, read.seq) == (bob.id, 6)
     assert await a.mark_read(conv.id, 6) == 6
+    assert await b.read_markers(conv.id) == {alice.id: 6, bob.id: 6}
 
     renamed = await a.rename(conv.id, "Friday lunch")
     update = await inbox_b.next(ConversationUpdate)

@@ -249,6 +249,11 @@ class Client:
         """``ack`` over HTTP: move your read marker; return the marker now."""
         return await self.http.mark_read(conversation_id, seq)
 
+    async def read_markers(self, conversation_id: int) -> dict[int, int]:
+        """Every member's read marker, ``{user_id: read_seq}`` (read receipts; ``Read``
+        events keep them current)."""
+        return await self.http.read_markers(conversation_id)
+
     async def history(
         self,
         conversation_id: int,

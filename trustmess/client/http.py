@@ -279,6 +279,10 @@ class HttpApi:
         read_seq: int = answer["read_seq"]
         return read_seq
 
+    async def read_markers(self, conversation_id: int) -> dict[int, int]:
+        answer = await self.call("GET", f"/conversations/{conversation_id}/read")
+        return {int(item["user_id"]): int(item["read_seq"]) for item in answer["items"]}
+
     # --- history -----------------------------------------------------------------------
 
     async def history_page(

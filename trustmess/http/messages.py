@@ -31,7 +31,7 @@ from trustmess.store.changes import NewChange
 from trustmess.store.conversations import is_member
 from trustmess.store.history import Entry, member_entries_after, member_page
 from trustmess.store.messages import NewMessage
-from trustmess.store.readmarkers import advance_read_marker
+from trustmess.store.readmarkers import advance_read_marker, members_read_markers
 from trustmess.store.search import search_messages, search_terms
 from trustmess.wire.validation import (
     BIGINT_MAX,
@@ -117,6 +117,25 @@ async def mark_read(request: web.Request) -> web.Response:
     if moved:
         request.app[NOTIFIER].read_moved(conversation_id, user_id, read_seq)
     return json_response({"read_seq": read_seq})
+
+
+@routes.get("/conversations/{id}/read")
+async def members_read_markers_view(request: web.Request) -> web.Response:
+    """Every member's read marker (what read receipts show after a reload; ``read`` events
+    keep it current): ``{items: [{user_id, read_seq}]}``, by user id. Members only (404)."""
+    user_id = await current_user_id(request)
+    conversation_id = path_id(request, "id")
+    async with request.app[POOL].acquire() as conn:
+        stored = await members_read_markers(conn, conversation_id, user_id)
+    if not stored:
+        raise conversation_not_found()
+    # Acks and sends this node has not written yet count too (readbuffer.py).
+    markers = request.app[READ_MARKERS]
+    items = [
+        {"user_id": member, "read_seq": max(seq, markers.current(conversation_id, member))}
+        for member, seq in stored
+    ]
+    return json_response({"items": items})
 
 
 def _query_change_id(request: web.Request) -> str | None:

@@ -77,3 +77,17 @@ async def advance_read_markers(conn: DbConnection, markers: list[tuple[int, int,
         [m[1] for m in ordered],
         [m[2] for m in ordered],
     )
+
+
+async def members_read_markers(
+    conn: DbConnection, conversation_id: int, user_id: int
+) -> list[tuple[int, int]]:
+    """Every member's ``(user_id, read_seq)`` when ``user_id`` is a member; [] when not."""
+    rows = await conn.fetch(
+        "SELECT m.user_id, m.last_read_seq FROM conversation_members m "
+        "WHERE m.conversation_id = $1 AND EXISTS (SELECT 1 FROM conversation_members me "
+        "WHERE me.conversation_id = $1 AND me.user_id = $2) ORDER BY m.user_id",
+        conversation_id,
+        user_id,
+    )
+    return [(row["user_id"], row["last_read_seq"]) for row in rows]

@@ -289,6 +289,19 @@ async function openConversation(id) {
   scrollToEnd();
   markRead();
   $("composer-input").focus();
+  loadReceipts(id);
+}
+
+// Read receipts as they stand (protocol §11.4 step 7); `read` events keep them current.
+async function loadReceipts(id) {
+  const markers = await sdk.api("GET", `/conversations/${id}/read`).catch(() => null);
+  if (!markers || state.openId !== id) return;
+  if (!state.readBy.has(id)) state.readBy.set(id, new Map());
+  const readers = state.readBy.get(id);
+  for (const { user_id, read_seq } of markers.items) {
+    readers.set(user_id, Math.max(readers.get(user_id) ?? 0, read_seq));
+  }
+  renderMessages();
 }
 
 function mergeMessage(item) {
