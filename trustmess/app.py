@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+import asyncio
+import logging
+from collections.abc import AsyncIterator, Awaitable
 
 from aiohttp import web
 
@@ -49,6 +51,21 @@ from trustmess.settings import Settings
 from trustmess.store.activeusers import ActiveUsers
 from trustmess.store.history import entries_in_range
 from trustmess.wire import events
+
+log = logging.getLogger(__name__)
+
+# A shutdown step that has not finished after this long is logged by name and left behind:
+# stopping must end (the writer's last batch and the marker flush take well under a second).
+SHUTDOWN_STEP_S = 20.0
+
+
+async def _stop(name: str, step: Awaitable[None]) -> None:
+    """Run one shutdown step, bounded by SHUTDOWN_STEP_S."""
+    try:
+        await asyncio.wait_for(step, SHUTDOWN_STEP_S)
+    except TimeoutError:
+        log.error("shutdown: %s did not finish within %g s; going on", name, SHUTDOWN_STEP_S)
+
 
 LINGER_S = 1.0
 # How much clocks of the nodes may disagree: an ended session's access tokens are refused for
@@ -145,8 +162,9 @@ async def _database(app: web.Application) -> AsyncIterator[None]:
     try:
         yield
     finally:
-        await app[appkeys.WRITER_POOL].close()
-        await pool.close()
+        # A pool whose close overran is terminated by asyncpg (close() cancelled).
+        await _stop("closing the writer's connections", app[appkeys.WRITER_POOL].close())
+        await _stop("closing the database pool", pool.close())
 
 
 async def _mail(app: web.Application) -> AsyncIterator[None]:
@@ -168,7 +186,7 @@ async def _mail(app: web.Application) -> AsyncIterator[None]:
     try:
         yield
     finally:
-        await outbox.close()
+        await _stop("the mail queue", outbox.close())
 
 
 async def _realtime(app: web.Application) -> AsyncIterator[None]:
@@ -201,12 +219,12 @@ async def _realtime(app: web.Application) -> AsyncIterator[None]:
     try:
         yield
     finally:
-        await gateway.heartbeat.close()
+        await _stop("the heartbeat", gateway.heartbeat.close())
         gateway.expiry.close()
-        await writer.close()
-        await markers.close()
-        await presence.close()
-        await hub.close()
+        await _stop("the message writer", writer.close())
+        await _stop("the read-marker flush", markers.close())
+        await _stop("presence", presence.close())
+        await _stop("the message bus", hub.close())
 
 
 def _make_presence_directory(app: web.Application) -> PresenceDirectory:
