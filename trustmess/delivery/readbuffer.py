@@ -6,8 +6,8 @@ sends. Dirty markers (acks, and the markers senders' own messages move) are flus
 ``flush_s`` in one statement (``GREATEST`` in SQL, so a late flush can never move a marker
 back). An ack's reply may therefore precede its write by up to ``flush_s``; on shutdown
 everything pending is flushed before the pool closes. A crash loses at most the last
-``flush_s`` of marker moves: never a message, and ``unread`` does not count one's own
-messages anyway.
+``flush_s`` of marker moves (never a message): what they covered shows as unread again until
+the user's next ack.
 
 Read-your-writes on this node: an HTTP view that shows a user's markers first calls
 ``flush_user``, which writes that user's pending markers at once (and costs nothing when there
