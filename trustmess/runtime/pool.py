@@ -12,16 +12,7 @@ from trustmess.settings import Settings
 
 async def create_pool(settings: Settings, dsn: str) -> asyncpg.Pool:
     """The pool every request, command and flush shares."""
-    pool = await asyncpg.create_pool(
-        dsn,
-        min_size=settings.pool_min,
-        max_size=settings.pool_max,
-        # Statements are short; a stuck one should fail the request rather than hang it.
-        command_timeout=30,
-        reset=keep_session,
-    )
-    assert pool is not None
-    return pool
+    return await _pool(dsn, settings.pool_min, settings.pool_max)
 
 
 async def create_writer_pool(settings: Settings, dsn: str) -> asyncpg.Pool:
@@ -35,13 +26,20 @@ async def create_writer_pool(settings: Settings, dsn: str) -> asyncpg.Pool:
     at 1,024 rows per batch either (bench/RESULTS.md, issue 20). Only the writer's
     connections: read queries keep plans made for their parameters.
     """
+    return await _pool(dsn, 1, 2, {"plan_cache_mode": "force_generic_plan"})
+
+
+async def _pool(
+    dsn: str, min_size: int, max_size: int, server_settings: dict[str, str] | None = None
+) -> asyncpg.Pool:
     pool = await asyncpg.create_pool(
         dsn,
-        min_size=1,
-        max_size=2,
+        min_size=min_size,
+        max_size=max_size,
+        # Statements are short; a stuck one should fail the request rather than hang it.
         command_timeout=30,
         reset=keep_session,
-        server_settings={"plan_cache_mode": "force_generic_plan"},
+        server_settings=server_settings,
     )
     assert pool is not None
     return pool
