@@ -1,7 +1,7 @@
 // The TrustMess web client: plain DOM code on the SDK (/sdk/trustmess.js). No framework: the
 // page is a few lists and forms, and each is updated where it changes.
 import { ApiError, TrustMess, codePointLength } from "/sdk/trustmess.js";
-import { $, describe, element } from "/ui.js";
+import { $, describe, element, readAllPages } from "/ui.js";
 import { setupPeople } from "/people.js";
 import { sessionEndedMessage, setupSettings } from "/settings.js";
 
@@ -185,13 +185,9 @@ async function enterApp() {
 }
 
 async function loadConversations() {
-  let cursor = "";
+  const conversations = await readAllPages(sdk, "/conversations");
   state.conversations.clear();
-  do {
-    const page = await sdk.api("GET", `/conversations?limit=100&cursor=${encodeURIComponent(cursor)}`);
-    for (const conversation of page.items) addConversation(conversation);
-    cursor = page.next_cursor;
-  } while (cursor);
+  for (const conversation of conversations) addConversation(conversation);
   renderConversationList();
 }
 
@@ -814,12 +810,7 @@ sdk.addEventListener("state", ({ detail }) => {
 // the SDK resumes each stream from its own cursor.
 async function refreshConversations() {
   const fresh = new Map();
-  let cursor = "";
-  do {
-    const page = await sdk.api("GET", `/conversations?limit=100&cursor=${encodeURIComponent(cursor)}`);
-    for (const conversation of page.items) fresh.set(conversation.id, conversation);
-    cursor = page.next_cursor;
-  } while (cursor);
+  for (const conversation of await readAllPages(sdk, "/conversations")) fresh.set(conversation.id, conversation);
   for (const [id, conversation] of fresh) {
     const known = state.conversations.get(id);
     if (!known) addConversation(conversation);

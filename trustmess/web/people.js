@@ -4,9 +4,8 @@
 // The lists are read over HTTP each time the socket comes online (first connect and every
 // reconnect: `contact` and `invitation` events are not replayed), and kept in step with those
 // events meanwhile. Blocks are not pushed to other devices: they are read with the rest.
-import { $, describe, element } from "/ui.js";
+import { $, describe, element, readAllPages } from "/ui.js";
 
-const PAGE_LIMIT = 100;
 const REQUEST_MESSAGE_MAX = 200;
 
 export function setupPeople(page) {
@@ -24,24 +23,13 @@ export function setupPeople(page) {
   // which may be older than they are.
   let arrived = null;
 
-  async function readAll(path) {
-    const items = [];
-    let cursor = "";
-    do {
-      const found = await sdk.api("GET", `${path}?limit=${PAGE_LIMIT}&cursor=${encodeURIComponent(cursor)}`);
-      items.push(...found.items);
-      cursor = found.next_cursor;
-    } while (cursor);
-    return items;
-  }
-
   async function refresh() {
     const mine = ++generation;
     arrived = [];
     let lists;
     try {
       lists = await Promise.all(
-        ["/contacts", "/contact-requests/incoming", "/contact-requests/outgoing", "/blocks", "/invitations"].map(readAll),
+        ["/contacts", "/contact-requests/incoming", "/contact-requests/outgoing", "/blocks", "/invitations"].map((path) => readAllPages(sdk, path)),
       );
     } catch (error) {
       if (mine === generation) $("people-status").textContent = `People could not be loaded: ${describe(error)}`;

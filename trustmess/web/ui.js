@@ -27,3 +27,15 @@ export function describe(error) {
 function sentence(text) {
   return text ? `${text[0].toUpperCase()}${text.slice(1)}` : text;
 }
+
+// Every item of a paged list (`items` and `next_cursor`, protocol §11.1), 100 a request.
+export async function readAllPages(sdk, path) {
+  const items = [];
+  let cursor = "";
+  do {
+    const page = await sdk.api("GET", `${path}?limit=100&cursor=${encodeURIComponent(cursor)}`);
+    items.push(...page.items);
+    cursor = page.next_cursor;
+  } while (cursor);
+  return items;
+}
