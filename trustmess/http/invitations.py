@@ -19,7 +19,7 @@ from trustmess.store.conversations import (
     add_members,
     bump_version,
     get_conversation_for,
-    member_ids,
+    member_count,
 )
 from trustmess.store.invitations import Invitation, invitations_page, take_invitation
 from trustmess.wire import events
@@ -55,7 +55,7 @@ async def accept_invitation(request: web.Request) -> web.Response:
             )
             if not await take_invitation(conn, conversation_id, user_id):
                 raise _invitation_not_found()
-            if len(await member_ids(conn, conversation_id)) >= MAX_MEMBERS:
+            if await member_count(conn, conversation_id) >= MAX_MEMBERS:
                 raise ApiError(
                     409, ErrorCode.CONFLICT, f"the group is full ({MAX_MEMBERS} members)"
                 )
