@@ -9,8 +9,8 @@ import re
 import pytest
 
 from trustmess.store.history import (
+    entries_after_many,
     latest_messages,
-    messages_after,
     messages_before,
     messages_in_range,
 )
@@ -196,14 +196,22 @@ async def test_history_of_one_conversation_only(client, chat, insert_messages, m
     assert seqs(body) == [1, 2, 3]
 
 
-async def test_store_reads_for_the_gateway(chat, db, insert_messages) -> None:
-    _, bob, cid = chat
+async def test_store_reads_for_the_gateway(chat, db, insert_messages, make_group) -> None:
+    alice, bob, cid = chat
+    other = await make_group(alice, bob)
     await insert_messages(cid, bob.id, 10)
-    after = await messages_after(db, cid, 3, 4)
+    await insert_messages(other, alice.id, 3)
+    ranges = [(cid, 3), (other, 0), (cid, 8), (other, 3)]
+    found = await entries_after_many(db, ranges, 4)
+    after = found[(cid, 3)]
     assert [m.seq for m in after] == [4, 5, 6, 7]
     assert after[0].conversation_id == cid and after[0].sender_id == bob.id
     assert after[0].body == "message 4" and after[0].client_msg_id == "sql-4"
-    assert [m.seq for m in await messages_after(db, cid, 8, 100)] == [9, 10]
+    assert [m.seq for m in found[(cid, 8)]] == [9, 10]
+    assert [(m.conversation_id, m.seq) for m in found[(other, 0)]] == [
+        (other, s) for s in (1, 2, 3)
+    ]
+    assert found[(other, 3)] == []
     assert [m.seq for m in await messages_in_range(db, cid, 2, 5)] == [3, 4, 5]
     assert await messages_in_range(db, cid, 5, 5) == []
     assert [m.seq for m in await messages_before(db, cid, 4, 2)] == [2, 3]

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import AsyncIterator, Awaitable
+from functools import partial
 
 from aiohttp import web
 
@@ -49,7 +50,9 @@ from trustmess.metrics import Metrics
 from trustmess.runtime.pool import create_pool, create_writer_pool
 from trustmess.settings import Settings
 from trustmess.store.activeusers import ActiveUsers
+from trustmess.store.batching import BatchedLookup
 from trustmess.store.history import entries_in_range
+from trustmess.store.joins import read_joins
 from trustmess.wire import events
 
 log = logging.getLogger(__name__)
@@ -163,6 +166,7 @@ async def _database(app: web.Application) -> AsyncIterator[None]:
         yield
     finally:
         # A pool whose close overran is terminated by asyncpg (close() cancelled).
+        await _stop("the active-user reads", app[appkeys.ACTIVE_USERS].close())
         await _stop("closing the writer's connections", app[appkeys.WRITER_POOL].close())
         await _stop("closing the database pool", pool.close())
 
@@ -197,7 +201,8 @@ async def _realtime(app: web.Application) -> AsyncIterator[None]:
     presence = app[appkeys.PRESENCE] = Presence(
         hub, pool, _make_presence_directory(app), grace_s=settings.presence_grace_s
     )
-    gateway = app[appkeys.GATEWAY] = Gateway(settings, hub, membership, presence)
+    joins = BatchedLookup(pool, partial(read_joins, replay_limit=settings.replay_limit))
+    gateway = app[appkeys.GATEWAY] = Gateway(settings, hub, membership, joins, presence)
     markers = app[appkeys.READ_MARKERS] = ReadMarkerBuffer(
         pool, membership, settings.read_flush_ms / 1000
     )
@@ -225,6 +230,8 @@ async def _realtime(app: web.Application) -> AsyncIterator[None]:
         await _stop("the read-marker flush", markers.close())
         await _stop("presence", presence.close())
         await _stop("the message bus", hub.close())
+        await _stop("the join reads", joins.close())
+        await _stop("the membership reads", membership.close())
 
 
 def _make_presence_directory(app: web.Application) -> PresenceDirectory:

@@ -7,7 +7,8 @@ import time
 
 import asyncpg
 
-from trustmess.store.conversations import member_standing
+from trustmess.store.batching import BatchedLookup
+from trustmess.store.conversations import member_standings
 
 
 class MembershipCache:
@@ -17,7 +18,8 @@ class MembershipCache:
     """
 
     def __init__(self, pool: asyncpg.Pool, ttl_s: float = 30.0) -> None:
-        self._pool = pool
+        # Misses asked for together (a node taking over another's sockets) share a statement.
+        self._lookup = BatchedLookup(pool, member_standings)
         self._ttl_s = ttl_s
         # conversation -> user -> (member?, blocked?, expiry): a membership change drops one
         # inner dict.
@@ -36,8 +38,7 @@ class MembershipCache:
         hit = None if users is None else users.get(user_id)
         if hit is not None and hit[2] > now:
             return hit[0], hit[1]
-        async with self._pool.acquire() as conn:
-            member, blocked = await member_standing(conn, conversation_id, user_id)
+        member, blocked = await self._lookup.get((conversation_id, user_id))
         if self._size > 200_000:
             self.clear()
         users = self._entries.setdefault(conversation_id, {})
@@ -51,3 +52,6 @@ class MembershipCache:
     def clear(self) -> None:
         self._entries.clear()
         self._size = 0
+
+    async def close(self) -> None:
+        await self._lookup.close()

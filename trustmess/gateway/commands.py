@@ -17,7 +17,6 @@ from trustmess.appkeys import (
     GATEWAY,
     HUB,
     NOTIFIER,
-    POOL,
     PRESENCE,
     READ_MARKERS,
     REVOKED_SESSIONS,
@@ -31,8 +30,7 @@ from trustmess.errors import ApiError, ErrorCode, conversation_blocked, conversa
 from trustmess.gateway.connection import Connection, JoinState
 from trustmess.models import ChangeResult, SendResult, format_ts
 from trustmess.store.changes import NewChange
-from trustmess.store.conversations import conversation_state
-from trustmess.store.history import entries_after
+from trustmess.store.joins import JoinRequest
 from trustmess.store.messages import NewMessage
 from trustmess.wire import events, frames
 
@@ -58,20 +56,13 @@ async def join(app: web.Application, conn: Connection, cmd: frames.Join) -> Repl
     elif cmd.since is not None and state.pending is None:
         state.pending = []
     try:
-        async with app[POOL].acquire() as db:
-            found = await conversation_state(db, cid, conn.user_id)
-            if found is None:
-                raise conversation_not_found()
-            last_seq, read_seq = found
-            # An ack of this user that is not written yet (readbuffer.py) counts already.
-            read_seq = max(read_seq, app[READ_MARKERS].current(cid, conn.user_id))
-            hub.position(cid, last_seq)
-            missing = None if cmd.since is None else last_seq - cmd.since
-            resumed = missing is not None and missing <= app[SETTINGS].replay_limit
-            replay = []
-            if resumed and cmd.since is not None and missing:
-                # Messages and changes (edits, deletions, reactions) alike: each has its seq.
-                replay = await entries_after(db, cid, cmd.since, app[SETTINGS].replay_limit)
+        found = await app[GATEWAY].joins.get(JoinRequest(cid, conn.user_id, cmd.since))
+        if found is None:
+            raise conversation_not_found()
+        last_seq, resumed = found.last_seq, found.resumed
+        # An ack of this user that is not written yet (readbuffer.py) counts already.
+        read_seq = max(found.read_seq, app[READ_MARKERS].current(cid, conn.user_id))
+        hub.position(cid, last_seq)
     except BaseException:
         if fresh:
             conn.joined.pop(cid, None)
@@ -85,7 +76,7 @@ async def join(app: web.Application, conn: Connection, cmd: frames.Join) -> Repl
     data = {"conversation_id": cid, "last_seq": last_seq, "read_seq": read_seq, "resumed": resumed}
     if cmd.ref is not None:
         conn.send(frames.reply(cmd.ref, data))
-    for entry in replay:
+    for entry in found.replay:
         conn.deliver_replayed(cid, entry.seq, events.entry(entry))
     conn.start_live(cid)
     return None

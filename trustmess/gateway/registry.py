@@ -14,6 +14,8 @@ from trustmess.gateway.expiry import TokenExpiry
 from trustmess.gateway.heartbeat import Heartbeat
 from trustmess.gateway.typing import TypingTracker
 from trustmess.settings import Settings
+from trustmess.store.batching import BatchedLookup
+from trustmess.store.joins import JoinRead, JoinRequest
 
 log = logging.getLogger(__name__)
 
@@ -26,11 +28,13 @@ class Gateway:
         settings: Settings,
         hub: Hub,
         membership: MembershipCache,
+        joins: BatchedLookup[JoinRequest, JoinRead | None],
         presence: Presence | None = None,
     ) -> None:
         self.settings = settings
         self.hub = hub
         self.membership = membership
+        self.joins = joins  # what each join reads, shared by the joins that arrive together
         self.presence = presence
         self.typing = TypingTracker(hub, settings.typing_throttle_s, settings.typing_timeout_s)
         self._by_user: dict[int, list[Connection]] = {}

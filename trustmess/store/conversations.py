@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import TypeAlias
@@ -176,18 +177,23 @@ async def is_member(conn: DbConnection, conversation_id: int, user_id: int) -> b
     )
 
 
-async def member_standing(
-    conn: DbConnection, conversation_id: int, user_id: int
-) -> tuple[bool, bool]:
-    """(member?, the conversation blocked?) for the membership cache."""
-    blocked: bool | None = await conn.fetchval(
-        "SELECT c.blocked FROM conversation_members m "
-        "JOIN conversations c ON c.id = m.conversation_id "
-        "WHERE m.conversation_id = $1 AND m.user_id = $2",
-        conversation_id,
-        user_id,
+async def member_standings(
+    conn: DbConnection, pairs: Sequence[tuple[int, int]]
+) -> list[tuple[bool, bool]]:
+    """(member?, the conversation blocked?) of each ``(conversation_id, user_id)`` pair, for the
+    membership cache, in one statement."""
+    rows = await conn.fetch(
+        "SELECT p.i, c.blocked FROM unnest($1::bigint[], $2::bigint[]) WITH ORDINALITY "
+        "AS p(c, u, i) "
+        "JOIN conversation_members m ON m.conversation_id = p.c AND m.user_id = p.u "
+        "JOIN conversations c ON c.id = p.c",
+        [c for c, _ in pairs],
+        [u for _, u in pairs],
     )
-    return blocked is not None, bool(blocked)
+    standings = [(False, False)] * len(pairs)
+    for row in rows:
+        standings[row["i"] - 1] = (True, bool(row["blocked"]))
+    return standings
 
 
 async def non_members_among(

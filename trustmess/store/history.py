@@ -70,14 +70,6 @@ WHERE conversation_id = $1 AND seq < $2
 ORDER BY seq DESC LIMIT $3
 """
 
-AFTER = """
-SELECT id, conversation_id, seq, sender_id, body, reply_to_seq, client_msg_id, created_at,
-       edited_at, deleted_at
-FROM messages
-WHERE conversation_id = $1 AND seq > $2
-ORDER BY seq LIMIT $3
-"""
-
 IN_RANGE = """
 SELECT id, conversation_id, seq, sender_id, body, reply_to_seq, client_msg_id, created_at,
        edited_at, deleted_at
@@ -210,14 +202,6 @@ async def messages_before(
     return [message_from_row(row) for row in reversed(rows)]
 
 
-async def messages_after(
-    conn: DbConnection, conversation_id: int, after_seq: int, limit: int
-) -> list[Message]:
-    """The oldest ``limit`` messages with seq > ``after_seq``, ascending."""
-    rows = await conn.fetch(AFTER, conversation_id, after_seq, limit)
-    return [message_from_row(row) for row in rows]
-
-
 async def messages_in_range(
     conn: DbConnection, conversation_id: int, after_seq: int, through_seq: int
 ) -> list[Message]:
@@ -238,13 +222,48 @@ def _seq(entry: Entry) -> int:
     return entry.seq
 
 
-async def entries_after(
-    conn: DbConnection, conversation_id: int, after_seq: int, limit: int
-) -> list[Entry]:
-    """The oldest ``limit`` stream entries (messages and changes) with seq > ``after_seq``."""
-    messages = await messages_after(conn, conversation_id, after_seq, limit)
-    rows = await conn.fetch(CHANGES_AFTER, conversation_id, after_seq, limit)
-    return _merged(messages, [change_from_row(row) for row in rows])[:limit]
+# The oldest entries after each of many seqs, each a keyset scan of the primary key; ``i`` names the
+# range.
+MANY_AFTER = """
+SELECT p.i, x.id, x.conversation_id, x.seq, x.sender_id, x.body, x.reply_to_seq,
+       x.client_msg_id, x.created_at, x.edited_at, x.deleted_at
+FROM unnest($1::bigint[], $2::bigint[]) WITH ORDINALITY AS p(c, after, i)
+CROSS JOIN LATERAL (
+    SELECT * FROM messages WHERE conversation_id = p.c AND seq > p.after ORDER BY seq LIMIT $3
+) x
+ORDER BY p.i, x.seq
+"""
+
+CHANGES_MANY_AFTER = (
+    """
+SELECT p.i, x.*
+FROM unnest($1::bigint[], $2::bigint[]) WITH ORDINALITY AS p(c, after, i)
+CROSS JOIN LATERAL ("""
+    + _CHANGES
+    + """
+    WHERE ch.conversation_id = p.c AND ch.seq > p.after
+    ORDER BY ch.seq LIMIT $3
+) x
+ORDER BY p.i, x.seq
+"""
+)
+
+
+async def entries_after_many(
+    conn: DbConnection, ranges: list[tuple[int, int]], limit: int
+) -> dict[tuple[int, int], list[Entry]]:
+    """The oldest ``limit`` stream entries (messages and changes) after each
+    ``(conversation_id, after_seq)`` range's seq, in two statements for all of them."""
+    args = ([c for c, _ in ranges], [after for _, after in ranges], limit)
+    messages: list[list[Message]] = [[] for _ in ranges]
+    for row in await conn.fetch(MANY_AFTER, *args):
+        messages[row["i"] - 1].append(message_from_row(row))
+    changes: list[list[Change]] = [[] for _ in ranges]
+    for row in await conn.fetch(CHANGES_MANY_AFTER, *args):
+        changes[row["i"] - 1].append(change_from_row(row))
+    return {
+        key: _merged(messages[index], changes[index])[:limit] for index, key in enumerate(ranges)
+    }
 
 
 async def entries_in_range(
