@@ -160,6 +160,7 @@ def row(entry: dict[str, Any]) -> dict[str, Any]:
     reply = result["latency_us"]["send_to_reply"]
     reconnects = result["sockets"].get("reconnects", {})
     times = reconnects.get("reconnect_us", {})
+    others = reconnects.get("others_delivery_us", {})
     return {
         "fault": entry["fault"],
         "injected": entry["injected"].get("what", "?"),
@@ -175,12 +176,23 @@ def row(entry: dict[str, Any]) -> dict[str, Any]:
         "reply_p99_ms": round(reply.get("p99", 0) / 1e3, 1),
         "reconnects": times.get("count", 0),
         "reconnect_max_s": round(times.get("max", 0) / 1e6, 2),
+        # send→delivery between users whose sockets stayed up, sent during the reconnects
+        "others_p99_ms": round(others.get("p99", 0) / 1e3, 1),
+        "others_max_ms": round(others.get("max", 0) / 1e3, 1),
+        "others_count": others.get("count", 0),
         "not_resumed": reconnects.get("not_resumed", 0),
         "resent": reconnects.get("resent", 0),
         "errors": result["errors"],
         "closes": result["close_codes"],
         "ok": result["verification"]["ok"],
     }
+
+
+def _others(r: dict[str, Any]) -> str:
+    """Deliveries between sockets that stayed up, sent while others reconnected."""
+    if not r["others_count"]:
+        return NONE
+    return f"{r['others_p99_ms']} ms ({r['others_max_ms']} ms; {r['others_count']:,})"
 
 
 def markdown(rows: list[dict[str, Any]], args: argparse.Namespace) -> str:
@@ -194,15 +206,16 @@ def markdown(rows: list[dict[str, Any]], args: argparse.Namespace) -> str:
         "",
         "| Fault | Replies | Lost acked | Duplicates | Other violations "
         "| Recovery (max send→reply) | Reconnects (max) | Not resumed | Resent "
-        "| Client errors | Closes |",
-        "|---|---|---|---|---|---|---|---|---|---|---|",
+        "| Others meanwhile: p99 (max) | Client errors | Closes |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
         lines.append(
             f"| {r['fault']}: {r['injected']} | {r['replies']:,} | {r['lost']} | "
             f"{r['duplicates']} | {r['other violations'] or NONE} | {r['recovery_s']} s "
             f"(p99 {r['reply_p99_ms']} ms) | {r['reconnects']} ({r['reconnect_max_s']} s) | "
-            f"{r['not_resumed']} | {r['resent']} | {r['errors'] or NONE} | {r['closes'] or NONE} |"
+            f"{r['not_resumed']} | {r['resent']} | {_others(r)} | {r['errors'] or NONE} | "
+            f"{r['closes'] or NONE} |"
         )
     return "\n".join(lines) + "\n"
 

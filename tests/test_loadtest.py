@@ -37,6 +37,7 @@ from trustmess.loadtest.procinfo import (
     tree_cpu_s,
 )
 from trustmess.loadtest.report import result_json, summary_text
+from trustmess.loadtest.runstate import RunState
 from trustmess.loadtest.wsconn import FrameSocket
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -232,6 +233,18 @@ async def test_ws_urls_spread_the_sockets_over_two_nodes(
     assert "nodes 2" in summary.splitlines()[0]
     assert "6/6 connected (3 + 3)" in summary
     assert "server     2 processes: CPU" in summary
+
+
+def test_other_traffic_during_reconnects_is_what_was_sent_between_first_close_and_last_rejoin() -> (
+    None
+):
+    run = RunState(0.0, 0, closed_loop=False, reconnect=True)
+    for sent, us in ((90, 1), (100, 2), (150, 3), (200, 4), (201, 5)):
+        run.others_sent_ns.append(sent)
+        run.others_us.append(us)
+    assert list(run.others_during_reconnects()) == []  # nobody closed: no storm
+    run.first_close_ns, run.last_rejoin_ns = 100, 200
+    assert list(run.others_during_reconnects()) == [2, 3, 4]
 
 
 def test_ws_url_must_be_a_base_http_url() -> None:

@@ -152,6 +152,9 @@ class SocketClient:
                 break
             code = self.sock.close_code or 1006
             self.run.close_codes[code] += 1
+            if self.run.reconnect:
+                self.run.closed_users.add(self.plan.user_id)
+                self.run.first_close_ns = min(self.run.first_close_ns, monotonic_ns())
             if not self.run.reconnect or code in FINAL_CLOSES or not await self._reconnect():
                 break
         self._lost()
@@ -181,12 +184,19 @@ class SocketClient:
                 await asyncio.sleep(random.uniform(0, min(1.0, 0.05 * 2**attempt)))
                 continue
             self.down = False
-            run.reconnect_us.append((monotonic_ns() - started) // 1000)
+            rejoined = monotonic_ns()
+            run.reconnect_us.append((rejoined - started) // 1000)
+            run.last_rejoin_ns = max(run.last_rejoin_ns, rejoined)
             for frame in list(self.frames.values()):  # same ref, same client_msg_id
                 run.resent += 1
                 self._send_bytes(frame)
             return True
         return False
+
+    def _between_steady_sockets(self, frame: dict[str, Any]) -> bool:
+        """--reconnect: neither this socket nor the sender's was ever closed."""
+        closed = self.run.closed_users
+        return self.plan.user_id not in closed and frame["sender_id"] not in closed
 
     def _lost(self) -> None:
         """The socket is gone: its unanswered sends and unfinished receipts will not complete."""
@@ -231,6 +241,9 @@ class SocketClient:
                     sent = int(body[2 : body.index(" ")])
                     if run.window_start <= sent < run.window_end:
                         run.delivery_us.append((now - sent) // 1000)
+                        if run.closed_users and self._between_steady_sockets(frame):
+                            run.others_sent_ns.append(sent)
+                            run.others_us.append((now - sent) // 1000)
                 if run.mix is not None:
                     self._remember(cid, seq)
             else:

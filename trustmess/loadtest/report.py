@@ -23,12 +23,14 @@ def _delta(a: float | None, b: float | None) -> float | None:
 
 
 def _reconnect_row(reconnects: dict[str, Any]) -> str:
-    times = reconnects["reconnect_us"]
+    times, others = reconnects["reconnect_us"], reconnects["others_delivery_us"]
     return (
         f"reconnects {times.get('count', 0):,}: p50 {_ms(times, 'p50')} ms, max "
         f"{_ms(times, 'max')} ms; {reconnects['failed_attempts']:,} failed attempts, "
         f"{reconnects['not_resumed']:,} joins not resumed, {reconnects['resent']:,} commands "
-        f"resent; attempts failed with: {_codes(reconnects['failures'])}"
+        f"resent; attempts failed with: {_codes(reconnects['failures'])}; meanwhile, between "
+        f"sockets never closed: {others.get('count', 0):,} deliveries, p99 "
+        f"{_ms(others, 'p99')} ms, max {_ms(others, 'max')} ms"
     )
 
 
@@ -98,6 +100,8 @@ def result_json(result: RunResult) -> dict[str, Any]:
     if config.reconnect:
         sockets["reconnects"] = {
             "reconnect_us": summarize(merge(w.reconnect_us for w in workers)),
+            # send→delivery between sockets never closed, sent during the reconnects
+            "others_delivery_us": summarize(merge(w.others_during_reconnects_us for w in workers)),
             "failed_attempts": totals["reconnect_failures"],
             "failures": dict(sum((Counter(w.reconnect_errors) for w in workers), Counter())),
             "not_resumed": totals["resume_failures"],

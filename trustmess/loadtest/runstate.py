@@ -80,6 +80,15 @@ class RunState:
         self.resent = self.reconnect_failures = self.resume_failures = 0
         self.reconnect_us: array[int] = new_samples()  # from a close to every join answered
         self.reconnect_errors: Counter[str] = Counter()  # why reconnect attempts failed
+        # --reconnect: the users whose socket was closed, the first close and the last rejoin
+        # (the storm), and the deliveries between users whose sockets were never closed (other
+        # traffic: neither user's socket closed), as (send time, µs) pairs, filtered to the
+        # storm when the run ends.
+        self.closed_users: set[int] = set()
+        self.first_close_ns = NEVER
+        self.last_rejoin_ns = 0
+        self.others_sent_ns: array[int] = array("q")
+        self.others_us: array[int] = new_samples()
         self.typing_per_message = typing_per_message
         # Cumulative thresholds of (message, react, edit) for one random draw per command.
         self.mix = None if mix is None else (mix[0], mix[0] + mix[1], mix[0] + mix[1] + mix[2])
@@ -123,3 +132,16 @@ class RunState:
         self.open_receipts -= 1
         if self.open_receipts <= 0:
             self.receipts_done.set()
+
+    def others_during_reconnects(self) -> array[int]:
+        """Send→delivery µs of other traffic (between sockets never closed) sent between the
+        first close and the last rejoin."""
+        start, end = self.first_close_ns, self.last_rejoin_ns
+        return array(
+            self.others_us.typecode,
+            (
+                us
+                for sent, us in zip(self.others_sent_ns, self.others_us, strict=True)
+                if start <= sent <= end
+            ),
+        )

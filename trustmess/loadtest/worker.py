@@ -46,6 +46,7 @@ class WorkerResult:
     reconnect_errors: dict[str, int]
     connect_us: array[int]
     reconnect_us: array[int]
+    others_during_reconnects_us: array[int]
     reply_us: array[int]
     delivery_us: array[int]
     totals: dict[str, int]
@@ -126,6 +127,7 @@ async def _run(plan: WorkerPlan, link: Link) -> None:
         reconnect_errors=dict(run.reconnect_errors),
         connect_us=run.connect_us,
         reconnect_us=run.reconnect_us,
+        others_during_reconnects_us=run.others_during_reconnects(),
         reply_us=run.reply_us,
         delivery_us=run.delivery_us,
         totals=run.counters(),
