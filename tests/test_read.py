@@ -7,6 +7,8 @@ import asyncio
 
 import pytest
 
+from tests.conftest import eventually
+from trustmess.appkeys import READ_MARKERS
 from trustmess.errors import ApiError
 from trustmess.store.readmarkers import advance_read_marker
 
@@ -251,6 +253,47 @@ async def test_a_send_moves_the_senders_marker_for_every_read_on_its_node(
     assert frame["data"]["read_seq"] == 8
     await ws.close()
     await other.close()
+
+
+async def test_senders_markers_are_written_together_not_one_flush_each(
+    make_client, make_user, make_group, db
+) -> None:
+    """At saturation nearly every message moves its sender's marker: they wait for one flush a
+    second (readbuffer.SENT_FLUSH_S) instead of each taking the next ack flush."""
+    client = await make_client(read_flush_ms=1)  # an ack would be written within 1 ms
+    alice, bob = await make_user(), await make_user()
+    cid = await make_group(alice, bob)
+    markers = client.app[READ_MARKERS]
+    sockets = []
+    for user in (alice, bob):
+        ws = await client.ws_connect("/ws", headers=user.headers)
+        assert (await ws.receive_json())["type"] == "hello"
+        sockets.append(ws)
+    for n in range(20):  # one at a time: each its own commit
+        ws = sockets[n % 2]
+        await ws.send_json(
+            {
+                "type": "message",
+                "ref": n,
+                "conversation_id": cid,
+                "client_msg_id": f"m{n}",
+                "body": "hi",
+            }
+        )
+        while (await ws.receive_json())["type"] != "reply":
+            pass
+    stored = (
+        "SELECT array_agg(last_read_seq ORDER BY user_id) FROM conversation_members "
+        "WHERE conversation_id = $1"
+    )
+
+    async def written() -> bool:
+        return list(await db.fetchval(stored, cid)) == [19, 20]
+
+    await eventually(written, what="the senders' markers written")
+    assert markers.flushes <= 2, markers.flushes
+    for ws in sockets:
+        await ws.close()
 
 
 async def test_every_members_marker_for_read_receipts(

@@ -2,12 +2,15 @@
 
 The in-memory marker is authoritative for ``read`` events on this node and never moves
 backwards; it is loaded from the database on first use and kept current by this node's
-sends. Dirty markers (acks, and the markers senders' own messages move) are flushed every
-``flush_s`` in one statement (``GREATEST`` in SQL, so a late flush can never move a marker
-back). An ack's reply may therefore precede its write by up to ``flush_s``; on shutdown
-everything pending is flushed before the pool closes. A crash loses at most the last
-``flush_s`` of marker moves (never a message): what they covered shows as unread again until
-the user's next ack.
+sends. Dirty markers (acks) are flushed every ``flush_s`` in one statement (``GREATEST`` in
+SQL, so a late flush can never move a marker back). The markers senders' own messages move
+join them every ``SENT_FLUSH_S``: at saturation nearly every message moves one, and writing
+them every ``flush_s`` cost about 10% more server and database time per message
+(bench/RESULTS.md). An ack's reply may therefore precede its write by up to ``flush_s``, a
+send's marker by up to ``SENT_FLUSH_S``; on shutdown everything pending is flushed before the
+pool closes. A crash loses at most the last ``flush_s`` of acks and ``SENT_FLUSH_S`` of
+senders' moves (never a message): what they covered shows as unread again until the user's
+next ack.
 
 Read-your-writes on this node: an HTTP view that shows a user's markers first calls
 ``flush_user``, which writes that user's pending markers at once (and costs nothing when there
@@ -29,6 +32,7 @@ from trustmess.store.readmarkers import advance_read_markers
 log = logging.getLogger(__name__)
 
 MAX_ENTRIES = 500_000
+SENT_FLUSH_S = 1.0  # at least; never sooner than ``flush_s``
 
 
 class ReadMarkerBuffer:
@@ -36,12 +40,17 @@ class ReadMarkerBuffer:
         self._pool = pool
         self._membership = membership
         self._flush_s = flush_s
+        self._sent_flush_s = max(flush_s, SENT_FLUSH_S)
         # conversation -> user -> read seq: a membership change drops one inner dict.
         self._read: dict[int, dict[int, int]] = {}
         self._size = 0
         self._last_seq: dict[int, int] = {}
         self._dirty: dict[tuple[int, int], int] = {}
         self._in_flight: dict[tuple[int, int], int] = {}  # the batch being written
+        # Senders' markers, moved into ``_dirty`` every ``_sent_flush_s``, and their users.
+        self._sent: dict[tuple[int, int], int] = {}
+        self._sent_users: set[int] = set()
+        self._sent_handle: asyncio.TimerHandle | None = None
         # Users with markers in ``_dirty``, and in the batch being written.
         self._dirty_users: set[int] = set()
         self._flushing_users: set[int] = set()
@@ -64,10 +73,7 @@ class ReadMarkerBuffer:
         if seq <= current:
             return current, False
         users[user_id] = seq
-        key = (conversation_id, user_id)
-        self._dirty[key] = max(seq, self._dirty.get(key, 0))
-        self._dirty_users.add(user_id)
-        self._schedule_flush()
+        self._mark_dirty((conversation_id, user_id), seq)
         return seq, True
 
     def current(self, conversation_id: int, user_id: int) -> int:
@@ -78,6 +84,7 @@ class ReadMarkerBuffer:
             self._read.get(conversation_id, {}).get(user_id, 0),
             self._dirty.get(key, 0),
             self._in_flight.get(key, 0),
+            self._sent.get(key, 0),
         )
 
     async def flush_user(self, user_id: int) -> None:
@@ -87,6 +94,10 @@ class ReadMarkerBuffer:
         every pending marker in its one statement). Bounded: if the database fails, the
         read goes on and fails or shows the stored markers.
         """
+        if user_id in self._sent_users:
+            self._sent_users.discard(user_id)
+            for key in [key for key in self._sent if key[1] == user_id]:
+                self._mark_dirty(key, self._sent.pop(key))
         for _ in range(3):
             task = self._flushing
             if task is not None and (
@@ -137,9 +148,25 @@ class ReadMarkerBuffer:
         # larger one); ``current`` and ``_load`` count the pending value until it is written.
         self.note_read(conversation_id, user_id, seq)
         key = (conversation_id, user_id)
+        if seq > self._sent.get(key, 0):
+            self._sent[key] = seq
+            self._sent_users.add(user_id)
+            if self._sent_handle is None and not self._closed:
+                loop = asyncio.get_running_loop()
+                self._sent_handle = loop.call_later(self._sent_flush_s, self._flush_sent)
+
+    def _flush_sent(self) -> None:
+        """Senders' markers go with the next flush."""
+        self._sent_handle = None
+        sent, self._sent = self._sent, {}
+        self._sent_users = set()
+        for key, seq in sent.items():
+            self._mark_dirty(key, seq)
+
+    def _mark_dirty(self, key: tuple[int, int], seq: int) -> None:
         if seq > self._dirty.get(key, 0):
             self._dirty[key] = seq
-            self._dirty_users.add(user_id)
+            self._dirty_users.add(key[1])
             self._schedule_flush()
 
     def forget_conversation(self, conversation_id: int) -> None:
@@ -149,7 +176,11 @@ class ReadMarkerBuffer:
             return
         self._size -= len(users)
         # Unflushed markers stay: forgetting them could make a marker move back.
-        kept = {u: seq for u, seq in users.items() if (conversation_id, u) in self._dirty}
+        kept = {
+            u: seq
+            for u, seq in users.items()
+            if (conversation_id, u) in self._dirty or (conversation_id, u) in self._sent
+        }
         if kept:
             self._read[conversation_id] = kept
             self._size += len(kept)
@@ -192,6 +223,9 @@ class ReadMarkerBuffer:
     async def close(self) -> None:
         """Flush everything pending (shutdown); nothing is scheduled after it."""
         self._closed = True
+        if self._sent_handle is not None:
+            self._sent_handle.cancel()
+        self._flush_sent()
         if self._flush_handle is not None:
             self._flush_handle.cancel()
             self._flush_handle = None
