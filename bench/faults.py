@@ -124,7 +124,7 @@ def run_fault(fault: str, args: argparse.Namespace, workdir: Path) -> dict[str, 
     command += ["--prefix", "fault", "--users", str(args.users), "--groups", str(groups)]
     command += ["--group-size", "5", "--rate", str(args.rate), "--arrival", "fixed"]
     command += ["--warmup", "2", "--duration", str(args.duration), "--reconnect"]
-    command += ["--drain-timeout", "60", "--json", str(out)]
+    command += ["--drain-timeout", "60", "--json", str(out), "--procs", str(args.procs)]
     injected: dict[str, Any] = {}
     try:
         tester = subprocess.Popen(command, cwd=ROOT, stderr=subprocess.PIPE, text=True)
@@ -231,6 +231,9 @@ def main() -> int:
     parser.add_argument("--duration", type=float, default=12.0, help="measured seconds")
     parser.add_argument("--fault-at", type=float, default=3.0, help="seconds into the window")
     parser.add_argument("--outage", type=float, default=3.0, help="pause / Redis outage, s")
+    parser.add_argument(
+        "--procs", type=int, default=1, help="load tester processes (its sockets spread over them)"
+    )
     parser.add_argument("--markdown", type=Path, help="write the table here too")
     args = parser.parse_args()
     rows = []

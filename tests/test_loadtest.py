@@ -17,6 +17,7 @@ import os
 import resource
 import subprocess
 import sys
+from array import array
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -37,7 +38,7 @@ from trustmess.loadtest.procinfo import (
     tree_cpu_s,
 )
 from trustmess.loadtest.report import result_json, summary_text
-from trustmess.loadtest.runstate import RunState
+from trustmess.loadtest.runstate import NEVER, others_during_reconnects
 from trustmess.loadtest.wsconn import FrameSocket
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -238,13 +239,12 @@ async def test_ws_urls_spread_the_sockets_over_two_nodes(
 def test_other_traffic_during_reconnects_is_what_was_sent_between_first_close_and_last_rejoin() -> (
     None
 ):
-    run = RunState(0.0, 0, closed_loop=False, reconnect=True)
-    for sent, us in ((90, 1), (100, 2), (150, 3), (200, 4), (201, 5)):
-        run.others_sent_ns.append(sent)
-        run.others_us.append(us)
-    assert list(run.others_during_reconnects()) == []  # nobody closed: no storm
-    run.first_close_ns, run.last_rejoin_ns = 100, 200
-    assert list(run.others_during_reconnects()) == [2, 3, 4]
+    # Two processes' logs: (send time, µs, sender, receiver); users 7 and 8 were closed.
+    first = array("q", [90, 1, 1, 2, 100, 2, 1, 2, 150, 3, 7, 2, 150, 4, 2, 1])
+    second = array("q", [200, 5, 3, 8, 200, 6, 3, 4, 201, 7, 3, 4])
+    found = others_during_reconnects([first, second], {7, 8}, 100, 200)
+    assert sorted(found) == [2, 4, 6]
+    assert list(others_during_reconnects([first], set(), NEVER, 0)) == []  # no storm
 
 
 def test_ws_url_must_be_a_base_http_url() -> None:

@@ -193,11 +193,6 @@ class SocketClient:
             return True
         return False
 
-    def _between_steady_sockets(self, frame: dict[str, Any]) -> bool:
-        """--reconnect: neither this socket nor the sender's was ever closed."""
-        closed = self.run.closed_users
-        return self.plan.user_id not in closed and frame["sender_id"] not in closed
-
     def _lost(self) -> None:
         """The socket is gone: its unanswered sends and unfinished receipts will not complete."""
         self.dead = True
@@ -241,9 +236,14 @@ class SocketClient:
                     sent = int(body[2 : body.index(" ")])
                     if run.window_start <= sent < run.window_end:
                         run.delivery_us.append((now - sent) // 1000)
-                        if run.closed_users and self._between_steady_sockets(frame):
-                            run.others_sent_ns.append(sent)
-                            run.others_us.append((now - sent) // 1000)
+                        if run.reconnect:
+                            log = (
+                                sent,
+                                (now - sent) // 1000,
+                                frame["sender_id"],
+                                self.plan.user_id,
+                            )
+                            run.delivery_log.extend(log)
                 if run.mix is not None:
                     self._remember(cid, seq)
             else:

@@ -8,6 +8,7 @@ from collections import Counter
 from typing import Any
 
 from trustmess.loadtest.runner import RunResult
+from trustmess.loadtest.runstate import others_during_reconnects
 from trustmess.loadtest.stats import merge, summarize
 
 
@@ -101,7 +102,14 @@ def result_json(result: RunResult) -> dict[str, Any]:
         sockets["reconnects"] = {
             "reconnect_us": summarize(merge(w.reconnect_us for w in workers)),
             # send→delivery between sockets never closed, sent during the reconnects
-            "others_delivery_us": summarize(merge(w.others_during_reconnects_us for w in workers)),
+            "others_delivery_us": summarize(
+                others_during_reconnects(
+                    (w.delivery_log for w in workers),
+                    set().union(*(w.closed_users for w in workers)),
+                    min(w.first_close_ns for w in workers),
+                    max(w.last_rejoin_ns for w in workers),
+                )
+            ),
             "failed_attempts": totals["reconnect_failures"],
             "failures": dict(sum((Counter(w.reconnect_errors) for w in workers), Counter())),
             "not_resumed": totals["resume_failures"],

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 from array import array
 from collections import Counter
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 from trustmess.loadtest.stats import new_samples
@@ -81,14 +82,13 @@ class RunState:
         self.reconnect_us: array[int] = new_samples()  # from a close to every join answered
         self.reconnect_errors: Counter[str] = Counter()  # why reconnect attempts failed
         # --reconnect: the users whose socket was closed, the first close and the last rejoin
-        # (the storm), and the deliveries between users whose sockets were never closed (other
-        # traffic: neither user's socket closed), as (send time, µs) pairs, filtered to the
-        # storm when the run ends.
+        # (the storm), and every delivery in the window, flat (send time, µs, sender,
+        # receiver): the other traffic during the storm is picked out of them once every
+        # process's closes are known (others_during_reconnects).
         self.closed_users: set[int] = set()
         self.first_close_ns = NEVER
         self.last_rejoin_ns = 0
-        self.others_sent_ns: array[int] = array("q")
-        self.others_us: array[int] = new_samples()
+        self.delivery_log: array[int] = array("q")
         self.typing_per_message = typing_per_message
         # Cumulative thresholds of (message, react, edit) for one random draw per command.
         self.mix = None if mix is None else (mix[0], mix[0] + mix[1], mix[0] + mix[1] + mix[2])
@@ -133,15 +133,17 @@ class RunState:
         if self.open_receipts <= 0:
             self.receipts_done.set()
 
-    def others_during_reconnects(self) -> array[int]:
-        """Send→delivery µs of other traffic (between sockets never closed) sent between the
-        first close and the last rejoin."""
-        start, end = self.first_close_ns, self.last_rejoin_ns
-        return array(
-            self.others_us.typecode,
-            (
-                us
-                for sent, us in zip(self.others_sent_ns, self.others_us, strict=True)
-                if start <= sent <= end
-            ),
-        )
+
+def others_during_reconnects(
+    delivery_logs: Iterable[array[int]], closed_users: set[int], start_ns: int, end_ns: int
+) -> array[int]:
+    """Send→delivery µs of the other traffic during reconnects: messages sent between the first
+    close and the last rejoin, between users whose sockets were never closed."""
+    found = new_samples()
+    for log in delivery_logs:
+        for i in range(0, len(log), 4):
+            sent, us, sender, receiver = log[i : i + 4]
+            steady = sender not in closed_users and receiver not in closed_users
+            if steady and start_ns <= sent <= end_ns:
+                found.append(us)
+    return found

@@ -46,7 +46,11 @@ class WorkerResult:
     reconnect_errors: dict[str, int]
     connect_us: array[int]
     reconnect_us: array[int]
-    others_during_reconnects_us: array[int]
+    # --reconnect: see RunState
+    closed_users: set[int]
+    first_close_ns: int
+    last_rejoin_ns: int
+    delivery_log: array[int]
     reply_us: array[int]
     delivery_us: array[int]
     totals: dict[str, int]
@@ -127,7 +131,10 @@ async def _run(plan: WorkerPlan, link: Link) -> None:
         reconnect_errors=dict(run.reconnect_errors),
         connect_us=run.connect_us,
         reconnect_us=run.reconnect_us,
-        others_during_reconnects_us=run.others_during_reconnects(),
+        closed_users=run.closed_users,
+        first_close_ns=run.first_close_ns,
+        last_rejoin_ns=run.last_rejoin_ns,
+        delivery_log=run.delivery_log,
         reply_us=run.reply_us,
         delivery_us=run.delivery_us,
         totals=run.counters(),
