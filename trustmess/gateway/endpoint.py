@@ -71,9 +71,12 @@ async def _first_frame_auth(
         return CloseCode.AUTH_FAILED
     try:
         assert settings.jwt_secret is not None
-        claims = check_session(request.app, decode_access_token(settings.jwt_secret, command.token))
-        if not await request.app[ACTIVE_USERS].is_active(claims.user_id):
-            raise ApiError(401, ErrorCode.UNAUTHENTICATED, "account disabled")
+        async with request.app[GATEWAY].openings:
+            claims = check_session(
+                request.app, decode_access_token(settings.jwt_secret, command.token)
+            )
+            if not await request.app[ACTIVE_USERS].is_active(claims.user_id):
+                raise ApiError(401, ErrorCode.UNAUTHENTICATED, "account disabled")
     except ApiError as error:
         await ws.close(code=CloseCode.AUTH_FAILED, message=error.message.encode())
         return CloseCode.AUTH_FAILED
@@ -157,8 +160,6 @@ async def _open(
         raise ApiError(403, ErrorCode.FORBIDDEN, "origin not allowed")
     claims: AccessClaims | None = None
     ref: frames.Ref = None
-    if "Authorization" in request.headers:
-        claims = await authenticate(request)
     ws = LingeringWebSocketResponse(
         # Pings and pongs are ours: one heartbeat sweep for all sockets (heartbeat.py).
         heartbeat=None,
@@ -169,13 +170,15 @@ async def _open(
         decode_text=False,
         timeout=2.0,
     )
-    if claims is None:
+    if "Authorization" not in request.headers:
         awaiting, address = app[AWAITING_AUTH], client_key(request)
         if not awaiting.admit(address):
             raise rate_limited(settings.ws_auth_timeout_s)
         try:
-            await ws.prepare(request)
+            async with gateway.openings:
+                await ws.prepare(request)
             note_upgraded()
+            # Not while waiting for the client: that costs us nothing.
             authed = await _first_frame_auth(ws, request)
         finally:
             awaiting.release(address)
@@ -183,7 +186,9 @@ async def _open(
             return Refused(ws, authed)
         claims, ref = authed
     else:
-        await ws.prepare(request)
+        async with gateway.openings:
+            claims = await authenticate(request)
+            await ws.prepare(request)
         note_upgraded()
     conn = Connection(
         ws,

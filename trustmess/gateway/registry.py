@@ -19,6 +19,8 @@ from trustmess.store.joins import JoinRead, JoinRequest
 
 log = logging.getLogger(__name__)
 
+OPENINGS_AT_ONCE = 32
+
 
 class Gateway:
     """Registry of this process's connections."""
@@ -43,6 +45,11 @@ class Gateway:
         self.heartbeat = Heartbeat(self.connections, settings.ws_heartbeat_s)
         self.expiry = TokenExpiry()
         self.accepting = True
+        # At most this many sockets being authenticated and upgraded at once: when a node takes
+        # over another's 2,000 sockets, the connected ones' traffic waits behind a bounded
+        # share of that work in each loop iteration, not behind all of it (p99 300-600 ms
+        # without, bench/RESULTS.md "Reconnect storm"). Not held while a client is awaited.
+        self.openings = asyncio.Semaphore(OPENINGS_AT_ONCE)
 
     def register(self, conn: Connection) -> None:
         """Add a connection; beyond the per-user limit the user's oldest is closed with 4006."""
