@@ -15,7 +15,7 @@ T = TypeVar("T")
 
 # As the server's (runtime/server.py): with 4,000 sockets the default thresholds gave the
 # tester full collections of 115-160 ms, which it then reported as the server's latency.
-GC_THRESHOLDS = (20_000, 20, 10)
+GC_THRESHOLDS = (10_000, 10, 10)
 
 
 def raise_open_files_limit() -> None:

@@ -21,9 +21,10 @@ log = logging.getLogger("trustmess")
 # over 2,000 sockets grows its live objects by half within a second; with the defaults every
 # 25% of growth was a full collection of 150-270 ms with the loop stopped (7 of them in 11 s,
 # bench/RESULTS.md "Reconnect storm"), and a young collection every 700 allocations promoted
-# requests still in flight. Young collections every 20,000 net allocations (a few ms each)
-# leave far fewer survivors, so full ones come rarely.
-GC_THRESHOLDS = (20_000, 20, 10)
+# requests still in flight. Young collections every 10,000 net allocations (a few ms each)
+# leave fewer survivors, so full ones come more rarely. (20,000 and 20 made the middle
+# generation's collections take 130 ms; 5,000 measured like 10,000.)
+GC_THRESHOLDS = (10_000, 10, 10)
 
 
 def tune_collector() -> None:
