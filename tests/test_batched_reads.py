@@ -108,6 +108,7 @@ async def test_close_cancels_what_waits(pool: asyncpg.Pool, make_user: UserFacto
     second = lookup.get(alice.id)
     await lookup.close()
     assert first.cancelled() and second.cancelled()
+    assert lookup.get(alice.id).cancelled()  # and what is asked for after it
 
 
 async def test_read_joins_positions_and_replays(

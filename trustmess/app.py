@@ -201,7 +201,11 @@ async def _realtime(app: web.Application) -> AsyncIterator[None]:
     presence = app[appkeys.PRESENCE] = Presence(
         hub, pool, _make_presence_directory(app), grace_s=settings.presence_grace_s
     )
-    joins = BatchedLookup(pool, partial(read_joins, replay_limit=settings.replay_limit))
+    # Fewer keys per batch than the default: each join may bring up to replay_limit entries,
+    # all decoded in one step of the loop.
+    joins = BatchedLookup(
+        pool, partial(read_joins, replay_limit=settings.replay_limit), batch_max=64
+    )
     gateway = app[appkeys.GATEWAY] = Gateway(settings, hub, membership, joins, presence)
     markers = app[appkeys.READ_MARKERS] = ReadMarkerBuffer(
         pool, membership, settings.read_flush_ms / 1000

@@ -47,9 +47,9 @@ class ReadMarkerBuffer:
         self._last_seq: dict[int, int] = {}
         self._dirty: dict[tuple[int, int], int] = {}
         self._in_flight: dict[tuple[int, int], int] = {}  # the batch being written
-        # Senders' markers, moved into ``_dirty`` every ``_sent_flush_s``, and their users.
-        self._sent: dict[tuple[int, int], int] = {}
-        self._sent_users: set[int] = set()
+        # Senders' markers, user -> conversation -> seq, moved into ``_dirty`` every
+        # ``_sent_flush_s`` (by user: ``flush_user`` takes one user's at once).
+        self._sent: dict[int, dict[int, int]] = {}
         self._sent_handle: asyncio.TimerHandle | None = None
         # Users with markers in ``_dirty``, and in the batch being written.
         self._dirty_users: set[int] = set()
@@ -84,7 +84,7 @@ class ReadMarkerBuffer:
             self._read.get(conversation_id, {}).get(user_id, 0),
             self._dirty.get(key, 0),
             self._in_flight.get(key, 0),
-            self._sent.get(key, 0),
+            self._sent.get(user_id, {}).get(conversation_id, 0),
         )
 
     async def flush_user(self, user_id: int) -> None:
@@ -94,10 +94,8 @@ class ReadMarkerBuffer:
         every pending marker in its one statement). Bounded: if the database fails, the
         read goes on and fails or shows the stored markers.
         """
-        if user_id in self._sent_users:
-            self._sent_users.discard(user_id)
-            for key in [key for key in self._sent if key[1] == user_id]:
-                self._mark_dirty(key, self._sent.pop(key))
+        for conversation_id, seq in self._sent.pop(user_id, {}).items():
+            self._mark_dirty((conversation_id, user_id), seq)
         for _ in range(3):
             task = self._flushing
             if task is not None and (
@@ -113,6 +111,9 @@ class ReadMarkerBuffer:
                 return
 
     async def _load(self, conversation_id: int, user_id: int) -> dict[int, int]:
+        # What this node holds now: a flush may write it and forget it during the read below,
+        # which may then have started before that write committed.
+        held = self.current(conversation_id, user_id)
         async with self._pool.acquire() as db:
             state = await conversation_state(db, conversation_id, user_id)
         if state is None:
@@ -124,7 +125,7 @@ class ReadMarkerBuffer:
         users = self._read.setdefault(conversation_id, {})
         self._size += user_id not in users
         # Another ack (or a send, not written yet) may have moved it: keep the larger.
-        users[user_id] = max(read_seq, self.current(conversation_id, user_id))
+        users[user_id] = max(read_seq, held, self.current(conversation_id, user_id))
         return users
 
     def note_last_seq(self, conversation_id: int, seq: int) -> None:
@@ -147,10 +148,9 @@ class ReadMarkerBuffer:
         # A marker not loaded here is not loaded for it (another node may have stored a
         # larger one); ``current`` and ``_load`` count the pending value until it is written.
         self.note_read(conversation_id, user_id, seq)
-        key = (conversation_id, user_id)
-        if seq > self._sent.get(key, 0):
-            self._sent[key] = seq
-            self._sent_users.add(user_id)
+        sent = self._sent.setdefault(user_id, {})
+        if seq > sent.get(conversation_id, 0):
+            sent[conversation_id] = seq
             if self._sent_handle is None and not self._closed:
                 loop = asyncio.get_running_loop()
                 self._sent_handle = loop.call_later(self._sent_flush_s, self._flush_sent)
@@ -159,9 +159,9 @@ class ReadMarkerBuffer:
         """Senders' markers go with the next flush."""
         self._sent_handle = None
         sent, self._sent = self._sent, {}
-        self._sent_users = set()
-        for key, seq in sent.items():
-            self._mark_dirty(key, seq)
+        for user_id, conversations in sent.items():
+            for conversation_id, seq in conversations.items():
+                self._mark_dirty((conversation_id, user_id), seq)
 
     def _mark_dirty(self, key: tuple[int, int], seq: int) -> None:
         if seq > self._dirty.get(key, 0):
@@ -179,7 +179,9 @@ class ReadMarkerBuffer:
         kept = {
             u: seq
             for u, seq in users.items()
-            if (conversation_id, u) in self._dirty or (conversation_id, u) in self._sent
+            if (conversation_id, u) in self._dirty
+            or (conversation_id, u) in self._in_flight
+            or conversation_id in self._sent.get(u, ())
         }
         if kept:
             self._read[conversation_id] = kept

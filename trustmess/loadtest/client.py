@@ -152,9 +152,11 @@ class SocketClient:
                 break
             code = self.sock.close_code or 1006
             self.run.close_codes[code] += 1
-            if self.run.reconnect:
+            now = monotonic_ns()
+            if self.run.reconnect and code not in FINAL_CLOSES and now >= self.run.window_start:
+                # A close the socket comes back from, in the window: the storm's start.
                 self.run.closed_users.add(self.plan.user_id)
-                self.run.first_close_ns = min(self.run.first_close_ns, monotonic_ns())
+                self.run.first_close_ns = min(self.run.first_close_ns, now)
             if not self.run.reconnect or code in FINAL_CLOSES or not await self._reconnect():
                 break
         self._lost()

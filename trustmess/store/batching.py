@@ -45,9 +45,13 @@ class BatchedLookup(Generic[K, V]):
         self._pending: list[tuple[K, asyncio.Future[V]]] = []
         self._running: set[asyncio.Task[None]] = set()
         self._starting = False  # a batch task has been started but has not taken its keys yet
+        self._closed = False
 
     def get(self, key: K) -> asyncio.Future[V]:
         future: asyncio.Future[V] = asyncio.get_running_loop().create_future()
+        if self._closed:
+            future.cancel()
+            return future
         self._pending.append((key, future))
         self._start_batch()
         return future
@@ -80,6 +84,8 @@ class BatchedLookup(Generic[K, V]):
             try:
                 async with self._pool.acquire() as conn:
                     results = await self._fetch(conn, [key for key, _ in batch])
+                if len(results) != len(batch):
+                    raise RuntimeError(f"{len(results)} results for {len(batch)} keys")
             except BaseException as exc:
                 for _, future in batch:
                     if future.done():
@@ -91,12 +97,14 @@ class BatchedLookup(Generic[K, V]):
                 if not isinstance(exc, Exception):
                     raise
                 continue
-            for (_, future), result in zip(batch, results, strict=True):
+            for (_, future), result in zip(batch, results, strict=False):
                 if not future.done():
                     future.set_result(result)
 
     async def close(self) -> None:
-        """Cancel the batches in flight and whatever waits (at shutdown)."""
+        """Cancel the batches in flight and whatever waits (at shutdown); later lookups are
+        cancelled at once."""
+        self._closed = True
         for _, future in self._pending:
             future.cancel()
         self._pending.clear()
