@@ -339,6 +339,33 @@ async def test_a_block_sends_hidden_at_once_and_unblocking_shows_again(
     assert await presence_of(bob_sock, alice) == {**online, "user_id": alice.id}
 
 
+async def test_a_contact_shows_presence_when_accepted_and_hides_it_when_removed(
+    app_client, open_socket, make_user
+) -> None:
+    """Nothing shared but the contact, Bob visible to contacts only: accepting shows each the
+    other's presence at once, removing takes it back at once (no need to ask again)."""
+    alice, bob = await make_user(), await make_user()
+    await set_visibility(app_client, bob, "contacts")
+    alice_sock, bob_sock = await open_socket(alice), await open_socket(bob)
+    assert await subscribe(alice_sock) == [] and await subscribe(bob_sock) == []
+    asked = await app_client.post(
+        "/contact-requests", json={"user_id": bob.id}, headers=alice.headers
+    )
+    assert asked.status == 201, await asked.text()
+    accepted = await app_client.post(
+        f"/contact-requests/incoming/{alice.id}/accept", headers=bob.headers
+    )
+    assert accepted.status == 200, await accepted.text()
+    online = {"type": "presence", "status": "online", "last_seen": None}
+    assert await presence_of(alice_sock, bob) == {**online, "user_id": bob.id}
+    assert await presence_of(bob_sock, alice) == {**online, "user_id": alice.id}
+    removed = await app_client.delete(f"/contacts/{alice.id}", headers=bob.headers)
+    assert removed.status == 204
+    hidden = {"type": "presence", "status": "hidden", "last_seen": None}
+    assert await presence_of(alice_sock, bob) == {**hidden, "user_id": bob.id}
+    assert await presence_of(bob_sock, alice) == {**hidden, "user_id": alice.id}
+
+
 async def test_a_block_sends_nothing_to_who_could_not_see(
     app_client, open_socket, chat, make_user
 ) -> None:

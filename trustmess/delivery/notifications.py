@@ -118,9 +118,10 @@ class Notifier:
     ) -> None:
         """The contact or a block between two users changed. With ``change``, both hear it as
         a ``contact`` event, each about the other; and always every node recomputes who may see
-        whose presence, which is what a route changing people must not forget. A block or an
-        unblock passes ``sight_before`` (``Presence.sight`` before the change): whoever lost
-        sight of the other gets ``hidden`` at once, whoever gained it the current state."""
+        whose presence, which is what a route changing people must not forget. A block, an
+        unblock, a contact's start or its end passes ``sight_before`` (``Presence.sight``
+        before the change): whoever lost sight of the other gets ``hidden`` at once, whoever
+        gained it the current state."""
         if change is not None:
             self.to_user(me.id, events.contact(change, other.public_json(), **fields))
             self.to_user(other.id, events.contact(change, me.public_json(), **fields))

@@ -457,9 +457,10 @@ class Presence:
         return found
 
     async def sight_changed(self, a: int, b: int, before: Sight) -> None:
-        """A block between ``a`` and ``b`` came or went (``before``: their :meth:`sight` before
-        it): every node recomputes their audiences; the one who lost sight of the other gets
-        ``hidden``, the one who gained it the current state, as for ``visibility_changed``."""
+        """A block or a contact between ``a`` and ``b`` came or went (``before``: their
+        :meth:`sight` before it): every node recomputes their audiences; the one who lost
+        sight of the other gets ``hidden``, the one who gained it the current state, as for
+        ``visibility_changed``."""
         self.people_changed([a, b])
         after = await self.sight(a, b)
         for viewer, user in sorted(before.keys() - after.keys()):

@@ -98,12 +98,16 @@ async def remove_contact(request: web.Request) -> web.Response:
     """End a contact (both sides are told: ``contact`` ``removed``); 204."""
     user_id = await current_user_id(request)
     other_id = path_id(request, "user_id")
+    # Who saw whose presence as a contact: taken back at once (relationship_changed).
+    sight_before = await request.app[PRESENCE].sight(user_id, other_id)
     async with request.app[POOL].acquire() as conn:
         if not await contact_store.remove_contact(conn, user_id, other_id):
             raise not_found("contact not found")
         me, other = await get_user(conn, user_id), await get_user(conn, other_id)
     if me is not None and other is not None:
-        await request.app[NOTIFIER].relationship_changed(me, other, "removed")
+        await request.app[NOTIFIER].relationship_changed(
+            me, other, "removed", sight_before=sight_before
+        )
     return web.Response(status=204)
 
 
@@ -129,6 +133,7 @@ async def send_request(request: web.Request) -> web.Response:
     spend_requests(request, user_id)
     other = await active_user(request, other_id)
     me = await _me(request, user_id)
+    sight_before = await request.app[PRESENCE].sight(user_id, other_id)
     async with request.app[POOL].acquire() as conn:
         outcome = await contact_store.send_request(
             conn, me, other, message, request.app[SETTINGS].contact_request_cooldown_s
@@ -140,7 +145,7 @@ async def send_request(request: web.Request) -> web.Response:
         raise ApiError(409, ErrorCode.CONFLICT, "you have blocked this user; unblock first")
     if outcome.state == "accepted":
         assert outcome.since is not None
-        await notifier.relationship_changed(me, other, "accepted")
+        await notifier.relationship_changed(me, other, "accepted", sight_before=sight_before)
         contact = contact_store.Contact(other, outcome.since)
         return json_response({"state": "accepted", "contact": contact.to_json()})
     assert outcome.request is not None
@@ -190,6 +195,7 @@ async def accept_request(request: web.Request) -> web.Response:
     """Accept ``user_id``'s request: the new contact (both sides hear ``accepted``)."""
     user_id = await current_user_id(request)
     other_id = path_id(request, "user_id")
+    sight_before = await request.app[PRESENCE].sight(user_id, other_id)
     async with request.app[POOL].acquire() as conn:
         since = await contact_store.accept_request(conn, user_id, other_id)
         if since is None:
@@ -197,7 +203,10 @@ async def accept_request(request: web.Request) -> web.Response:
         me, other = await get_user(conn, user_id), await get_user(conn, other_id)
     if me is None or other is None:
         raise _request_not_found()
-    await request.app[NOTIFIER].relationship_changed(me, other, "accepted")
+    # Who may now see the other's presence as a contact is shown it at once.
+    await request.app[NOTIFIER].relationship_changed(
+        me, other, "accepted", sight_before=sight_before
+    )
     return json_response(contact_store.Contact(other, since).to_json())
 
 
