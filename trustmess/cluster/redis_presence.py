@@ -85,7 +85,9 @@ local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
 local nodes = ARGV[1] .. 'presence:nodes'
 local alive = ARGV[1] .. 'presence:alive'
 local out = {}
-for _, node in ipairs(redis.call('ZRANGEBYSCORE', nodes, '-inf', string.format('%.3f', now))) do
+-- To the microsecond: at milliseconds, a claim expired (score now) less than 1 ms before
+-- could round above the bound and wait for the next sweep.
+for _, node in ipairs(redis.call('ZRANGEBYSCORE', nodes, '-inf', string.format('%.6f', now))) do
   redis.call('ZREM', nodes, node)
   local seen = redis.call('HGET', alive, node) or string.format('%.3f', now)
   redis.call('HDEL', alive, node)
