@@ -38,9 +38,12 @@ class Notifier:
             {"op": "conversation_changed", "conversation_id": conversation_id}
         )
         async with self._pool.acquire() as conn:
+            members = await member_ids(conn, conversation_id)
             views = await get_conversation_for_members(
-                conn, conversation_id, self._audience(await member_ids(conn, conversation_id))
+                conn, conversation_id, self._audience(members)
             )
+        # They may see each other's presence now: their audiences, and only theirs, change.
+        self._presence.people_changed(members)
         for user_id, conversation in views:
             self._hub.publish_user(user_id, events.conversation(conversation))
 
@@ -61,6 +64,7 @@ class Notifier:
             user_ids = await member_ids(conn, conversation_id)
             # Read even for offline newcomers: the view carries the member entries to announce.
             views = await get_conversation_for_members(conn, conversation_id, added)
+        self._presence.people_changed(sorted({*user_ids, *added}))
         if not views:
             return  # they left again before this ran; the removal announces itself
         members = [member for member in views[0][1].members if member.id in new]
@@ -88,9 +92,10 @@ class Notifier:
             )
             self._hub.publish_user(user_id, events.removed(conversation_id))
         async with self._pool.acquire() as conn:
-            user_ids = self._audience(await member_ids(conn, conversation_id))
+            members = await member_ids(conn, conversation_id)
+        self._presence.people_changed(sorted({*members, *removed}))
         payload = events.members_removed(conversation_id, version, removed, owner_id)
-        self._publish_users(user_ids, payload)
+        self._publish_users(self._audience(members), payload)
 
     def _audience(self, user_ids: list[int]) -> list[int]:
         # With one process we know who is online; across nodes every member is told.

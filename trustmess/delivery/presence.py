@@ -417,9 +417,8 @@ class Presence:
         return bool(await self._directory.online_among([user_id]))
 
     def people_changed(self, user_ids: list[int]) -> None:
-        """The contacts (or the setting) of these users changed: every node recomputes their
-        audiences when next needed. Membership changes need no call: the ``conversation_changed``
-        and ``member_removed`` control operations already make every node forget them."""
+        """The contacts, the conversations (their memberships) or the setting of these users
+        changed: every node recomputes their audiences when next needed."""
         self._hub.publish_control({"op": "presence_audience_changed", "user_ids": user_ids})
 
     def account_deleted(self, user_id: int, watchers: list[int]) -> None:

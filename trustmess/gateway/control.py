@@ -28,13 +28,13 @@ def apply_control(app: web.Application, op: dict[str, Any]) -> None:
     gateway, markers = app[GATEWAY], app[READ_MARKERS]
     kind = op.get("op")
     if kind == "conversation_changed":
+        # Presence audiences: the members' are forgotten by the presence_audience_changed
+        # operation the change also sends (notifications.py), not everyone's.
         gateway.membership.forget_conversation(op["conversation_id"])
         markers.forget_conversation(op["conversation_id"])
-        app[PRESENCE].forget_audiences()
     elif kind == "member_removed":
         gateway.drop_membership(op["conversation_id"], op["user_id"])
         markers.forget_conversation(op["conversation_id"])
-        app[PRESENCE].forget_audiences()
     elif kind == "presence":
         app[PRESENCE].deliver(op)
     elif kind == "presence_audience_changed":
