@@ -366,6 +366,29 @@ async def test_a_contact_shows_presence_when_accepted_and_hides_it_when_removed(
     assert await presence_of(bob_sock, alice) == {**hidden, "user_id": alice.id}
 
 
+async def test_a_membership_change_forgets_only_its_members_audiences(
+    app_client, open_socket, make_user, chat
+) -> None:
+    """Who may see a user is cached per user; a group gaining a member changes its members'
+    audiences, not an outsider's (it used to drop every user's, on every node)."""
+    alice, _, cid = chat
+    carol, dave = await make_user(), await make_user()
+    presence = app_client.app[PRESENCE]
+    for user in (alice, carol):
+        await open_socket(user)
+
+    def cached(user: User) -> bool:
+        return presence._cached_audience(user.id) is not None
+
+    await eventually(lambda: cached(alice) and cached(carol), what="audiences cached")
+    added = await app_client.post(
+        f"/conversations/{cid}/members", json={"user_ids": [dave.id]}, headers=alice.headers
+    )
+    assert added.status == 200, await added.text()
+    await eventually(lambda: not cached(alice), what="the member's audience forgotten")
+    assert cached(carol)
+
+
 async def test_a_block_sends_nothing_to_who_could_not_see(
     app_client, open_socket, chat, make_user
 ) -> None:
