@@ -2,7 +2,7 @@
 upgraded at once (gateway/registry.py), so that when a node takes over another node's sockets
 the connected ones' traffic is not queued behind all of that work; a client that has not sent
 its ``auth`` frame yet holds no place. And a serving process tunes its garbage collector
-(runtime/server.py)."""
+(collector.py)."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ import pytest
 
 from tests.conftest import SocketClient
 from trustmess.appkeys import GATEWAY
-from trustmess.runtime.server import GC_THRESHOLDS, tune_collector
+from trustmess.collector import GC_THRESHOLDS, tune_collector
 
 
 async def test_openings_wait_for_a_place_and_go_on_when_one_frees(

@@ -6,16 +6,13 @@ Its own module so that the runner (which spawns workers) does not import the com
 from __future__ import annotations
 
 import asyncio
-import gc
 import resource
 from collections.abc import Callable, Coroutine
 from typing import Any, TypeVar
 
-T = TypeVar("T")
+from trustmess.collector import tune_collector
 
-# As the server's (runtime/server.py): with 4,000 sockets the default thresholds gave the
-# tester full collections of 115-160 ms, which it then reported as the server's latency.
-GC_THRESHOLDS = (10_000, 10, 10)
+T = TypeVar("T")
 
 
 def raise_open_files_limit() -> None:
@@ -27,9 +24,7 @@ def raise_open_files_limit() -> None:
 def run_async(coro: Coroutine[Any, Any, T]) -> T:
     """Run on uvloop when it is installed (the ``fast`` extra), else the default loop; with
     the collector tuned like the server's."""
-    gc.collect()
-    gc.freeze()
-    gc.set_threshold(*GC_THRESHOLDS)
+    tune_collector()
     factory: Callable[[], asyncio.AbstractEventLoop] | None = None
     try:
         import uvloop

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import gc
 import logging
 import signal
 from typing import Any
@@ -12,27 +11,11 @@ from aiohttp import web
 from aiohttp.http_exceptions import HttpProcessingError
 
 from trustmess.app import create_app
+from trustmess.collector import tune_collector
 from trustmess.http.prometheus import metrics_app
 from trustmess.settings import Settings
 
 log = logging.getLogger("trustmess")
-
-# The collector's thresholds for a server (CPython's defaults: 700, 10, 10). A node that takes
-# over 2,000 sockets grows its live objects by half within a second; with the defaults every
-# 25% of growth was a full collection of 150-270 ms with the loop stopped (7 of them in 11 s,
-# bench/RESULTS.md "Reconnect storm"), and a young collection every 700 allocations promoted
-# requests still in flight. Young collections every 10,000 net allocations (a few ms each)
-# leave fewer survivors, so full ones come more rarely. (20,000 and 20 made the middle
-# generation's collections take 130 ms; 5,000 measured like 10,000.)
-GC_THRESHOLDS = (10_000, 10, 10)
-
-
-def tune_collector() -> None:
-    """What the process holds after start-up lives until exit: keep it out of every full
-    collection (``gc.freeze``), and collect the young generation less often."""
-    gc.collect()
-    gc.freeze()
-    gc.set_threshold(*GC_THRESHOLDS)
 
 
 class ProtocolErrorLog(logging.LoggerAdapter[logging.Logger]):
