@@ -81,6 +81,35 @@ async def test_malformed_bus_messages_are_dropped_counted_and_the_bus_stays_up(
     assert (await sock.recv_type("message"))["body"] == "still here"
 
 
+async def test_a_node_drops_its_own_echo_and_delivers_the_others(
+    redis_url, make_client, make_user, make_group, connect
+) -> None:
+    """Redis sends a publisher its own messages back: they are dropped unread (the node
+    delivered them when it published), neither delivered twice nor counted."""
+    client = await make_client(broker=redis_url)
+    alice, bob = await make_user(), await make_user()
+    cid = await make_group(alice, bob)
+    sock = await connect(alice, test_client=client)
+    await sock.request({"type": "join", "conversation_id": cid})
+    broker = client.app[HUB].broker
+    assert isinstance(broker, RedisBroker)
+    conv = f"{channel_prefix(redis_url)}c:{cid}"
+    mine = b'{"type":"read","conversation_id":%d,"user_id":1,"seq":1}' % cid
+    theirs = b'{"type":"read","conversation_id":%d,"user_id":1,"seq":2}' % cid
+    own = orjson.dumps([broker.node, time.time(), None, None])
+    received, malformed = broker.bus_received, broker.bus_malformed
+    admin = aioredis.Redis.from_url(redis_url)
+    try:
+        assert await admin.publish(conv, own + b"\n" + mine) == 1
+        assert await admin.publish(conv, header() + b"\n" + theirs) == 1
+    finally:
+        await admin.aclose()
+    # In order on one connection: had the echo been delivered, it would come first.
+    assert await sock.recv_type("read") == orjson.loads(theirs)
+    assert broker.bus_received == received + 1
+    assert broker.bus_malformed == malformed
+
+
 async def test_the_bus_works_with_a_redis_acl_user_and_password(
     redis_process, redis_url, make_client, make_user, make_group, connect, caplog
 ) -> None:
