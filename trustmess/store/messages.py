@@ -196,10 +196,11 @@ async def append_messages(conn: DbConnection, batch: list[NewMessage]) -> list[A
     """
     if len(batch) == 1:
         m = batch[0]
-        row = await conn.fetchrow(
+        # fetch, not fetchrow: fetchrow's row limit ends the portal suspended instead of
+        # complete (the statement still runs whole; the protocol exchange differs).
+        [row] = await conn.fetch(
             APPEND_ONE, m.conversation_id, m.sender_id, m.client_msg_id, m.body, m.reply_to
         )
-        assert row is not None  # the statement always returns its one row
         return [AppendResult(*row)]
     # One pass over the batch, transposed into the statement's column arrays.
     columns = zip(
