@@ -87,6 +87,48 @@ async def test_bad_row_does_not_sink_its_batch(client, make_user, make_group, db
     assert (first.message.seq, a.message.seq, second.message.seq) == (1, 2, 3)
 
 
+async def test_the_writer_keeps_one_connection_and_gives_it_back(
+    database_url, db, make_user, make_group
+) -> None:
+    """Batches reuse the writer's connection; a failed batch returns it to the pool (which
+    replaces a broken one), and close() returns it, so the pool closes without waiting."""
+    alice, bob = await make_user(), await make_user()
+    cid = await make_group(alice, bob)
+    pool = await asyncpg.create_pool(database_url, min_size=1, max_size=2)
+    assert pool is not None
+    writer = MessageWriter(pool, lambda message: None)
+    writer.start()
+
+    def in_use() -> int:
+        return pool.get_size() - pool.get_idle_size()
+
+    pids = set()
+    try:
+        for n in range(3):
+            await writer.submit(NewMessage(cid, alice.id, f"m{n}", "hello", None))
+            assert in_use() == 1
+            # The writer's connection: the one idle in this database besides ``db``.
+            pids.add(
+                await pool.fetchval(
+                    "SELECT pid FROM pg_stat_activity WHERE datname = current_database() "
+                    "AND pid <> pg_backend_pid() AND pid <> ALL($1::int[])",
+                    [db.get_server_pid()],
+                )
+            )
+        assert len(pids) == 1, "one connection for every batch"
+        # PostgreSQL refuses the NUL byte: the statement fails and the batch is retried.
+        with pytest.raises(ApiError):
+            await writer.submit(NewMessage(cid, alice.id, "bad", "nul \x00 byte", None))
+        stored = await writer.submit(NewMessage(cid, alice.id, "after", "still", None))
+        assert stored.message.seq == 4
+        assert in_use() == 1
+    finally:
+        await writer.close()
+    assert in_use() == 0
+    async with asyncio.timeout(5):
+        await pool.close()
+
+
 async def test_resubmitting_a_stored_message_is_a_duplicate_across_batches(client, chat) -> None:
     alice, _, cid = chat
     writer = client.app[WRITER]
