@@ -84,8 +84,8 @@ async def test_malformed_bus_messages_are_dropped_counted_and_the_bus_stays_up(
 async def test_a_node_drops_its_own_echo_and_delivers_the_others(
     redis_url, make_client, make_user, make_group, connect
 ) -> None:
-    """Redis sends a publisher its own messages back: they are dropped unread (the node
-    delivered them when it published), neither delivered twice nor counted."""
+    """Redis sends a publisher its own messages back: they are dropped (the node delivered
+    them when it published), neither delivered twice nor counted."""
     client = await make_client(broker=redis_url)
     alice, bob = await make_user(), await make_user()
     cid = await make_group(alice, bob)

@@ -91,10 +91,6 @@ class RedisBroker:
         control_outbox_events: int = CONTROL_OUTBOX_EVENTS,
     ) -> None:
         self.node = uuid.uuid4().hex[:12]
-        # How every bus message this node publishes starts (its header line is
-        # ``[node, sent_at, ...]``). Redis sends a node its own messages back on every channel it
-        # both publishes and subscribes to: half of what a worker hears under ``--workers 2``.
-        self._own_start = orjson.dumps([self.node])[:-1] + b","
         self._url = url
         self._prefix = channel_prefix(url)
         self._control_channel = self._prefix + "ctl"
@@ -452,8 +448,6 @@ class RedisBroker:
             future.set_result(None)
 
     def _on_bus_message(self, channel_bytes: bytes, data: bytes) -> None:
-        if data.startswith(self._own_start):
-            return  # our own echo: dropped before any parsing
         channel = channel_bytes.decode(errors="replace")
         try:
             self._receive_message(channel, data)
