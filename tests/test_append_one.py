@@ -65,6 +65,8 @@ def shape(result: AppendResult) -> tuple[Any, ...]:
 async def test_one_row_and_batch_statements_agree(
     db, make_user, make_group, case, row, status
 ) -> None:
+    # As on the writer's own connections (runtime/pool.py).
+    await db.execute("SET plan_cache_mode = force_generic_plan")
     alice, bob, eve = await make_user(), await make_user(), await make_user()
     users = {"alice": alice, "bob": bob, "eve": eve}
     cid = await make_group(alice, bob)

@@ -111,6 +111,7 @@ async def test_the_writer_keeps_one_connection_and_gives_it_back(
             pids.add(
                 await pool.fetchval(
                     "SELECT pid FROM pg_stat_activity WHERE datname = current_database() "
+                    "AND backend_type = 'client backend' "
                     "AND pid <> pg_backend_pid() AND pid <> ALL($1::int[])",
                     [db.get_server_pid()],
                 )
@@ -119,6 +120,7 @@ async def test_the_writer_keeps_one_connection_and_gives_it_back(
         # PostgreSQL refuses the NUL byte: the statement fails and the batch is retried.
         with pytest.raises(ApiError):
             await writer.submit(NewMessage(cid, alice.id, "bad", "nul \x00 byte", None))
+        assert in_use() == 0, "a failed batch gives its connection back"
         stored = await writer.submit(NewMessage(cid, alice.id, "after", "still", None))
         assert stored.message.seq == 4
         assert in_use() == 1
@@ -126,6 +128,48 @@ async def test_the_writer_keeps_one_connection_and_gives_it_back(
         await writer.close()
     assert in_use() == 0
     async with asyncio.timeout(5):
+        await pool.close()
+
+
+async def test_an_idle_writer_gives_its_connection_back(
+    database_url, make_user, make_group
+) -> None:
+    alice = await make_user()
+    cid = await make_group(alice)
+    pool = await asyncpg.create_pool(database_url, min_size=1, max_size=2)
+    assert pool is not None
+    writer = MessageWriter(pool, lambda message: None, idle_release_s=0.2)
+    writer.start()
+    try:
+        await writer.submit(NewMessage(cid, alice.id, "m1", "hello", None))
+        assert pool.get_idle_size() == pool.get_size() - 1  # kept after the batch
+        await eventually(lambda: pool.get_idle_size() == pool.get_size(), 5, "given back")
+        second = await writer.submit(NewMessage(cid, alice.id, "m2", "again", None))
+        assert second.message.seq == 2
+    finally:
+        await writer.close()
+    async with asyncio.timeout(5):
+        await pool.close()
+
+
+async def test_a_dead_writer_gives_its_connection_back(database_url, make_user, make_group) -> None:
+    """A writer task killed by a callback's BaseException still returns its connection, and
+    close() after it returns at once: the pool then closes without waiting for it."""
+    alice = await make_user()
+    cid = await make_group(alice)
+    pool = await asyncpg.create_pool(database_url, min_size=1, max_size=2)
+    assert pool is not None
+    writer = MessageWriter(pool, lambda message: None)
+    writer.start()
+    await writer.submit(NewMessage(cid, alice.id, "m1", "hello", None))
+
+    def fatal(outcome: object) -> None:
+        raise _Fatal
+
+    writer.submit_with(NewMessage(cid, alice.id, "m2", "second", None), fatal)
+    await eventually(lambda: pool.get_idle_size() == pool.get_size(), 5, "given back")
+    async with asyncio.timeout(5):
+        await writer.close()
         await pool.close()
 
 

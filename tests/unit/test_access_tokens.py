@@ -62,6 +62,8 @@ def test_an_expired_token_is_refused_before_it_is_remembered() -> None:
         "sid": uuid.uuid4().hex,
     }
     token = jwt.encode(claims, SECRET, algorithm="HS256")
+    size = auth._verified.cache_info().currsize
     with pytest.raises(ApiError) as caught:
         auth.decode_access_token(SECRET, token)
     assert caught.value.code == ErrorCode.TOKEN_EXPIRED
+    assert auth._verified.cache_info().currsize == size

@@ -48,6 +48,10 @@ from trustmess.wire.validation import MAX_REACTIONS_PER_MESSAGE
 
 log = logging.getLogger(__name__)
 
+# The writer keeps its connection between batches while it has work; after this long with
+# none, the connection goes back to the pool.
+IDLE_RELEASE_S = 10.0
+
 Publish = Callable[[Message], None]
 PublishChange = Callable[[Change], None]
 # Called once per submitted message: with its SendResult, or the ApiError that refused it.
@@ -87,12 +91,17 @@ class MessageWriter:
         window_s: float = 0.0,
         edit_window_s: float = 0.0,
         max_reactions: int = MAX_REACTIONS_PER_MESSAGE,
+        idle_release_s: float = IDLE_RELEASE_S,
     ) -> None:
         self._pool = pool
         # The connection batches are stored on, kept between batches: an acquire and release
         # per batch cost about 25 µs of the event loop's time, and at everyday rates every
-        # message is a batch. A batch that fails gives it back (the pool replaces a broken one).
+        # message is a batch. A batch that fails gives it back (the pool replaces a broken one),
+        # and so does a writer idle for ``idle_release_s`` (``_give_back``).
         self._conn: PoolConnectionProxy | None = None
+        self._idle_release_s = idle_release_s
+        self._idle: asyncio.TimerHandle | None = None
+        self._releasing: set[asyncio.Task[None]] = set()
         self._publish = publish
         self._publish_change = publish_change
         self._edit_window_s = edit_window_s
@@ -146,11 +155,21 @@ class MessageWriter:
             # asyncio.wait, not await: a task that died meanwhile has been logged and has failed
             # its callers (``_stopped``); its exception must not break the shutdown that follows.
             await asyncio.wait([self._task])
-        conn, self._conn = self._conn, None
-        if conn is not None:
-            await self._pool.release(conn)
 
     async def _run(self) -> None:
+        try:
+            await self._batches()
+        finally:
+            # However the batches ended (stopped, cancelled, a callback's BaseException), the
+            # connection goes back before the pool is closed; no _store is running by now.
+            idle, self._idle = self._idle, None
+            if idle is not None:
+                idle.cancel()
+            self._give_back()
+            if self._releasing:
+                await asyncio.wait(self._releasing)
+
+    async def _batches(self) -> None:
         # Two stages overlap: while batch N's answers are published, batch N+1 (everything
         # queued meanwhile) is already in the database. N+1 is sent only once N has committed,
         # so seqs follow submission order, and a failed batch is recovered (``_recover``)
@@ -161,7 +180,16 @@ class MessageWriter:
         try:
             while True:
                 if inflight is None:
-                    first = None if stopping else await self._queue.get()
+                    if stopping:
+                        return
+                    if self._queue.empty() and self._conn is not None:
+                        self._idle = asyncio.get_running_loop().call_later(
+                            self._idle_release_s, self._give_back
+                        )
+                    first = await self._queue.get()
+                    if self._idle is not None:
+                        self._idle.cancel()
+                        self._idle = None
                     if first is None:
                         return
                     if self._window_s > 0:
@@ -187,12 +215,28 @@ class MessageWriter:
             # Nothing above lets an Exception out; whatever does (cancellation, a callback's
             # BaseException) must not leave the batches in hand unanswered.
             self._closed = True
+            stores = []
             for held in (done, inflight):
                 if held is not None:
                     held.task.cancel()
+                    stores.append(held.task)
                     for group in held.groups:
                         _answer_all(group, _writer_stopped())
+            if stores:
+                # A cancelled _store gives its connection back itself: wait for that, so
+                # that _run's release cannot race it.
+                await asyncio.wait(stores)
             raise
+
+    def _give_back(self) -> None:
+        """Return the kept connection to the pool (in the background). Called when the writer
+        has had nothing to do for ``idle_release_s``: in the pool, the pool's idle limit and
+        recycling apply to it as to any other; the next batch takes one afresh."""
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            task = asyncio.get_running_loop().create_task(self._pool.release(conn))
+            self._releasing.add(task)
+            task.add_done_callback(self._releasing.discard)
 
     def _stopped(self, task: asyncio.Task[None]) -> None:
         """Done-callback: a writer task that ended other than by ``close`` refuses what is
