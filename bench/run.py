@@ -442,8 +442,20 @@ def main() -> int:
     parser.add_argument(
         "--repeat", type=int, default=1, help="runs per scenario; the median one is reported"
     )
+    parser.add_argument(
+        "--server-env",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="a setting for every server started (repeatable), e.g. TRUSTMESS_COMMIT_WINDOW_MS=2",
+    )
     parser.add_argument("--out", type=Path, help="markdown output (default: bench/RESULTS.md)")
     args = parser.parse_args()
+    for pair in args.server_env:
+        name, sep, value = pair.partition("=")
+        if not sep or not name.startswith("TRUSTMESS_"):
+            parser.error(f"--server-env wants TRUSTMESS_NAME=VALUE, not {pair!r}")
+        BENCH_ENV[name] = value  # every server's environment, and shown in the results
     # Stop the servers (and their embedded databases) on Ctrl-C or SIGTERM, even when started
     # in the background by a shell that ignores SIGINT.
     signal.signal(signal.SIGINT, signal.default_int_handler)
