@@ -173,6 +173,46 @@ async def test_a_dead_writer_gives_its_connection_back(database_url, make_user, 
         await pool.close()
 
 
+async def test_the_commit_window_waits_only_when_the_rate_makes_it_pay(
+    database_url, make_user, make_group
+) -> None:
+    """With a commit window, a lone message at a low rate is stored at once (waiting would
+    only add latency); at a rate that brings another message within the window, the writer
+    waits and both share one commit."""
+    alice = await make_user()
+    cid = await make_group(alice)
+    pool = await asyncpg.create_pool(database_url, min_size=1, max_size=2)
+    assert pool is not None
+    writer = MessageWriter(pool, lambda message: None, window_s=30.0, rate_period_s=0.05)
+    writer.start()
+    try:
+        # No rate yet: a 30 s window would time this out.
+        async with asyncio.timeout(10):
+            await writer.submit(NewMessage(cid, alice.id, "lone", "hello", None))
+        # A burst sets the rate (30 messages in a few ms: far above one per 30 s)...
+        await asyncio.gather(
+            *(writer.submit(NewMessage(cid, alice.id, f"b{n}", "burst", None)) for n in range(30))
+        )
+        loop = asyncio.get_running_loop()
+        period_over = loop.time() + 0.06
+        await eventually(lambda: loop.time() >= period_over, 5, "the rate period ends")
+        batches = writer.batches
+        # ...so the next lone message waits for the window, and one sent meanwhile joins it.
+        first = writer.submit(NewMessage(cid, alice.id, "w1", "first", None))
+        await eventually(lambda: writer._queue.empty(), 5, "the writer holds the first")
+        second = writer.submit(NewMessage(cid, alice.id, "w2", "second", None))
+        assert not first.done()
+        assert writer.batches == batches
+    finally:
+        # close() commits what waits in the window at once (it does not wait 30 s).
+        async with asyncio.timeout(10):
+            await writer.close()
+    assert ((await first).message.seq, (await second).message.seq) == (32, 33)
+    assert writer.batches == batches + 1
+    async with asyncio.timeout(5):
+        await pool.close()
+
+
 async def test_resubmitting_a_stored_message_is_a_duplicate_across_batches(client, chat) -> None:
     alice, _, cid = chat
     writer = client.app[WRITER]

@@ -401,7 +401,9 @@ class Settings:
         15.0, _parse_float(0.3, 3600), "a dead node's users go offline within 4/3 of this"
     )
     commit_batch_max: int = _setting(1024, _parse_int(1, 100_000), "messages per group commit")
-    commit_window_ms: float = _setting(0.0, _parse_float(0, 1000), "group-commit wait window")
+    commit_window_ms: float = _setting(
+        0.0, _parse_float(0, 1000), "longest wait for others to share a commit"
+    )
     read_flush_ms: float = _setting(50.0, _parse_float(0, 60_000), "ack write-behind delay")
     group_commit: bool = _setting(True, _parse_bool, "batch message inserts")
     broker: str = _setting(

@@ -51,6 +51,9 @@ log = logging.getLogger(__name__)
 # The writer keeps its connection between batches while it has work; after this long with
 # none, the connection goes back to the pool.
 IDLE_RELEASE_S = 10.0
+# The commit window waits only when, at the rate of the last period this long, at least one
+# more message is expected to arrive within it.
+RATE_PERIOD_S = 1.0
 
 Publish = Callable[[Message], None]
 PublishChange = Callable[[Change], None]
@@ -92,6 +95,7 @@ class MessageWriter:
         edit_window_s: float = 0.0,
         max_reactions: int = MAX_REACTIONS_PER_MESSAGE,
         idle_release_s: float = IDLE_RELEASE_S,
+        rate_period_s: float = RATE_PERIOD_S,
     ) -> None:
         self._pool = pool
         # The connection batches are stored on, kept between batches: an acquire and release
@@ -108,6 +112,12 @@ class MessageWriter:
         self._max_reactions = max_reactions
         self._batch_max = batch_max
         self._window_s = window_s
+        # Messages taken since ``_rate_since``, and the rate of the last full period.
+        self._rate = 0.0
+        self._rate_count = 0
+        self._rate_since = 0.0
+        self._rate_period_s = rate_period_s
+        self._window_waiter: asyncio.Future[None] | None = None  # close() ends a window early
         self._queue: asyncio.Queue[_Pending | None] = asyncio.Queue()
         self._task: asyncio.Task[None] | None = None
         self._closed = False
@@ -151,6 +161,7 @@ class MessageWriter:
             return
         self._closed = True
         self._queue.put_nowait(None)
+        _settle_once(self._window_waiter)
         if self._task is not None:
             # asyncio.wait, not await: a task that died meanwhile has been logged and has failed
             # its callers (``_stopped``); its exception must not break the shutdown that follows.
@@ -192,8 +203,8 @@ class MessageWriter:
                         self._idle = None
                     if first is None:
                         return
-                    if self._window_s > 0:
-                        await asyncio.sleep(self._window_s)
+                    if self._window_s > 0 and self._window_pays():
+                        await self._window()
                     batch, stopping = self._take(first)
                     inflight = self._launch(batch)
                 done, inflight = inflight, None
@@ -252,14 +263,38 @@ class MessageWriter:
             if item is not None:
                 _call(item, _writer_stopped())
 
+    async def _window(self) -> None:
+        """Let more messages gather for the commit window (``close`` ends it at once)."""
+        loop = asyncio.get_running_loop()
+        waiter = self._window_waiter = loop.create_future()
+        timer = loop.call_later(self._window_s, _settle_once, waiter)
+        try:
+            await waiter
+        finally:
+            timer.cancel()
+            self._window_waiter = None
+
+    def _window_pays(self) -> bool:
+        """Is another message expected within the commit window? Only then does waiting for
+        it save a commit; at a lower rate every message would wait for nothing."""
+        now = asyncio.get_running_loop().time()
+        elapsed = now - self._rate_since
+        if elapsed >= self._rate_period_s:
+            self._rate = self._rate_count / elapsed
+            self._rate_count = 0
+            self._rate_since = now
+        return self._rate * self._window_s >= 1.0
+
     def _take(self, first: _Pending) -> tuple[list[_Pending], bool]:
         """``first`` and whatever else is queued (up to batch_max); True if told to stop."""
         batch = [first]
         while len(batch) < self._batch_max and not self._queue.empty():
             item = self._queue.get_nowait()
             if item is None:
+                self._rate_count += len(batch)
                 return batch, True
             batch.append(item)
+        self._rate_count += len(batch)
         return batch, False
 
     def _launch(self, batch: list[_Pending]) -> _Batch:
@@ -520,3 +555,8 @@ def _settle(future: asyncio.Future[Any], outcome: SendResult | ChangeResult | Ap
             future.exception()
     else:
         future.set_result(outcome)
+
+
+def _settle_once(waiter: asyncio.Future[None] | None) -> None:
+    if waiter is not None and not waiter.done():
+        waiter.set_result(None)
